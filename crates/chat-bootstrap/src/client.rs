@@ -1,0 +1,234 @@
+//! Calling the bootstrap: what a node does at start, and what operators' tools do.
+
+use std::time::Duration;
+
+use tonic::transport::{Channel, Endpoint};
+
+use crate::assignment::{Neighbor, NodeAddress};
+use crate::proto;
+use crate::proto::bootstrap_client::BootstrapClient;
+
+/// Errors talking to the bootstrap. Each names the bootstrap's address.
+#[derive(Debug, thiserror::Error)]
+pub enum BootstrapError {
+    /// The address is not a usable gRPC target.
+    #[error("bad bootstrap address {addr:?}: {reason}")]
+    InvalidAddress {
+        /// The address as given.
+        addr: String,
+        /// Why it is unusable.
+        reason: String,
+    },
+    /// No connection could be made.
+    #[error("bootstrap {addr} unreachable: {source}")]
+    Unreachable {
+        /// The address.
+        addr: String,
+        /// The transport error.
+        source: tonic::transport::Error,
+    },
+    /// The call did not finish in time.
+    #[error("bootstrap {addr} did not answer within {timeout:?}")]
+    TimedOut {
+        /// The address.
+        addr: String,
+        /// The time allowed.
+        timeout: Duration,
+    },
+    /// The bootstrap answered with an error status.
+    #[error("bootstrap {addr} refused: {code:?}: {message}")]
+    Rejected {
+        /// The address.
+        addr: String,
+        /// gRPC status code.
+        code: tonic::Code,
+        /// The status message.
+        message: String,
+    },
+    /// The answer could not be understood.
+    #[error("bootstrap {addr} sent a bad answer: {reason}")]
+    BadResponse {
+        /// The address.
+        addr: String,
+        /// What was wrong.
+        reason: String,
+    },
+}
+
+impl BootstrapError {
+    /// Whether the bootstrap could not be reached (as opposed to refusing the request), so a
+    /// cached answer is a fair substitute.
+    pub fn is_unreachable(&self) -> bool {
+        match self {
+            Self::Unreachable { .. } | Self::TimedOut { .. } => true,
+            Self::Rejected { code, .. } => *code == tonic::Code::Unavailable,
+            Self::InvalidAddress { .. } | Self::BadResponse { .. } => false,
+        }
+    }
+}
+
+/// A registered node as listed by the bootstrap.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegisteredNode {
+    /// The node's address.
+    pub address: NodeAddress,
+    /// Its neighbour ids in link order.
+    pub neighbor_ids: Vec<u64>,
+}
+
+/// Registers `me` with the bootstrap at `addr` (`host:port`, or an `http://` URI) and returns
+/// the neighbours it assigns, with their current addresses. The whole call, connection
+/// included, is bounded by `timeout`.
+pub async fn register(
+    addr: &str,
+    timeout: Duration,
+    me: NodeAddress,
+) -> Result<Vec<Neighbor>, BootstrapError> {
+    let request = proto::RegisterRequest {
+        id: me.id,
+        host: me.host,
+        port: u32::from(me.port),
+    };
+    let response = call(addr, timeout, |mut client| async move {
+        client.register(request).await
+    })
+    .await?;
+    response
+        .neighbors
+        .into_iter()
+        .map(|n| neighbor_from_proto(addr, n))
+        .collect()
+}
+
+/// Removes node `id` from the registry; returns whether it was registered.
+pub async fn deregister(addr: &str, timeout: Duration, id: u64) -> Result<bool, BootstrapError> {
+    let request = proto::DeregisterRequest { id };
+    Ok(call(addr, timeout, |mut client| async move {
+        client.deregister(request).await
+    })
+    .await?
+    .removed)
+}
+
+/// Lists every registered node, in registration order.
+pub async fn list_nodes(
+    addr: &str,
+    timeout: Duration,
+) -> Result<Vec<RegisteredNode>, BootstrapError> {
+    let response = call(addr, timeout, |mut client| async move {
+        client.list_nodes(proto::ListNodesRequest {}).await
+    })
+    .await?;
+    response
+        .nodes
+        .into_iter()
+        .map(|node| {
+            let address = node.address.ok_or_else(|| BootstrapError::BadResponse {
+                addr: addr.to_owned(),
+                reason: "a listed node has no address".into(),
+            })?;
+            Ok(RegisteredNode {
+                address: neighbor_from_proto(addr, address)?,
+                neighbor_ids: node.neighbor_ids,
+            })
+        })
+        .collect()
+}
+
+fn neighbor_from_proto(addr: &str, node: proto::NodeAddress) -> Result<Neighbor, BootstrapError> {
+    let port = u16::try_from(node.port).map_err(|_| BootstrapError::BadResponse {
+        addr: addr.to_owned(),
+        reason: format!("node {} has port {}", node.id, node.port),
+    })?;
+    Ok(NodeAddress {
+        id: node.id,
+        host: node.host,
+        port,
+    })
+}
+
+/// The gRPC endpoint for `addr`; a bare `host:port` means plain-text HTTP/2.
+pub(crate) fn endpoint(addr: &str, timeout: Duration) -> Result<Endpoint, BootstrapError> {
+    let uri = if addr.contains("://") {
+        addr.to_owned()
+    } else {
+        format!("http://{addr}")
+    };
+    Endpoint::from_shared(uri)
+        .map(|e| e.connect_timeout(timeout).timeout(timeout))
+        .map_err(|e| BootstrapError::InvalidAddress {
+            addr: addr.to_owned(),
+            reason: e.to_string(),
+        })
+}
+
+/// Connects, runs one call, and maps every failure to a [`BootstrapError`], all within `timeout`.
+async fn call<T, F, Fut>(addr: &str, timeout: Duration, rpc: F) -> Result<T, BootstrapError>
+where
+    F: FnOnce(BootstrapClient<Channel>) -> Fut,
+    Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+{
+    let endpoint = endpoint(addr, timeout)?;
+    let attempt = async {
+        let channel = endpoint
+            .connect()
+            .await
+            .map_err(|source| BootstrapError::Unreachable {
+                addr: addr.to_owned(),
+                source,
+            })?;
+        rpc(BootstrapClient::new(channel))
+            .await
+            .map_err(|status| BootstrapError::Rejected {
+                addr: addr.to_owned(),
+                code: status.code(),
+                message: status.message().to_owned(),
+            })
+    };
+    match tokio::time::timeout(timeout, attempt).await {
+        Ok(result) => result.map(tonic::Response::into_inner),
+        Err(_) => Err(BootstrapError::TimedOut {
+            addr: addr.to_owned(),
+            timeout,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bare_host_port_becomes_http_uri() {
+        let endpoint = endpoint("127.0.0.1:45999", Duration::from_secs(1)).expect("valid");
+        assert_eq!(endpoint.uri().to_string(), "http://127.0.0.1:45999/");
+    }
+
+    #[test]
+    fn garbage_address_is_invalid() {
+        let err = endpoint("not an address", Duration::from_secs(1)).expect_err("invalid");
+        assert!(matches!(err, BootstrapError::InvalidAddress { .. }));
+        assert!(!err.is_unreachable());
+    }
+
+    #[test]
+    fn only_transport_failures_count_as_unreachable() {
+        let timed_out = BootstrapError::TimedOut {
+            addr: "a".into(),
+            timeout: Duration::from_secs(1),
+        };
+        let unavailable = BootstrapError::Rejected {
+            addr: "a".into(),
+            code: tonic::Code::Unavailable,
+            message: String::new(),
+        };
+        let invalid = BootstrapError::Rejected {
+            addr: "a".into(),
+            code: tonic::Code::InvalidArgument,
+            message: String::new(),
+        };
+        assert!(timed_out.is_unreachable());
+        assert!(unavailable.is_unreachable());
+        assert!(!invalid.is_unreachable());
+    }
+}

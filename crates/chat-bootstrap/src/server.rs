@@ -1,0 +1,126 @@
+//! The bootstrap server: configuration, binding, serving until a shutdown signal.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::proto::bootstrap_server::BootstrapServer as GrpcServer;
+use crate::registry_file::{RegistryFileError, RegistryStore};
+use crate::service::BootstrapService;
+
+/// Default gRPC port. The default listen address is this port on loopback, so an unconfigured
+/// bootstrap is not reachable from other hosts; a multi-host cluster sets `listen`.
+pub const DEFAULT_PORT: u16 = 45999;
+/// Default state directory (the packaged service's `StateDirectory`).
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/chat-bootstrap";
+
+/// What the server needs to run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerConfig {
+    /// gRPC listen address.
+    pub listen: SocketAddr,
+    /// Directory holding the registry file; created if missing.
+    pub state_dir: PathBuf,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], DEFAULT_PORT)),
+            state_dir: PathBuf::from(DEFAULT_STATE_DIR),
+        }
+    }
+}
+
+/// Errors starting or running the server.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The state directory could not be created.
+    #[error("cannot create the state directory {path}: {source}")]
+    StateDir {
+        /// The directory.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The registry file could not be read.
+    #[error(transparent)]
+    Registry(#[from] RegistryFileError),
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The gRPC server stopped with an error.
+    #[error("gRPC server failed: {0}")]
+    Serve(#[from] tonic::transport::Error),
+}
+
+/// A bootstrap with its registry loaded and its socket bound, ready to serve.
+#[derive(Debug)]
+pub struct BoundServer {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    service: BootstrapService,
+}
+
+/// Loads the registry from `config.state_dir` and binds `config.listen`. A corrupt registry
+/// fails here, before anything listens.
+pub async fn bind(config: &ServerConfig) -> Result<BoundServer, ServerError> {
+    std::fs::create_dir_all(&config.state_dir).map_err(|source| ServerError::StateDir {
+        path: config.state_dir.clone(),
+        source,
+    })?;
+    let store = RegistryStore::in_dir(&config.state_dir);
+    let registry = store.load()?;
+    tracing::info!(target: "bootstrap", subsystem = "bootstrap", file = %store.path().display(),
+        nodes = registry.len(), "registry loaded");
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| ServerError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    let local_addr = listener.local_addr().map_err(|source| ServerError::Bind {
+        addr: config.listen,
+        source,
+    })?;
+    Ok(BoundServer {
+        listener,
+        local_addr,
+        service: BootstrapService::new(registry, store),
+    })
+}
+
+impl BoundServer {
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Serves until `shutdown` completes, then finishes in-flight calls and returns.
+    pub async fn serve(self, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
+        tracing::info!(target: "bootstrap", subsystem = "bootstrap", addr = %self.local_addr, "serving");
+        tonic::transport::Server::builder()
+            .add_service(GrpcServer::new(self.service))
+            .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), shutdown)
+            .await?;
+        tracing::info!(target: "bootstrap", subsystem = "bootstrap", "stopped");
+        Ok(())
+    }
+}
+
+/// Binds and serves until `shutdown` completes.
+pub async fn run(
+    config: &ServerConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServerError> {
+    bind(config).await?.serve(shutdown).await
+}
