@@ -282,18 +282,35 @@ fn body_from_proto(body: proto::envelope::Body) -> Result<Body, DecodeError> {
     })
 }
 
+fn candidate_to_proto(c: Candidate) -> proto::Candidate {
+    proto::Candidate {
+        data_epoch: c.data_epoch,
+        node: c.node,
+    }
+}
+
+fn candidate_from_proto(
+    c: Option<proto::Candidate>,
+    field: &'static str,
+) -> Result<Candidate, DecodeError> {
+    let c = required(c, field)?;
+    Ok(Candidate {
+        data_epoch: c.data_epoch,
+        node: node_id(c.node, field)?,
+    })
+}
+
 fn election_to_proto(e: &Election) -> proto::Election {
     use proto::election::Kind as K;
     proto::Election {
         run: Some(run_to_proto(e.run)),
         round: e.round,
         kind: Some(match e.kind {
-            ElectionKind::Start => K::Start(proto::ElectionStart {}),
+            ElectionKind::Start(c) => K::Start(proto::ElectionStart {
+                candidate: Some(candidate_to_proto(c)),
+            }),
             ElectionKind::Proposal(c) => K::Proposal(proto::Proposal {
-                candidate: Some(proto::Candidate {
-                    data_epoch: c.data_epoch,
-                    node: c.node,
-                }),
+                candidate: Some(candidate_to_proto(c)),
             }),
             ElectionKind::Vote { yes, prune } => K::Vote(proto::Vote { yes, prune }),
         }),
@@ -303,14 +320,14 @@ fn election_to_proto(e: &Election) -> proto::Election {
 fn election_from_proto(e: proto::Election) -> Result<Election, DecodeError> {
     use proto::election::Kind as K;
     let kind = match required(e.kind, "election.kind")? {
-        K::Start(_) => ElectionKind::Start,
-        K::Proposal(p) => {
-            let c = required(p.candidate, "election.proposal.candidate")?;
-            ElectionKind::Proposal(Candidate {
-                data_epoch: c.data_epoch,
-                node: node_id(c.node, "election.proposal.candidate.node")?,
-            })
-        }
+        K::Start(s) => ElectionKind::Start(candidate_from_proto(
+            s.candidate,
+            "election.start.candidate",
+        )?),
+        K::Proposal(p) => ElectionKind::Proposal(candidate_from_proto(
+            p.candidate,
+            "election.proposal.candidate",
+        )?),
         K::Vote(v) => ElectionKind::Vote {
             yes: v.yes,
             prune: v.prune,
@@ -345,7 +362,10 @@ fn tree_to_proto(t: &Tree) -> proto::Tree {
             leader: *leader,
             data_port: u32::from(*data_port),
         }),
-        TreeKind::AdoptRequest => K::AdoptRequest(proto::AdoptRequest {}),
+        TreeKind::AdoptRequest { run, leader } => K::AdoptRequest(proto::AdoptRequest {
+            run: Some(run_to_proto(*run)),
+            leader: *leader,
+        }),
         TreeKind::AdoptOffer {
             leader,
             run,
@@ -357,7 +377,9 @@ fn tree_to_proto(t: &Tree) -> proto::Tree {
             hops_from_root: *hops_from_root,
             data_port: u32::from(*data_port),
         }),
-        TreeKind::AdoptRefusal => K::AdoptRefusal(proto::AdoptRefusal {}),
+        TreeKind::Detach { run } => K::Detach(proto::Detach {
+            run: Some(run_to_proto(*run)),
+        }),
         TreeKind::Routes { input_nodes } => K::Routes(proto::Routes {
             input_nodes: input_nodes.clone(),
         }),
@@ -385,14 +407,19 @@ fn tree_from_proto(t: proto::Tree) -> Result<Tree, DecodeError> {
             leader: node_id(e.leader, "tree.epoch_tick.leader")?,
             data_port: optional_port(e.data_port, "tree.epoch_tick.data_port")?,
         },
-        K::AdoptRequest(_) => TreeKind::AdoptRequest,
+        K::AdoptRequest(r) => TreeKind::AdoptRequest {
+            run: run_from_proto(r.run, "tree.adopt_request.run")?,
+            leader: node_id(r.leader, "tree.adopt_request.leader")?,
+        },
         K::AdoptOffer(o) => TreeKind::AdoptOffer {
             leader: node_id(o.leader, "tree.adopt_offer.leader")?,
             run: run_from_proto(o.run, "tree.adopt_offer.run")?,
             hops_from_root: o.hops_from_root,
             data_port: optional_port(o.data_port, "tree.adopt_offer.data_port")?,
         },
-        K::AdoptRefusal(_) => TreeKind::AdoptRefusal,
+        K::Detach(d) => TreeKind::Detach {
+            run: run_from_proto(d.run, "tree.detach.run")?,
+        },
         K::Routes(r) => {
             if r.input_nodes.contains(&0) {
                 return Err(DecodeError::ZeroNodeId("tree.routes.input_nodes"));

@@ -203,8 +203,9 @@ pub struct Election {
 /// The kinds of Yo-Yo message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ElectionKind {
-    /// Announces (floods) the run.
-    Start,
+    /// Announces (floods) the run, with the sender's candidate so both ends of the link
+    /// orient it the same way.
+    Start(Candidate),
     /// YO-DOWN: the smallest candidate the sender knows this round.
     Proposal(Candidate),
     /// -UP: the sender's verdict on the receiver's proposal, and whether to prune the link.
@@ -255,8 +256,13 @@ pub enum TreeKind {
         /// The sender's data-plane port.
         data_port: u16,
     },
-    /// Healing: the sender lost its parent and asks to be adopted.
-    AdoptRequest,
+    /// Healing: the sender lost its parent and asks to be adopted into this tree.
+    AdoptRequest {
+        /// The run whose tree the sender belonged to.
+        run: RunId,
+        /// That tree's leader.
+        leader: NodeId,
+    },
     /// Healing: the sender is connected to the root and offers to adopt.
     AdoptOffer {
         /// The leader.
@@ -268,8 +274,11 @@ pub enum TreeKind {
         /// The sender's data-plane port.
         data_port: u16,
     },
-    /// Healing: the sender cannot adopt.
-    AdoptRefusal,
+    /// Parent to children: the sender lost its way to the root; the receivers are orphans.
+    Detach {
+        /// The run whose tree dissolves.
+        run: RunId,
+    },
     /// Child to parent: every input node reachable through the sender.
     Routes {
         /// The input nodes (the sender included when it is one).
