@@ -1,0 +1,205 @@
+//! The HTTP front door: every request is answered with a 307 to a live input node, round-robin,
+//! keeping the request's path and query; 503 with a short page when none is live.
+//!
+//! One path is not redirected: `GET /_nameserver/nodes` answers the JSON listing of live input
+//! nodes (`{"nodes":[{"node_id":1,"http_address":"127.0.0.1:8081","expires_in_ms":9000}]}`).
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::time::Duration;
+
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+
+use crate::state::Leases;
+
+/// The one path the front answers itself instead of redirecting.
+pub const NODES_PATH: &str = "/_nameserver/nodes";
+
+/// How long a client may take to send its request headers.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long open connections get to finish at shutdown.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+const NO_SERVER_PAGE: &str = "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>Chat unavailable</title></head>\n\
+<body><h1>No chat server is available right now</h1><p>Please try again in a few seconds.</p></body></html>\n";
+
+/// Answers one request.
+pub fn respond<B>(leases: &Leases, request: &Request<B>) -> Response<Full<Bytes>> {
+    if request.uri().path() == NODES_PATH {
+        return list_nodes(leases, request.method());
+    }
+    let Some(target) = leases.next_target() else {
+        return response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/html; charset=utf-8",
+            NO_SERVER_PAGE.into(),
+        )
+        .with_header(header::RETRY_AFTER, HeaderValue::from_static("5"));
+    };
+    let path_and_query = request.uri().path_and_query().map_or("/", |pq| pq.as_str());
+    let location = format!("http://{}{}", target.http_address, path_and_query);
+    match HeaderValue::from_str(&location) {
+        Ok(location) => response(
+            StatusCode::TEMPORARY_REDIRECT,
+            "text/plain; charset=utf-8",
+            Bytes::new(),
+        )
+        .with_header(header::LOCATION, location),
+        // Both parts were validated (address at registration, path by the HTTP parser), so this
+        // is only reachable through a bug; answer rather than panic.
+        Err(_) => response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "text/plain; charset=utf-8",
+            "bad redirect target\n".into(),
+        ),
+    }
+}
+
+fn list_nodes(leases: &Leases, method: &Method) -> Response<Full<Bytes>> {
+    if method != Method::GET && method != Method::HEAD {
+        return response(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain; charset=utf-8",
+            "use GET\n".into(),
+        )
+        .with_header(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+    }
+    #[derive(serde::Serialize)]
+    struct Listing {
+        nodes: Vec<crate::lease::LiveLease>,
+    }
+    match serde_json::to_vec(&Listing {
+        nodes: leases.live(),
+    }) {
+        Ok(json) => response(StatusCode::OK, "application/json", json.into()),
+        Err(e) => response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "text/plain; charset=utf-8",
+            format!("{e}\n").into(),
+        ),
+    }
+}
+
+fn response(status: StatusCode, content_type: &'static str, body: Bytes) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(body));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    // Where to go changes with every request and with leases; nothing here may be cached.
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+trait WithHeader {
+    fn with_header(self, name: header::HeaderName, value: HeaderValue) -> Self;
+}
+
+impl WithHeader for Response<Full<Bytes>> {
+    fn with_header(mut self, name: header::HeaderName, value: HeaderValue) -> Self {
+        self.headers_mut().insert(name, value);
+        self
+    }
+}
+
+/// Serves HTTP/1.1 on `listener` until `shutdown` completes, then lets open connections finish
+/// (up to a grace period).
+pub async fn serve(listener: TcpListener, leases: Leases, shutdown: impl Future<Output = ()>) {
+    let graceful = GracefulShutdown::new();
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    tokio::pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _peer)) => stream,
+                Err(error) => {
+                    // Typically out of file descriptors: back off instead of spinning.
+                    tracing::warn!(target: "nameserver", subsystem = "nameserver", %error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let leases = leases.clone();
+        let service = service_fn(move |request: Request<Incoming>| {
+            let answer = respond(&leases, &request);
+            async move { Ok::<_, Infallible>(answer) }
+        });
+        let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(target: "nameserver", subsystem = "nameserver", %error, "HTTP connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(target: "nameserver", subsystem = "nameserver", "HTTP connections still open after the grace period");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lease::LeasePolicy;
+
+    fn leases() -> Leases {
+        Leases::new(LeasePolicy {
+            default_ttl: Duration::from_secs(15),
+            max_ttl: Duration::from_secs(60),
+        })
+    }
+
+    fn get(uri: &str) -> Request<()> {
+        Request::get(uri).body(()).expect("request")
+    }
+
+    #[tokio::test]
+    async fn no_live_node_is_503_with_a_page() {
+        let response = respond(&leases(), &get("/login"));
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            response.headers()[header::CONTENT_TYPE],
+            "text/html; charset=utf-8"
+        );
+    }
+
+    #[tokio::test]
+    async fn redirect_keeps_path_and_query() {
+        let leases = leases();
+        leases.grant(1, "127.0.0.1:8081".into(), Duration::ZERO);
+        let response = respond(&leases, &get("/groups/42?page=2&q=a%20b"));
+        assert_eq!(response.status(), StatusCode::TEMPORARY_REDIRECT);
+        assert_eq!(
+            response.headers()[header::LOCATION],
+            "http://127.0.0.1:8081/groups/42?page=2&q=a%20b"
+        );
+        let root = respond(&leases, &get("/"));
+        assert_eq!(root.headers()[header::LOCATION], "http://127.0.0.1:8081/");
+    }
+
+    #[tokio::test]
+    async fn listing_path_is_not_redirected() {
+        let leases = leases();
+        leases.grant(7, "127.0.0.1:8087".into(), Duration::ZERO);
+        let response = respond(&leases, &get(NODES_PATH));
+        assert_eq!(response.status(), StatusCode::OK);
+        let post = Request::post(NODES_PATH).body(()).expect("request");
+        assert_eq!(
+            respond(&leases, &post).status(),
+            StatusCode::METHOD_NOT_ALLOWED
+        );
+    }
+}

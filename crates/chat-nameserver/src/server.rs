@@ -1,0 +1,193 @@
+//! The nameserver: configuration, binding both listeners, serving until a shutdown signal.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::lease::LeasePolicy;
+use crate::proto::nameserver_server::NameserverServer;
+use crate::service::NameserverService;
+use crate::state::Leases;
+
+/// Default gRPC port (input nodes register here); loopback by default.
+pub const DEFAULT_GRPC_PORT: u16 = 45998;
+/// Default HTTP port of the front door; loopback by default, so nothing is exposed to other
+/// hosts until the operator sets `http_listen` (e.g. `0.0.0.0:9999`).
+pub const DEFAULT_HTTP_PORT: u16 = 9999;
+
+/// How often expired leases are dropped (and logged); redirects never use an expired lease
+/// whatever this is, the sweep only frees memory and reports.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
+/// What the server needs to run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerConfig {
+    /// gRPC listen address (registrations).
+    pub grpc_listen: SocketAddr,
+    /// HTTP listen address (the redirecting front door).
+    pub http_listen: SocketAddr,
+    /// Lease TTL granted when a node asks for none, in milliseconds.
+    pub lease_ttl_ms: u64,
+    /// Longest lease granted, in milliseconds.
+    pub max_lease_ttl_ms: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            grpc_listen: SocketAddr::from(([127, 0, 0, 1], DEFAULT_GRPC_PORT)),
+            http_listen: SocketAddr::from(([127, 0, 0, 1], DEFAULT_HTTP_PORT)),
+            lease_ttl_ms: 15_000,
+            max_lease_ttl_ms: 300_000,
+        }
+    }
+}
+
+impl ServerConfig {
+    fn lease_policy(&self) -> LeasePolicy {
+        LeasePolicy {
+            default_ttl: Duration::from_millis(self.lease_ttl_ms),
+            max_ttl: Duration::from_millis(self.max_lease_ttl_ms),
+        }
+    }
+}
+
+/// Errors starting or running the server.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// A listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The lease settings make no sense.
+    #[error("lease_ttl_ms ({default}) must be between 1 and max_lease_ttl_ms ({max})")]
+    BadLeaseSettings {
+        /// `lease_ttl_ms`.
+        default: u64,
+        /// `max_lease_ttl_ms`.
+        max: u64,
+    },
+    /// The gRPC server stopped with an error.
+    #[error("gRPC server failed: {0}")]
+    Serve(#[from] tonic::transport::Error),
+}
+
+/// A nameserver with both sockets bound, ready to serve.
+#[derive(Debug)]
+pub struct BoundServer {
+    grpc: TcpListener,
+    http: TcpListener,
+    grpc_addr: SocketAddr,
+    http_addr: SocketAddr,
+    leases: Leases,
+}
+
+async fn bind_one(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), ServerError> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServerError::Bind { addr, source })?;
+    let local = listener
+        .local_addr()
+        .map_err(|source| ServerError::Bind { addr, source })?;
+    Ok((listener, local))
+}
+
+/// Checks the configuration and binds both listeners.
+pub async fn bind(config: &ServerConfig) -> Result<BoundServer, ServerError> {
+    if config.lease_ttl_ms == 0 || config.lease_ttl_ms > config.max_lease_ttl_ms {
+        return Err(ServerError::BadLeaseSettings {
+            default: config.lease_ttl_ms,
+            max: config.max_lease_ttl_ms,
+        });
+    }
+    let (grpc, grpc_addr) = bind_one(config.grpc_listen).await?;
+    let (http, http_addr) = bind_one(config.http_listen).await?;
+    Ok(BoundServer {
+        grpc,
+        http,
+        grpc_addr,
+        http_addr,
+        leases: Leases::new(config.lease_policy()),
+    })
+}
+
+impl BoundServer {
+    /// The bound gRPC address.
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc_addr
+    }
+
+    /// The bound HTTP address.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    /// Serves gRPC and HTTP until `shutdown` completes; both then finish what is in flight.
+    pub async fn serve(self, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
+        tracing::info!(target: "nameserver", subsystem = "nameserver", grpc = %self.grpc_addr,
+            http = %self.http_addr, "serving");
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let stopped = |mut rx: watch::Receiver<bool>| async move {
+            // An error means the sender is gone, which also means stop.
+            let _ = rx.wait_for(|stop| *stop).await;
+        };
+
+        let http = tokio::spawn(crate::http_front::serve(
+            self.http,
+            self.leases.clone(),
+            stopped(stop_rx.clone()),
+        ));
+        let sweeper = tokio::spawn(sweep(self.leases.clone(), stopped(stop_rx.clone())));
+        let grpc = tonic::transport::Server::builder()
+            .add_service(NameserverServer::new(NameserverService::new(self.leases)))
+            .serve_with_incoming_shutdown(TcpListenerStream::new(self.grpc), stopped(stop_rx));
+
+        let grpc_result = {
+            tokio::pin!(grpc);
+            tokio::select! {
+                result = &mut grpc => result,
+                () = shutdown => {
+                    let _ = stop_tx.send(true);
+                    grpc.await
+                }
+            }
+        };
+        let _ = stop_tx.send(true);
+        for task in [http, sweeper] {
+            if let Err(e) = task.await {
+                tracing::error!(target: "nameserver", subsystem = "nameserver", error = %e, "task failed");
+            }
+        }
+        tracing::info!(target: "nameserver", subsystem = "nameserver", "stopped");
+        Ok(grpc_result?)
+    }
+}
+
+async fn sweep(leases: Leases, stop: impl Future<Output = ()>) {
+    let mut ticker = tokio::time::interval(SWEEP_EVERY);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => leases.sweep(),
+            () = &mut stop => return,
+        }
+    }
+}
+
+/// Binds and serves until `shutdown` completes.
+pub async fn run(
+    config: &ServerConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServerError> {
+    bind(config).await?.serve(shutdown).await
+}
