@@ -322,9 +322,12 @@ mod tests {
                 assert!(!peers.is_empty(), "node {} has no neighbour", address.id);
             }
         }
-        // The count sequence sums to 29 links over 19 nodes; links stay bounded by 3 per join.
+        // Node k+1 joins with number_index k and makes min(seq[k % 19], k) links.
+        let expected: usize = (1..1000)
+            .map(|k| NEIGHBOR_COUNT_SEQUENCE[k % 19].min(k))
+            .sum();
         let links: usize = registry.nodes().map(|(_, p)| p.len()).sum::<usize>() / 2;
-        assert!(links >= 999 && links <= 3 * 999, "links = {links}");
+        assert_eq!(links, expected);
     }
 
     #[test]

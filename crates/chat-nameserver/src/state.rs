@@ -72,3 +72,25 @@ impl Leases {
         self.lock().live(now())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn leases_expire_on_the_tokio_clock() {
+        let leases = Leases::new(LeasePolicy {
+            default_ttl: Duration::from_secs(15),
+            max_ttl: Duration::from_secs(60),
+        });
+        assert_eq!(
+            leases.grant(1, "127.0.0.1:8081".into(), Duration::ZERO),
+            Duration::from_secs(15)
+        );
+        tokio::time::advance(Duration::from_secs(14)).await;
+        assert_eq!(leases.next_target().map(|l| l.node_id), Some(1));
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(leases.next_target(), None);
+        assert!(leases.live().is_empty());
+    }
+}
