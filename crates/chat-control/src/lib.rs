@@ -5,6 +5,7 @@ pub mod clock;
 mod election;
 mod event;
 pub mod roles;
+pub mod topology;
 
 pub use event::{LinkStatus, NodeEvent, StartReason, Step, Subsystem, Trace};
 pub use roles::{roles_for, Place, Roles};
