@@ -1,0 +1,68 @@
+//! Settings of one transport socket.
+
+/// Settings of one [`Transport`](crate::Transport): which node we are, where we listen, and
+/// how the socket trades memory against loss.
+///
+/// Build it with [`TransportConfig::new`] and adjust the public fields; the defaults suit a
+/// control or data plane on a LAN.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TransportConfig {
+    /// Our node id; the socket's ZeroMQ identity is `node-<node_id>`.
+    pub node_id: u64,
+    /// Where the socket listens, e.g. `tcp://127.0.0.1:46004` or `tcp://*:46004`.
+    /// `tcp://127.0.0.1:*` picks a free port; [`TransportHandle::local_endpoint`] tells which.
+    ///
+    /// [`TransportHandle::local_endpoint`]: crate::TransportHandle::local_endpoint
+    pub bind: String,
+    /// How many outgoing messages may wait between [`TransportHandle::send`] and the socket
+    /// thread. When full, further sends are dropped and counted (`dropped_queue_full`).
+    ///
+    /// [`TransportHandle::send`]: crate::TransportHandle::send
+    pub send_queue: usize,
+    /// How many events (received messages, link changes) may wait for the async consumer.
+    /// When full, the socket thread stops reading the socket until there is room again, so
+    /// back-pressure reaches the senders' high-water marks instead of losing messages here.
+    pub event_queue: usize,
+    /// ZeroMQ send high-water mark per peer (`ZMQ_SNDHWM`), in messages. A send to a peer
+    /// whose pipe is full is dropped and counted (`dropped_pipe_full`).
+    pub send_hwm: i32,
+    /// ZeroMQ receive high-water mark per peer (`ZMQ_RCVHWM`), in messages.
+    pub recv_hwm: i32,
+    /// How long unsent messages may delay closing the socket at shutdown (`ZMQ_LINGER`).
+    pub linger_ms: i32,
+    /// First delay before ZeroMQ reconnects a dropped outgoing connection (`ZMQ_RECONNECT_IVL`).
+    pub reconnect_ivl_ms: i32,
+    /// Cap of the doubling reconnect delay (`ZMQ_RECONNECT_IVL_MAX`); 0 keeps it constant.
+    pub reconnect_ivl_max_ms: i32,
+    /// Interval of ZMTP heartbeats on every connection (`ZMQ_HEARTBEAT_IVL`); 0 turns them
+    /// off. They let ZeroMQ drop (and the monitor report) a connection whose far end vanished
+    /// without closing it, such as a host that lost power.
+    pub heartbeat_ivl_ms: i32,
+    /// How long a connection may stay silent after a ZMTP heartbeat before ZeroMQ drops it
+    /// (`ZMQ_HEARTBEAT_TIMEOUT`). Ignored when `heartbeat_ivl_ms` is 0.
+    pub heartbeat_timeout_ms: i32,
+    /// Largest inbound message ZeroMQ accepts (`ZMQ_MAXMSGSIZE`), in bytes; a peer sending
+    /// more is disconnected. Protects the node's memory from a broken or hostile peer.
+    pub max_message_bytes: i64,
+}
+
+impl TransportConfig {
+    /// Settings with the defaults for node `node_id` listening on `bind`.
+    pub fn new(node_id: u64, bind: impl Into<String>) -> Self {
+        TransportConfig {
+            node_id,
+            bind: bind.into(),
+            send_queue: 4096,
+            event_queue: 4096,
+            send_hwm: 1000,
+            recv_hwm: 1000,
+            linger_ms: 100,
+            // A restarted neighbour is usually back within a second; retry fast, then back off.
+            reconnect_ivl_ms: 100,
+            reconnect_ivl_max_ms: 2000,
+            heartbeat_ivl_ms: 1000,
+            heartbeat_timeout_ms: 3000,
+            max_message_bytes: 16 * 1024 * 1024,
+        }
+    }
+}

@@ -1,0 +1,370 @@
+//! The thread that owns the ZeroMQ sockets.
+//!
+//! ZeroMQ sockets must not be shared between threads, so one thread owns the ROUTER and
+//! its monitor and does every socket call. It sleeps in `zmq::poll` on three things at once:
+//! the ROUTER (inbound messages), the monitor socket (link events) and the read end of a
+//! Unix socket pair that handles write to when they queue work, so a send wakes it at
+//! once instead of waiting for a poll timeout.
+
+use std::collections::VecDeque;
+use std::io::{Read, Write};
+use std::os::unix::io::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, TryRecvError};
+use std::sync::Arc;
+
+use tokio::sync::mpsc::error::TrySendError;
+use tokio::sync::{mpsc, watch};
+
+use crate::identity::{node_identity, parse_node_identity};
+use crate::monitor::{parse_monitor_event, ConnectPlan, LinkChange, LinkTracker};
+use crate::stats::{bump, Counters};
+use crate::TransportEvent;
+
+/// How long the thread waits before retrying to hand events to a full consumer queue.
+/// Only used while the consumer is behind; an idle transport sleeps until woken.
+const CONSUMER_RETRY_MS: i64 = 5;
+
+/// Inbound messages read per wake-up before the thread looks at its other sockets again,
+/// so a flood from one side cannot starve sends or link events.
+const RECEIVE_BATCH: usize = 256;
+
+/// An outgoing message on its way to the socket thread.
+#[derive(Debug)]
+pub(crate) struct Outgoing {
+    pub(crate) peer: u64,
+    pub(crate) payload: Vec<u8>,
+}
+
+/// Requests other than sends; rare, so they travel on an unbounded queue and are never
+/// dropped.
+#[derive(Debug)]
+pub(crate) enum Command {
+    Connect { peer: u64, endpoint: String },
+    Disconnect { peer: u64 },
+}
+
+/// Wakes the socket thread. Shared by all handles and the thread.
+#[derive(Debug)]
+pub(crate) struct Wakeup {
+    /// Write end of the wake pipe; non-blocking, so waking never blocks a caller.
+    writer: UnixStream,
+    /// True while a wake byte is in flight, so a burst of sends writes one byte, not one each.
+    pending: AtomicBool,
+    /// Set once to make the thread close its sockets and exit.
+    stop: AtomicBool,
+}
+
+impl Wakeup {
+    /// Creates the wake signal and the read end the socket thread polls.
+    pub(crate) fn new() -> std::io::Result<(Arc<Wakeup>, UnixStream)> {
+        let (writer, reader) = UnixStream::pair()?;
+        writer.set_nonblocking(true)?;
+        reader.set_nonblocking(true)?;
+        let wakeup = Wakeup {
+            writer,
+            pending: AtomicBool::new(false),
+            stop: AtomicBool::new(false),
+        };
+        Ok((Arc::new(wakeup), reader))
+    }
+
+    /// Makes the thread's next (or current) poll return. Call after queueing work.
+    pub(crate) fn wake(&self) {
+        if !self.pending.swap(true, Ordering::AcqRel) {
+            // A full pipe (WouldBlock) means wake bytes are already waiting: nothing lost.
+            let _ = (&self.writer).write(&[1]);
+        }
+    }
+
+    /// Asks the thread to stop and wakes it.
+    pub(crate) fn request_stop(&self) {
+        self.stop.store(true, Ordering::Release);
+        self.pending.store(false, Ordering::Release);
+        self.wake();
+    }
+
+    pub(crate) fn stop_requested(&self) -> bool {
+        self.stop.load(Ordering::Acquire)
+    }
+}
+
+/// Everything the socket thread owns.
+pub(crate) struct Worker {
+    pub(crate) router: zmq::Socket,
+    pub(crate) monitor: zmq::Socket,
+    pub(crate) wake_reader: UnixStream,
+    pub(crate) wakeup: Arc<Wakeup>,
+    pub(crate) sends: Receiver<Outgoing>,
+    pub(crate) commands: Receiver<Command>,
+    pub(crate) events: mpsc::Sender<TransportEvent>,
+    pub(crate) counters: Arc<Counters>,
+    /// Dropped when the thread ends, which tells `shutdown().await` the sockets are closed.
+    pub(crate) exited: watch::Sender<()>,
+    pub(crate) node_id: u64,
+}
+
+/// Per-run state of the socket thread.
+struct Loop {
+    links: LinkTracker,
+    /// Events waiting for room in the consumer's queue, in order. Inbound messages are only
+    /// read from the socket while this is empty, so it holds at most one message plus link
+    /// events; back-pressure stays in ZeroMQ's pipes instead of growing here.
+    outbox: VecDeque<TransportEvent>,
+    /// The consumer dropped its receiver: events are discarded from then on.
+    consumer_gone: bool,
+}
+
+impl Worker {
+    /// Runs until a stop is requested or every handle is gone, then closes the sockets.
+    pub(crate) fn run(self) {
+        let mut state = Loop {
+            links: LinkTracker::default(),
+            outbox: VecDeque::new(),
+            consumer_gone: false,
+        };
+        loop {
+            let (router_readable, monitor_readable) = match self.poll(&state) {
+                Ok(readiness) => readiness,
+                Err(zmq::Error::EINTR) => continue,
+                Err(error) => {
+                    tracing::error!(subsystem = "transport", node = self.node_id, %error,
+                        "poll failed; closing the transport");
+                    break;
+                }
+            };
+            self.drain_wake_pipe();
+            if self.wakeup.stop_requested() {
+                break;
+            }
+            let handles_gone = self.apply_commands(&mut state);
+            self.send_queued();
+            if monitor_readable {
+                self.read_monitor(&mut state);
+            }
+            if router_readable {
+                self.read_router(&mut state);
+            }
+            self.flush_outbox(&mut state);
+            if handles_gone {
+                break;
+            }
+        }
+        // Best effort for what was queued before the stop; the linger bounds how long the
+        // context waits for it below.
+        self.send_queued();
+        let Worker {
+            router,
+            monitor,
+            exited,
+            ..
+        } = self;
+        // Closing the ROUTER stops its monitor; the context is terminated when the last
+        // socket holding it is dropped, after the linger.
+        drop(router);
+        drop(monitor);
+        drop(exited);
+    }
+
+    /// Sleeps until one of the sockets or the wake pipe is ready; returns whether the
+    /// ROUTER and the monitor are readable.
+    fn poll(&self, state: &Loop) -> Result<(bool, bool), zmq::Error> {
+        let waiting_for_consumer = !state.outbox.is_empty() && !state.consumer_gone;
+        let router_interest = if waiting_for_consumer {
+            zmq::PollEvents::empty()
+        } else {
+            zmq::POLLIN
+        };
+        let mut items = [
+            self.router.as_poll_item(router_interest),
+            self.monitor.as_poll_item(zmq::POLLIN),
+            zmq::PollItem::from_fd(self.wake_reader.as_raw_fd(), zmq::POLLIN),
+        ];
+        let timeout = if waiting_for_consumer {
+            CONSUMER_RETRY_MS
+        } else {
+            -1
+        };
+        zmq::poll(&mut items, timeout)?;
+        Ok((items[0].is_readable(), items[1].is_readable()))
+    }
+
+    fn drain_wake_pipe(&self) {
+        // Clear the flag before draining the queues: a send queued after this point writes a
+        // new wake byte, so it cannot be missed.
+        self.wakeup.pending.store(false, Ordering::Release);
+        let mut buffer = [0u8; 64];
+        while let Ok(read) = (&self.wake_reader).read(&mut buffer) {
+            if read == 0 {
+                break;
+            }
+        }
+    }
+
+    /// Applies connect/disconnect requests; returns true once every handle is gone.
+    fn apply_commands(&self, state: &mut Loop) -> bool {
+        loop {
+            match self.commands.try_recv() {
+                Ok(Command::Connect { peer, endpoint }) => self.connect(state, peer, endpoint),
+                Ok(Command::Disconnect { peer }) => {
+                    if let Some(endpoint) = state.links.disconnect(peer) {
+                        self.disconnect_endpoint(peer, &endpoint);
+                    }
+                }
+                Err(TryRecvError::Empty) => return false,
+                Err(TryRecvError::Disconnected) => return true,
+            }
+        }
+    }
+
+    fn connect(&self, state: &mut Loop, peer: u64, endpoint: String) {
+        match state.links.connect(peer, &endpoint) {
+            ConnectPlan::AlreadyConnected => {}
+            ConnectPlan::Connect { replaced } => {
+                if let Some(old) = replaced {
+                    self.disconnect_endpoint(peer, &old);
+                }
+                match self.router.connect(&endpoint) {
+                    Ok(()) => tracing::debug!(subsystem = "transport", node = self.node_id,
+                        peer, %endpoint, "connecting"),
+                    Err(error) => {
+                        // Validated before queueing, so this is a ZeroMQ resource problem.
+                        let _ = state.links.disconnect(peer);
+                        tracing::warn!(subsystem = "transport", node = self.node_id, peer,
+                            %endpoint, %error, "connect failed");
+                    }
+                }
+            }
+        }
+    }
+
+    fn disconnect_endpoint(&self, peer: u64, endpoint: &str) {
+        if let Err(error) = self.router.disconnect(endpoint) {
+            tracing::debug!(subsystem = "transport", node = self.node_id, peer, %endpoint,
+                %error, "disconnect failed");
+        }
+    }
+
+    fn send_queued(&self) {
+        while let Ok(outgoing) = self.sends.try_recv() {
+            self.send_one(outgoing);
+        }
+    }
+
+    fn send_one(&self, Outgoing { peer, payload }: Outgoing) {
+        let identity = node_identity(peer);
+        let result = self
+            .router
+            .send(identity.as_bytes(), zmq::SNDMORE | zmq::DONTWAIT)
+            .and_then(|()| self.router.send(payload, zmq::DONTWAIT));
+        match result {
+            Ok(()) => bump(&self.counters.sent),
+            // ROUTER_MANDATORY turns "no such peer" into this error instead of a silent drop.
+            Err(zmq::Error::EHOSTUNREACH) => bump(&self.counters.dropped_unroutable),
+            Err(zmq::Error::EAGAIN) => bump(&self.counters.dropped_pipe_full),
+            Err(error) => {
+                bump(&self.counters.send_errors);
+                tracing::warn!(subsystem = "transport", node = self.node_id, peer, %error,
+                    "send failed");
+            }
+        }
+    }
+
+    fn read_monitor(&self, state: &mut Loop) {
+        while let Ok(frames) = self.monitor.recv_multipart(zmq::DONTWAIT) {
+            let Some(event) = parse_monitor_event(&frames) else {
+                tracing::debug!(subsystem = "transport", node = self.node_id,
+                    "unreadable monitor event");
+                continue;
+            };
+            tracing::trace!(subsystem = "transport", node = self.node_id,
+                event = event.event, endpoint = %event.endpoint, "monitor event");
+            match state.links.on_event(&event) {
+                Some(LinkChange::Up(peer)) => {
+                    bump(&self.counters.link_ups);
+                    tracing::debug!(subsystem = "transport", node = self.node_id, peer,
+                        "link up");
+                    state.outbox.push_back(TransportEvent::LinkUp { peer });
+                }
+                Some(LinkChange::Down(peer)) => {
+                    bump(&self.counters.link_downs);
+                    tracing::debug!(subsystem = "transport", node = self.node_id, peer,
+                        "link down");
+                    state.outbox.push_back(TransportEvent::LinkDown { peer });
+                }
+                None => {}
+            }
+        }
+    }
+
+    fn read_router(&self, state: &mut Loop) {
+        for _ in 0..RECEIVE_BATCH {
+            if !state.outbox.is_empty() && !state.consumer_gone {
+                return;
+            }
+            match self.receive_one() {
+                Ok(Some(event)) => {
+                    bump(&self.counters.received);
+                    state.outbox.push_back(event);
+                    self.flush_outbox(state);
+                }
+                Ok(None) => bump(&self.counters.bad_frames),
+                Err(zmq::Error::EAGAIN) => return,
+                Err(error) => {
+                    tracing::warn!(subsystem = "transport", node = self.node_id, %error,
+                        "receive failed");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Reads one whole multipart message: `Some` if it is `[node-<id>, payload]`, `None` if
+    /// it is malformed (every part is consumed either way, so the next read starts clean).
+    fn receive_one(&self) -> Result<Option<TransportEvent>, zmq::Error> {
+        let identity = self.router.recv_bytes(zmq::DONTWAIT)?;
+        let payload = if self.router.get_rcvmore()? {
+            Some(self.router.recv_bytes(zmq::DONTWAIT)?)
+        } else {
+            None
+        };
+        let mut extra_parts = false;
+        while self.router.get_rcvmore()? {
+            // Discard without keeping: a peer must not make us buffer unbounded parts.
+            let _ = self.router.recv_msg(zmq::DONTWAIT)?;
+            extra_parts = true;
+        }
+        let (Some(from), Some(payload), false) =
+            (parse_node_identity(&identity), payload, extra_parts)
+        else {
+            tracing::debug!(subsystem = "transport", node = self.node_id,
+                identity = %String::from_utf8_lossy(&identity), "dropped a malformed message");
+            return Ok(None);
+        };
+        Ok(Some(TransportEvent::Received { from, payload }))
+    }
+
+    fn flush_outbox(&self, state: &mut Loop) {
+        if state.consumer_gone {
+            state.outbox.clear();
+            return;
+        }
+        while let Some(event) = state.outbox.pop_front() {
+            match self.events.try_send(event) {
+                Ok(()) => {}
+                Err(TrySendError::Full(event)) => {
+                    state.outbox.push_front(event);
+                    return;
+                }
+                Err(TrySendError::Closed(_)) => {
+                    tracing::debug!(subsystem = "transport", node = self.node_id,
+                        "event receiver dropped; discarding inbound events");
+                    state.consumer_gone = true;
+                    state.outbox.clear();
+                    return;
+                }
+            }
+        }
+    }
+}
