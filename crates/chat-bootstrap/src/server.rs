@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 
 use crate::proto::bootstrap_server::BootstrapServer as GrpcServer;
 use crate::registry_file::{RegistryFileError, RegistryStore};
@@ -110,7 +110,7 @@ impl BoundServer {
         tracing::info!(target: "bootstrap", subsystem = "bootstrap", addr = %self.local_addr, "serving");
         tonic::transport::Server::builder()
             .add_service(GrpcServer::new(self.service))
-            .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), shutdown)
+            .serve_with_incoming_shutdown(incoming(self.listener), shutdown)
             .await?;
         tracing::info!(target: "bootstrap", subsystem = "bootstrap", "stopped");
         Ok(())
@@ -123,4 +123,10 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServerError> {
     bind(config).await?.serve(shutdown).await
+}
+
+/// The gRPC accept stream. Small request/response exchanges stall on Nagle's algorithm meeting
+/// delayed ACKs (tens of milliseconds per call) unless TCP_NODELAY is set.
+fn incoming(listener: TcpListener) -> TcpIncoming {
+    TcpIncoming::from(listener).with_nodelay(Some(true))
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use tokio::sync::Mutex;
 use tonic::{Request, Response, Status};
 
-use crate::assignment::{NodeAddress, Registry};
+use crate::assignment::{NodeAddress, Registration, Registry};
 use crate::proto;
 use crate::registry_file::RegistryStore;
 
@@ -58,6 +58,18 @@ impl BootstrapService {
     }
 }
 
+impl BootstrapService {
+    /// The answer for a node registering again with the address it already has: the common case
+    /// (every node start), served without copying the registry.
+    async fn unchanged_registration(&self, node: &NodeAddress) -> Option<Registration> {
+        let registry = self.registry.lock().await;
+        (registry.address_of(node.id) == Some(node)).then(|| Registration {
+            neighbors: registry.neighbors_of(node.id),
+            changed: false,
+        })
+    }
+}
+
 /// Checks a registration request and turns it into a [`NodeAddress`].
 fn node_from_request(request: proto::RegisterRequest) -> Result<NodeAddress, Status> {
     if request.host.trim().is_empty() {
@@ -96,13 +108,17 @@ impl proto::bootstrap_server::Bootstrap for BootstrapService {
             tracing::warn!(target: "bootstrap", subsystem = "bootstrap", reason = status.message(), "registration refused");
         })?;
         let id = node.id;
-        let registration = self
-            .change_and_persist(move |registry| {
-                let registration = registry.register(node);
-                let changed = registration.changed;
-                (registration, changed)
-            })
-            .await?;
+        let registration = match self.unchanged_registration(&node).await {
+            Some(registration) => registration,
+            None => {
+                self.change_and_persist(move |registry| {
+                    let registration = registry.register(node);
+                    let changed = registration.changed;
+                    (registration, changed)
+                })
+                .await?
+            }
+        };
         let neighbor_ids: Vec<u64> = registration.neighbors.iter().map(|n| n.id).collect();
         tracing::info!(target: "bootstrap", subsystem = "bootstrap", node = id, neighbors = ?neighbor_ids,
             changed = registration.changed, "node registered");

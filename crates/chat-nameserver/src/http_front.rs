@@ -129,6 +129,10 @@ pub async fn serve(listener: TcpListener, leases: Leases, shutdown: impl Future<
             },
             () = &mut shutdown => break,
         };
+        // Responses are tiny; without this, keep-alive clients wait on delayed ACKs.
+        if let Err(error) = stream.set_nodelay(true) {
+            tracing::debug!(target: "nameserver", subsystem = "nameserver", %error, "TCP_NODELAY not set");
+        }
         let leases = leases.clone();
         let service = service_fn(move |request: Request<Incoming>| {
             let answer = respond(&leases, &request);

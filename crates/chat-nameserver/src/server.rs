@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 
 use crate::lease::LeasePolicy;
 use crate::proto::nameserver_server::NameserverServer;
@@ -149,7 +149,7 @@ impl BoundServer {
         let sweeper = tokio::spawn(sweep(self.leases.clone(), stopped(stop_rx.clone())));
         let grpc = tonic::transport::Server::builder()
             .add_service(NameserverServer::new(NameserverService::new(self.leases)))
-            .serve_with_incoming_shutdown(TcpListenerStream::new(self.grpc), stopped(stop_rx));
+            .serve_with_incoming_shutdown(incoming(self.grpc), stopped(stop_rx));
 
         let grpc_result = {
             tokio::pin!(grpc);
@@ -190,4 +190,10 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServerError> {
     bind(config).await?.serve(shutdown).await
+}
+
+/// The gRPC accept stream. Small request/response exchanges stall on Nagle's algorithm meeting
+/// delayed ACKs (tens of milliseconds per call) unless TCP_NODELAY is set.
+fn incoming(listener: TcpListener) -> TcpIncoming {
+    TcpIncoming::from(listener).with_nodelay(Some(true))
 }
