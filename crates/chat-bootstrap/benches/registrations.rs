@@ -31,7 +31,7 @@ fn main() {
         .expect("runtime");
     runtime.block_on(async {
         let dir = tempfile::tempdir().expect("tempdir");
-        let config = ServerConfig { listen: SocketAddr::from(([127, 0, 0, 1], 0)), state_dir: dir.path().to_owned() };
+        let config = ServerConfig { listen: SocketAddr::from(([127, 0, 0, 1], 0)), state_dir: dir.path().to_owned(), ..ServerConfig::default() };
         let bound = server::bind(&config).await.expect("bind");
         let addr = format!("http://{}", bound.local_addr());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

@@ -13,6 +13,7 @@ pub mod assignment;
 mod atomic_file;
 pub mod cache;
 pub mod client;
+pub mod config;
 pub mod registry_file;
 pub mod server;
 pub mod service;

@@ -1,1 +1,96 @@
-fn main() {}
+//! `chat-bootstrap [--config PATH] [--listen ADDR] [--state-dir DIR]`: the registry nodes ask
+//! for their neighbours. Wiring only: configuration, logging, signals, systemd readiness.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use chat_bootstrap::{config, server};
+use clap::Parser;
+use serde::Serialize;
+
+/// chat-system bootstrap: nodes register here and get their neighbours.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Cli {
+    /// Configuration file [default: /etc/chat-system/bootstrap.toml, skipped when absent].
+    #[arg(long, value_name = "PATH")]
+    config: Option<PathBuf>,
+    /// gRPC listen address (overrides `listen`).
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+    /// State directory holding registry.json (overrides `state_dir`).
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+}
+
+/// The flags that override configuration keys; absent flags override nothing.
+#[derive(Serialize)]
+struct Flags {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    listen: Option<SocketAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    state_dir: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(target: "main", subsystem = "main", "{error:#}");
+            eprintln!("chat-bootstrap: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let files = match cli.config {
+        Some(path) if !path.exists() => {
+            anyhow::bail!("config file {} does not exist", path.display())
+        }
+        Some(path) => vec![path],
+        None => vec![PathBuf::from(config::DEFAULT_CONFIG_FILE)],
+    };
+    let flags = chat_ops::config::command_line(Flags {
+        listen: cli.listen,
+        state_dir: cli.state_dir,
+    });
+    let config = config::load(&files, flags)?;
+    chat_ops::logging::init("chat-bootstrap", &config.log, None)?;
+
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the tokio runtime")?;
+    runtime.block_on(async {
+        let shutdown = shutdown_signal()?;
+        let bound = server::bind(&config).await?;
+        let addr = bound.local_addr();
+        tracing::info!(target: "main", subsystem = "main", %addr, state_dir = %config.state_dir.display(), "ready");
+        notify(&[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status(&format!("listening on {addr}"))]);
+        bound.serve(shutdown).await?;
+        Ok(())
+    })
+}
+
+/// Resolves on SIGINT or SIGTERM (and tells systemd the service is stopping).
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    Ok(async move {
+        tokio::select! {
+            _ = terminate.recv() => {}
+            _ = interrupt.recv() => {}
+        }
+        tracing::info!(target: "main", subsystem = "main", "stopping");
+        notify(&[sd_notify::NotifyState::Stopping]);
+    })
+}
+
+/// Best effort: outside systemd there is no one to tell.
+fn notify(state: &[sd_notify::NotifyState<'_>]) {
+    if let Err(error) = sd_notify::notify(state) {
+        tracing::warn!(target: "main", subsystem = "main", %error, "sd_notify failed");
+    }
+}

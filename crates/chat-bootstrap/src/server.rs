@@ -4,6 +4,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use chat_ops::LogSettings;
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
@@ -18,13 +19,16 @@ pub const DEFAULT_PORT: u16 = 45999;
 /// Default state directory (the packaged service's `StateDirectory`).
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/chat-bootstrap";
 
-/// What the server needs to run.
+/// The bootstrap's configuration (`/etc/chat-system/bootstrap.toml`, every key optional).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct ServerConfig {
     /// gRPC listen address.
     pub listen: SocketAddr,
     /// Directory holding the registry file; created if missing.
     pub state_dir: PathBuf,
+    /// Log levels (used by the binary; the library only emits events).
+    pub log: LogSettings,
 }
 
 impl Default for ServerConfig {
@@ -32,6 +36,7 @@ impl Default for ServerConfig {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], DEFAULT_PORT)),
             state_dir: PathBuf::from(DEFAULT_STATE_DIR),
+            log: LogSettings::default(),
         }
     }
 }

@@ -25,6 +25,7 @@ impl RunningBootstrap {
         let config = ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             state_dir: state_dir.to_owned(),
+            ..ServerConfig::default()
         };
         let bound = server::bind(&config).await.expect("bind");
         let addr = bound.local_addr().to_string();
@@ -204,6 +205,7 @@ async fn corrupt_registry_stops_start_up_and_names_the_file() {
     let config = ServerConfig {
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         state_dir: dir.path().to_owned(),
+        ..ServerConfig::default()
     };
     let err = server::bind(&config).await.expect_err("corrupt registry");
     assert!(

@@ -10,6 +10,7 @@
 //! service: [`server::bind`] then [`server::BoundServer::serve`], or [`server::run`].
 
 pub mod client;
+pub mod config;
 pub mod http_front;
 pub mod lease;
 pub mod server;

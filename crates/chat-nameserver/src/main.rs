@@ -1,1 +1,101 @@
-fn main() {}
+//! `chat-nameserver [--config PATH] [--grpc-listen ADDR] [--http-listen ADDR]`: the front door
+//! that redirects browsers to live input nodes. Wiring only: configuration, logging, signals,
+//! systemd readiness.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use chat_nameserver::{config, server};
+use clap::Parser;
+use serde::Serialize;
+
+/// chat-system nameserver: redirects browsers to a live input node.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Cli {
+    /// Configuration file [default: /etc/chat-system/nameserver.toml, skipped when absent].
+    #[arg(long, value_name = "PATH")]
+    config: Option<PathBuf>,
+    /// gRPC listen address for input nodes' leases (overrides `grpc_listen`).
+    #[arg(long, value_name = "ADDR")]
+    grpc_listen: Option<SocketAddr>,
+    /// HTTP listen address of the redirecting front (overrides `http_listen`).
+    #[arg(long, value_name = "ADDR")]
+    http_listen: Option<SocketAddr>,
+}
+
+/// The flags that override configuration keys; absent flags override nothing.
+#[derive(Serialize)]
+struct Flags {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    grpc_listen: Option<SocketAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    http_listen: Option<SocketAddr>,
+}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(target: "main", subsystem = "main", "{error:#}");
+            eprintln!("chat-nameserver: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let files = match cli.config {
+        Some(path) if !path.exists() => {
+            anyhow::bail!("config file {} does not exist", path.display())
+        }
+        Some(path) => vec![path],
+        None => vec![PathBuf::from(config::DEFAULT_CONFIG_FILE)],
+    };
+    let flags = chat_ops::config::command_line(Flags {
+        grpc_listen: cli.grpc_listen,
+        http_listen: cli.http_listen,
+    });
+    let config = config::load(&files, flags)?;
+    chat_ops::logging::init("chat-nameserver", &config.log, None)?;
+
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the tokio runtime")?;
+    runtime.block_on(async {
+        let shutdown = shutdown_signal()?;
+        let bound = server::bind(&config).await?;
+        let (grpc, http) = (bound.grpc_addr(), bound.http_addr());
+        tracing::info!(target: "main", subsystem = "main", %grpc, %http, "ready");
+        let status = format!("redirecting on http://{http}, leases on {grpc}");
+        notify(&[
+            sd_notify::NotifyState::Ready,
+            sd_notify::NotifyState::Status(&status),
+        ]);
+        bound.serve(shutdown).await?;
+        Ok(())
+    })
+}
+
+/// Resolves on SIGINT or SIGTERM (and tells systemd the service is stopping).
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    Ok(async move {
+        tokio::select! {
+            _ = terminate.recv() => {}
+            _ = interrupt.recv() => {}
+        }
+        tracing::info!(target: "main", subsystem = "main", "stopping");
+        notify(&[sd_notify::NotifyState::Stopping]);
+    })
+}
+
+/// Best effort: outside systemd there is no one to tell.
+fn notify(state: &[sd_notify::NotifyState<'_>]) {
+    if let Err(error) = sd_notify::notify(state) {
+        tracing::warn!(target: "main", subsystem = "main", %error, "sd_notify failed");
+    }
+}

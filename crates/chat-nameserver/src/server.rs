@@ -4,6 +4,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use chat_ops::LogSettings;
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -24,8 +25,9 @@ pub const DEFAULT_HTTP_PORT: u16 = 9999;
 /// whatever this is, the sweep only frees memory and reports.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
-/// What the server needs to run.
+/// The nameserver's configuration (`/etc/chat-system/nameserver.toml`, every key optional).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct ServerConfig {
     /// gRPC listen address (registrations).
     pub grpc_listen: SocketAddr,
@@ -35,6 +37,8 @@ pub struct ServerConfig {
     pub lease_ttl_ms: u64,
     /// Longest lease granted, in milliseconds.
     pub max_lease_ttl_ms: u64,
+    /// Log levels (used by the binary; the library only emits events).
+    pub log: LogSettings,
 }
 
 impl Default for ServerConfig {
@@ -44,6 +48,7 @@ impl Default for ServerConfig {
             http_listen: SocketAddr::from(([127, 0, 0, 1], DEFAULT_HTTP_PORT)),
             lease_ttl_ms: 15_000,
             max_lease_ttl_ms: 300_000,
+            log: LogSettings::default(),
         }
     }
 }
