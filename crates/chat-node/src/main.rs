@@ -1,1 +1,229 @@
-fn main() {}
+//! `chat-node`: one node of chat-system.
+//!
+//! `main` only wires things together: it parses the command line, loads and checks the
+//! configuration (a bad value ends the process with one line on stderr and exit code 2),
+//! installs logging, turns SIGINT/SIGTERM into a shutdown future, and runs the admin endpoint
+//! and the driver until shutdown (exit code 0). Under systemd (`Type=notify`) it reports READY=1
+//! once the admin endpoint is bound and the driver starts, and keeps STATUS= up to date.
+//!
+//! See [`config`] for every key, the layering and the derivation rules.
+
+mod admin;
+mod cli;
+mod config;
+mod driver;
+mod metrics;
+mod status;
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Parser as _;
+use sd_notify::NotifyState;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::watch;
+
+use crate::cli::{Cli, Command, NodeArgs};
+use crate::config::{LoadedConfig, ResolvedConfig};
+use crate::metrics::Metrics;
+use crate::status::NodeStatus;
+
+/// Exit code for a configuration the node cannot start with.
+const EXIT_BAD_CONFIG: u8 = 2;
+/// How long `chat-node status` waits for the node to answer.
+const STATUS_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let loaded = match config::load(&cli.node.files(), &cli.node.overrides()) {
+        Ok(loaded) => loaded,
+        Err(error) => {
+            eprintln!("chat-node: {error}");
+            return ExitCode::from(EXIT_BAD_CONFIG);
+        }
+    };
+    match cli.command {
+        None => run_node(loaded.resolved),
+        Some(Command::Config) => print_config(&loaded),
+        Some(Command::Status { json }) => print_status(&cli.node, &loaded.resolved, json),
+    }
+}
+
+fn run_node(config: ResolvedConfig) -> ExitCode {
+    let metrics = Arc::new(Metrics::new());
+    let lamport_source = Arc::clone(&metrics);
+    let lamport: chat_ops::logging::LamportSource = Arc::new(move || lamport_source.lamport());
+    if let Err(error) = chat_ops::logging::init("chat-node", &config.log, Some(lamport)) {
+        eprintln!("chat-node: {error}");
+        return ExitCode::from(EXIT_BAD_CONFIG);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("chat-node: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve(config, metrics)) {
+        Ok(()) => {
+            tracing::info!(target: "main", subsystem = "main", "stopped");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            tracing::error!(target: "main", subsystem = "main", error = format!("{error:#}"), "stopped on error");
+            eprintln!("chat-node: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(config: ResolvedConfig, metrics: Arc<Metrics>) -> anyhow::Result<()> {
+    let (stop, stopping) = watch::channel(false);
+    let mut interrupt =
+        signal(SignalKind::interrupt()).context("cannot install the SIGINT handler")?;
+    let mut terminate =
+        signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?;
+    let signals = tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            let name = tokio::select! {
+                _ = interrupt.recv() => "SIGINT",
+                _ = terminate.recv() => "SIGTERM",
+            };
+            tracing::info!(target: "main", subsystem = "main", signal = name, "shutting down");
+            stop.send_replace(true);
+            // A second signal means the operator will not wait for a clean stop.
+            tokio::select! {
+                _ = interrupt.recv() => {},
+                _ = terminate.recv() => {},
+            }
+            tracing::warn!(target: "main", subsystem = "main", "second signal: exiting at once");
+            std::process::exit(1);
+        }
+    });
+
+    let listener = admin::bind(config.admin_port).await.with_context(|| {
+        format!(
+            "cannot bind the admin endpoint 127.0.0.1:{}",
+            config.admin_port
+        )
+    })?;
+    let (status, status_updates) = watch::channel(NodeStatus::starting(config.id));
+    let admin = tokio::spawn(admin::serve(
+        listener,
+        status_updates.clone(),
+        Arc::clone(&metrics),
+        shutdown_requested(stopping.clone()),
+    ));
+    let systemd = tokio::spawn(report_to_systemd(status_updates));
+    tracing::info!(
+        target: "main",
+        subsystem = "main",
+        id = config.id,
+        control_port = config.control_port,
+        data_port = config.data_port,
+        http_port = config.http_port,
+        admin = format!("http://127.0.0.1:{}/status", config.admin_port),
+        "chat-node starting"
+    );
+
+    let outcome = driver::run(config, status, metrics, shutdown_requested(stopping)).await;
+
+    // Whatever ended the driver ends the rest.
+    stop.send_replace(true);
+    notify_systemd(&[NotifyState::Stopping]);
+    systemd.abort();
+    if let Err(error) = admin.await {
+        tracing::warn!(target: "admin", subsystem = "admin", %error, "admin endpoint task failed");
+    }
+    signals.abort();
+    outcome
+}
+
+/// Completes once shutdown has been asked for (or nobody can ask any more).
+async fn shutdown_requested(mut stopping: watch::Receiver<bool>) {
+    // An error means the sender is gone, which only happens on the way out.
+    let _ = stopping.wait_for(|stop| *stop).await;
+}
+
+/// READY=1 now, then STATUS= whenever the summary changes. Does nothing outside systemd.
+async fn report_to_systemd(mut status: watch::Receiver<NodeStatus>) {
+    if std::env::var_os("NOTIFY_SOCKET").is_none() {
+        return;
+    }
+    let mut last = status.borrow_and_update().summary_line();
+    notify_systemd(&[NotifyState::Ready, NotifyState::Status(&last)]);
+    while status.changed().await.is_ok() {
+        let summary = status.borrow_and_update().summary_line();
+        if summary != last {
+            notify_systemd(&[NotifyState::Status(&summary)]);
+            last = summary;
+        }
+    }
+}
+
+fn notify_systemd(states: &[NotifyState<'_>]) {
+    if let Err(error) = sd_notify::notify(states) {
+        tracing::warn!(target: "main", subsystem = "main", %error, "cannot notify systemd");
+    }
+}
+
+fn print_config(loaded: &LoadedConfig) -> ExitCode {
+    match config::effective_toml(loaded) {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("chat-node: cannot render the configuration: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn print_status(args: &NodeArgs, config: &ResolvedConfig, json: bool) -> ExitCode {
+    let url = format!("http://127.0.0.1:{}/status", config.admin_port);
+    let fetched = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+        .and_then(|runtime| runtime.block_on(fetch_status(&url)));
+    let body = match fetched {
+        Ok(body) => body,
+        Err(error) => {
+            let which = args.id.map_or_else(String::new, |id| format!(" {id}"));
+            eprintln!("chat-node: node{which} does not answer at {url}: {error:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if json {
+        println!("{body}");
+        return ExitCode::SUCCESS;
+    }
+    match serde_json::from_str::<NodeStatus>(&body) {
+        Ok(status) => {
+            print!("{status}");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("chat-node: unexpected answer from {url}: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn fetch_status(url: &str) -> anyhow::Result<String> {
+    let response = reqwest::Client::builder()
+        .timeout(STATUS_REQUEST_TIMEOUT)
+        .build()?
+        .get(url)
+        .send()
+        .await?
+        .error_for_status()?;
+    Ok(response.text().await?)
+}

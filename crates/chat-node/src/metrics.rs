@@ -1,0 +1,335 @@
+//! Prometheus metrics served at `GET /metrics` (OpenMetrics text).
+//!
+//! The driver bumps the counters as things happen; the gauges that mirror `/status` (Lamport
+//! time, epochs, neighbours on/off) are refreshed from the current status on each scrape by
+//! [`Metrics::observe_status`], so they cannot drift from what `/status` says.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use crate::status::NodeStatus;
+
+/// The message scopes counted separately (the wire's header scopes).
+#[allow(
+    dead_code,
+    reason = "constructed by the real driver; the stub sends nothing"
+)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Scope {
+    Topology,
+    Election,
+    Tree,
+    Heartbeat,
+    Data,
+}
+
+impl Scope {
+    /// The label value: the scope's lowercase name.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::Topology => "topology",
+            Self::Election => "election",
+            Self::Tree => "tree",
+            Self::Heartbeat => "heartbeat",
+            Self::Data => "data",
+        }
+    }
+}
+
+impl EncodeLabelValue for Scope {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+        encoder.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ScopeLabel {
+    scope: Scope,
+}
+
+/// Every metric of a node. Counters are monotone; call the methods from any task.
+#[derive(Debug)]
+#[allow(
+    dead_code,
+    reason = "bumped by the real driver; the stub sends nothing"
+)]
+pub(crate) struct Metrics {
+    registry: Registry,
+    messages_sent: Family<ScopeLabel, Counter>,
+    messages_received: Family<ScopeLabel, Counter>,
+    decode_errors: Counter,
+    dropped_sends: Counter,
+    elections_started: Counter,
+    healings: Counter,
+    role_changes: Counter,
+    neighbors_on: Gauge,
+    neighbors_off: Gauge,
+    lamport_gauge: Gauge,
+    tree_epoch: Gauge,
+    data_epoch: Gauge,
+    /// The Lamport time as a plain atomic: read by the log formatter on every line, and only
+    /// ever raised (the clock is monotone, the two writers may race).
+    lamport: AtomicU64,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[allow(
+    dead_code,
+    reason = "called by the real driver; the stub sends nothing"
+)]
+impl Metrics {
+    /// All metrics registered under the prefix `chat_node_`.
+    pub(crate) fn new() -> Self {
+        let mut registry = Registry::with_prefix("chat_node");
+        let messages_sent = Family::<ScopeLabel, Counter>::default();
+        let messages_received = Family::<ScopeLabel, Counter>::default();
+        let counters = [
+            (
+                "decode_errors",
+                "Frames that did not decode and were dropped",
+            ),
+            (
+                "dropped_sends",
+                "Messages dropped because the peer or queue could not take them",
+            ),
+            ("elections_started", "Elections this node started or joined"),
+            ("healings", "Tree healings after a lost parent or child"),
+            ("role_changes", "Changes of this node's role set"),
+        ]
+        .map(|(name, help)| {
+            let counter = Counter::default();
+            registry.register(name, help, counter.clone());
+            counter
+        });
+        let gauges = [
+            (
+                "neighbors_on",
+                "Neighbours with a completed handshake that are alive",
+            ),
+            ("neighbors_off", "Known neighbours that are not on"),
+            ("lamport", "The node's Lamport time"),
+            ("tree_epoch", "Epoch of the spanning tree"),
+            ("data_epoch", "Epoch of the replicated data"),
+        ]
+        .map(|(name, help)| {
+            let gauge = Gauge::default();
+            registry.register(name, help, gauge.clone());
+            gauge
+        });
+        registry.register(
+            "messages_sent",
+            "Messages sent, by scope",
+            messages_sent.clone(),
+        );
+        registry.register(
+            "messages_received",
+            "Messages received, by scope",
+            messages_received.clone(),
+        );
+        let [decode_errors, dropped_sends, elections_started, healings, role_changes] = counters;
+        let [neighbors_on, neighbors_off, lamport_gauge, tree_epoch, data_epoch] = gauges;
+        Self {
+            registry,
+            messages_sent,
+            messages_received,
+            decode_errors,
+            dropped_sends,
+            elections_started,
+            healings,
+            role_changes,
+            neighbors_on,
+            neighbors_off,
+            lamport_gauge,
+            tree_epoch,
+            data_epoch,
+            lamport: AtomicU64::new(0),
+        }
+    }
+
+    /// A message of `scope` went out.
+    pub(crate) fn message_sent(&self, scope: Scope) {
+        self.messages_sent
+            .get_or_create(&ScopeLabel { scope })
+            .inc();
+    }
+
+    /// A message of `scope` came in and decoded.
+    pub(crate) fn message_received(&self, scope: Scope) {
+        self.messages_received
+            .get_or_create(&ScopeLabel { scope })
+            .inc();
+    }
+
+    /// A frame did not decode.
+    pub(crate) fn decode_error(&self) {
+        self.decode_errors.inc();
+    }
+
+    /// A send was dropped (peer down, queue full).
+    pub(crate) fn dropped_send(&self) {
+        self.dropped_sends.inc();
+    }
+
+    /// An election started.
+    pub(crate) fn election_started(&self) {
+        self.elections_started.inc();
+    }
+
+    /// The tree healed around a lost node.
+    pub(crate) fn healing(&self) {
+        self.healings.inc();
+    }
+
+    /// The node's roles changed.
+    pub(crate) fn role_changed(&self) {
+        self.role_changes.inc();
+    }
+
+    /// Raises the Lamport time shown in logs and metrics (never lowers it).
+    pub(crate) fn set_lamport(&self, lamport: u64) {
+        let now = self
+            .lamport
+            .fetch_max(lamport, Ordering::Relaxed)
+            .max(lamport);
+        self.lamport_gauge.set(saturating_i64(now));
+    }
+
+    /// The latest Lamport time given to [`Metrics::set_lamport`] or seen in a status.
+    pub(crate) fn lamport(&self) -> u64 {
+        self.lamport.load(Ordering::Relaxed)
+    }
+
+    /// Sets the gauges that mirror `/status`.
+    pub(crate) fn observe_status(&self, status: &NodeStatus) {
+        let (on, off) = status.neighbor_counts();
+        self.neighbors_on.set(saturating_i64(on as u64));
+        self.neighbors_off.set(saturating_i64(off as u64));
+        self.tree_epoch.set(saturating_i64(status.tree_epoch));
+        self.data_epoch.set(saturating_i64(status.data_epoch));
+        self.set_lamport(status.lamport);
+    }
+
+    /// The OpenMetrics text of every metric.
+    pub(crate) fn encode(&self) -> String {
+        let mut text = String::new();
+        // Encoding into a String only fails if a metric's own encoder does, which the
+        // built-in counter and gauge types never do; an empty page is the safe fallback.
+        if prometheus_client::encoding::text::encode(&mut text, &self.registry).is_err() {
+            text.clear();
+        }
+        text
+    }
+}
+
+fn saturating_i64(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::status::{NeighborState, NeighborStatus};
+
+    fn value_of(text: &str, series: &str) -> Option<String> {
+        text.lines().find_map(|line| {
+            line.strip_prefix(series)?
+                .strip_prefix(' ')
+                .map(str::to_owned)
+        })
+    }
+
+    #[test]
+    fn counters_and_gauges_appear_in_the_text() {
+        let metrics = Metrics::new();
+        metrics.message_sent(Scope::Election);
+        metrics.message_sent(Scope::Election);
+        metrics.message_received(Scope::Heartbeat);
+        metrics.decode_error();
+        metrics.election_started();
+        let mut status = NodeStatus::starting(4);
+        status.neighbors = vec![
+            NeighborStatus {
+                id: 3,
+                state: NeighborState::On,
+                last_seen_ms: Some(1),
+            },
+            NeighborStatus {
+                id: 5,
+                state: NeighborState::Off,
+                last_seen_ms: None,
+            },
+            NeighborStatus {
+                id: 6,
+                state: NeighborState::Off,
+                last_seen_ms: None,
+            },
+        ];
+        status.lamport = 42;
+        status.tree_epoch = 7;
+        metrics.observe_status(&status);
+
+        let text = metrics.encode();
+        assert_eq!(
+            value_of(&text, "chat_node_messages_sent_total{scope=\"election\"}").as_deref(),
+            Some("2"),
+            "{text}"
+        );
+        assert_eq!(
+            value_of(
+                &text,
+                "chat_node_messages_received_total{scope=\"heartbeat\"}"
+            )
+            .as_deref(),
+            Some("1")
+        );
+        assert_eq!(
+            value_of(&text, "chat_node_decode_errors_total").as_deref(),
+            Some("1")
+        );
+        assert_eq!(
+            value_of(&text, "chat_node_elections_started_total").as_deref(),
+            Some("1")
+        );
+        assert_eq!(
+            value_of(&text, "chat_node_healings_total").as_deref(),
+            Some("0")
+        );
+        assert_eq!(
+            value_of(&text, "chat_node_neighbors_on").as_deref(),
+            Some("1")
+        );
+        assert_eq!(
+            value_of(&text, "chat_node_neighbors_off").as_deref(),
+            Some("2")
+        );
+        assert_eq!(value_of(&text, "chat_node_lamport").as_deref(), Some("42"));
+        assert_eq!(
+            value_of(&text, "chat_node_tree_epoch").as_deref(),
+            Some("7")
+        );
+        assert!(text.trim_end().ends_with("# EOF"), "{text}");
+    }
+
+    #[test]
+    fn lamport_never_goes_back() {
+        let metrics = Metrics::new();
+        metrics.set_lamport(10);
+        metrics.set_lamport(4);
+        assert_eq!(metrics.lamport(), 10);
+        assert_eq!(
+            value_of(&metrics.encode(), "chat_node_lamport").as_deref(),
+            Some("10")
+        );
+    }
+}

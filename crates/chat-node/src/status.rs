@@ -1,0 +1,275 @@
+//! The node's status: the JSON of `GET /status`, published by the driver through a
+//! `tokio::sync::watch` channel. Scripts and the `chat-cluster` launcher rely on these field
+//! names: add fields, do not rename them.
+
+use std::collections::BTreeMap;
+use std::fmt::{self, Write as _};
+
+use serde::{Deserialize, Serialize};
+
+/// What a node reports about itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct NodeStatus {
+    pub(crate) id: u64,
+    /// The process id, so scripts can signal the node.
+    pub(crate) pid: u32,
+    /// The node's Lamport time.
+    pub(crate) lamport: u64,
+    /// Every configured or discovered neighbour.
+    pub(crate) neighbors: Vec<NeighborStatus>,
+    /// The elected leader, `None` while none is known.
+    pub(crate) leader: Option<u64>,
+    /// Lowercase role names: `writer`, `replica`, `input`, `forwarder`.
+    pub(crate) roles: Vec<String>,
+    /// Parent in the spanning tree; `None` at the root or outside a tree.
+    pub(crate) parent: Option<u64>,
+    /// Children in the spanning tree.
+    pub(crate) children: Vec<u64>,
+    /// Input node id -> next hop towards it.
+    pub(crate) routes: BTreeMap<u64, u64>,
+    pub(crate) tree_epoch: u64,
+    /// The election under way, `None` when settled.
+    pub(crate) election: Option<ElectionStatus>,
+    pub(crate) data_epoch: u64,
+    /// The node has joined a tree and can serve its roles.
+    pub(crate) ready: bool,
+    /// Milliseconds since the process started.
+    pub(crate) uptime_ms: u64,
+    /// The chat-node version.
+    pub(crate) version: String,
+}
+
+/// One neighbour as seen from this node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct NeighborStatus {
+    pub(crate) id: u64,
+    pub(crate) state: NeighborState,
+    /// Milliseconds since anything was last heard from it; `None` if never.
+    pub(crate) last_seen_ms: Option<u64>,
+}
+
+/// Whether the handshake with a neighbour is complete and it is alive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum NeighborState {
+    On,
+    Off,
+}
+
+/// An election in progress.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct ElectionStatus {
+    pub(crate) run: String,
+    pub(crate) round: u32,
+}
+
+impl NodeStatus {
+    /// The status of a node that has just started: no neighbour heard from, no leader.
+    pub(crate) fn starting(id: u64) -> Self {
+        Self {
+            id,
+            pid: std::process::id(),
+            lamport: 0,
+            neighbors: Vec::new(),
+            leader: None,
+            roles: Vec::new(),
+            parent: None,
+            children: Vec::new(),
+            routes: BTreeMap::new(),
+            tree_epoch: 0,
+            election: None,
+            data_epoch: 0,
+            ready: false,
+            uptime_ms: 0,
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+        }
+    }
+
+    /// How many neighbours are on and off.
+    pub(crate) fn neighbor_counts(&self) -> (usize, usize) {
+        let on = self
+            .neighbors
+            .iter()
+            .filter(|neighbor| neighbor.state == NeighborState::On)
+            .count();
+        (on, self.neighbors.len() - on)
+    }
+
+    /// One line for systemd's STATUS= (shown by `systemctl status`).
+    pub(crate) fn summary_line(&self) -> String {
+        let (on, off) = self.neighbor_counts();
+        let mut line = format!(
+            "neighbours {on} on/{off} off; leader {}",
+            OptionalId(self.leader)
+        );
+        if !self.roles.is_empty() {
+            let _ = write!(line, "; roles {}", self.roles.join(","));
+        }
+        let _ = write!(
+            line,
+            "; tree epoch {}; data epoch {}",
+            self.tree_epoch, self.data_epoch
+        );
+        if !self.ready {
+            line.push_str("; not ready");
+        }
+        line
+    }
+}
+
+/// An id or `none`.
+struct OptionalId(Option<u64>);
+
+impl fmt::Display for OptionalId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(id) => write!(f, "{id}"),
+            None => f.write_str("none"),
+        }
+    }
+}
+
+/// The operator's view of a status (`chat-node status`).
+impl fmt::Display for NodeStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "node {}  pid {}  version {}  up {:.1} s  {}",
+            self.id,
+            self.pid,
+            self.version,
+            self.uptime_ms as f64 / 1000.0,
+            if self.ready { "ready" } else { "NOT READY" }
+        )?;
+        writeln!(
+            f,
+            "lamport {}  leader {}  tree epoch {}  data epoch {}",
+            self.lamport,
+            OptionalId(self.leader),
+            self.tree_epoch,
+            self.data_epoch
+        )?;
+        match &self.election {
+            Some(election) => {
+                writeln!(f, "election  run {} round {}", election.run, election.round)?
+            }
+            None => writeln!(f, "election  settled")?,
+        }
+        let roles = if self.roles.is_empty() {
+            "none".to_owned()
+        } else {
+            self.roles.join(", ")
+        };
+        writeln!(f, "roles     {roles}")?;
+        let children: Vec<String> = self.children.iter().map(u64::to_string).collect();
+        writeln!(
+            f,
+            "tree      parent {}  children {}",
+            OptionalId(self.parent),
+            if children.is_empty() {
+                "none".to_owned()
+            } else {
+                children.join(", ")
+            }
+        )?;
+        let (on, off) = self.neighbor_counts();
+        writeln!(f, "neighbours ({on} on, {off} off)")?;
+        for neighbor in &self.neighbors {
+            let state = match neighbor.state {
+                NeighborState::On => "on ",
+                NeighborState::Off => "off",
+            };
+            match neighbor.last_seen_ms {
+                Some(ms) => writeln!(f, "  {:>5}  {state}  last seen {ms} ms ago", neighbor.id)?,
+                None => writeln!(f, "  {:>5}  {state}  never heard from", neighbor.id)?,
+            }
+        }
+        if !self.routes.is_empty() {
+            writeln!(f, "routes (input node -> next hop)")?;
+            for (input, next_hop) in &self.routes {
+                writeln!(f, "  {input:>5} -> {next_hop}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> NodeStatus {
+        let mut status = NodeStatus::starting(4);
+        status.pid = 1234;
+        status.lamport = 42;
+        status.neighbors = vec![
+            NeighborStatus {
+                id: 3,
+                state: NeighborState::On,
+                last_seen_ms: Some(120),
+            },
+            NeighborStatus {
+                id: 5,
+                state: NeighborState::Off,
+                last_seen_ms: None,
+            },
+        ];
+        status.leader = Some(5);
+        status.roles = vec!["writer".into(), "input".into()];
+        status.routes = [(7, 3)].into();
+        status.election = Some(ElectionStatus {
+            run: "5-2".into(),
+            round: 3,
+        });
+        status
+    }
+
+    #[test]
+    fn json_has_the_contract_field_names_and_round_trips() {
+        let status = sample();
+        let json = serde_json::to_value(&status).expect("serializes");
+        for field in [
+            "id",
+            "pid",
+            "lamport",
+            "neighbors",
+            "leader",
+            "roles",
+            "parent",
+            "children",
+            "routes",
+            "tree_epoch",
+            "election",
+            "data_epoch",
+            "ready",
+            "uptime_ms",
+            "version",
+        ] {
+            assert!(json.get(field).is_some(), "missing {field} in {json}");
+        }
+        assert_eq!(json["neighbors"][0]["state"], "on");
+        assert_eq!(json["neighbors"][1]["state"], "off");
+        assert!(json["neighbors"][1]["last_seen_ms"].is_null());
+        assert!(json["parent"].is_null());
+        assert_eq!(json["routes"]["7"], 3);
+        assert_eq!(json["election"]["round"], 3);
+        let back: NodeStatus = serde_json::from_value(json).expect("deserializes");
+        assert_eq!(back, status);
+    }
+
+    #[test]
+    fn operator_view_and_summary_show_the_essentials() {
+        let status = sample();
+        let text = status.to_string();
+        assert!(text.starts_with("node 4  pid 1234"), "{text}");
+        assert!(text.contains("leader 5"), "{text}");
+        assert!(text.contains("run 5-2 round 3"), "{text}");
+        assert!(text.contains("3  on   last seen 120 ms ago"), "{text}");
+        assert!(text.contains("5  off  never heard from"), "{text}");
+        assert!(text.contains("7 -> 3"), "{text}");
+        assert_eq!(
+            status.summary_line(),
+            "neighbours 1 on/1 off; leader 5; roles writer,input; tree epoch 0; data epoch 0; not ready"
+        );
+    }
+}
