@@ -390,13 +390,19 @@ impl LocalService {
         query: impl FnOnce(&mut ReadView<'_>) -> Result<Response, ServiceError> + Send + 'static,
     ) -> Result<Reply, ServiceError> {
         let store = Arc::clone(&self.store);
-        let (value, epoch) = blocking(move || store.read(query)).await?;
+        // The query's own error is kept apart: a denial or a "not found" computed on data
+        // older than the client has seen is as stale as a result, so freshness comes first.
+        let (outcome, epoch) =
+            blocking(move || store.read(|view| Ok::<_, ServiceError>(query(view)))).await?;
         if epoch < min_epoch {
             return Err(ServiceError::unavailable(
                 "This node has not caught up with your latest changes yet.",
             ));
         }
-        Ok(Reply { value, epoch })
+        Ok(Reply {
+            value: outcome?,
+            epoch,
+        })
     }
 
     /// Holds the writer while `decide` checks the rules and picks the change, then commits it.
