@@ -186,6 +186,9 @@ pub enum LeaseKeeperError {
     /// A nameserver address is unusable.
     #[error(transparent)]
     InvalidAddress(NameserverError),
+    /// The public HTTP address is not `host:port`.
+    #[error("bad public HTTP address: {0}")]
+    InvalidHttpAddress(String),
     /// `renew_every` is zero or not shorter than `lease_ttl`, so the lease would lapse between
     /// renewals.
     #[error("renewal period {renew_every:?} must be non-zero and shorter than the lease TTL {lease_ttl:?}")]
@@ -248,6 +251,8 @@ impl LeaseKeeper {
         if nameservers.is_empty() {
             return Err(LeaseKeeperError::NoNameservers);
         }
+        let public_http_addr = crate::lease::parse_http_address(&public_http_addr)
+            .map_err(LeaseKeeperError::InvalidHttpAddress)?;
         if renew_every.is_zero() || renew_every >= lease_ttl {
             return Err(LeaseKeeperError::BadTiming {
                 renew_every,

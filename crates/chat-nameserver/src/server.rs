@@ -21,6 +21,9 @@ pub const DEFAULT_GRPC_PORT: u16 = 45998;
 /// hosts until the operator sets `http_listen` (e.g. `0.0.0.0:9999`).
 pub const DEFAULT_HTTP_PORT: u16 = 9999;
 
+/// How long open gRPC connections get to close after shutdown starts.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
 /// How often expired leases are dropped (and logged); redirects never use an expired lease
 /// whatever this is, the sweep only frees memory and reports.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
@@ -162,7 +165,15 @@ impl BoundServer {
                 result = &mut grpc => result,
                 () = shutdown => {
                     let _ = stop_tx.send(true);
-                    grpc.await
+                    // A client that keeps its connection open must not keep us from stopping.
+                    match tokio::time::timeout(SHUTDOWN_GRACE, grpc).await {
+                        Ok(result) => result,
+                        Err(_) => {
+                            tracing::warn!(target: "nameserver", subsystem = "nameserver",
+                                "clients kept gRPC connections open past the shutdown grace period; closing them");
+                            Ok(())
+                        }
+                    }
                 }
             }
         };
