@@ -1,0 +1,142 @@
+//! Store throughput and bcrypt cost. Prints `bench <what>: <figure> <unit>` lines; never fails
+//! on a slow machine.
+
+use std::time::{Duration, Instant};
+
+use chat_store::{
+    private_chat_id, Change, Durability, Operation, Page, Recipient, SecretHash, Store,
+    StoreOptions,
+};
+use uuid::Uuid;
+
+fn open(dir: &tempfile::TempDir, name: &str, durability: Durability) -> Store {
+    let options = StoreOptions {
+        durability,
+        ..StoreOptions::default()
+    };
+    Store::open_with(dir.path().join(name), options).expect("open store")
+}
+
+fn register(store: &Store, username: &str) -> Uuid {
+    let user_uuid = Uuid::new_v4();
+    store
+        .execute(&Operation {
+            request_id: Uuid::new_v4(),
+            at_ms: 0,
+            change: Change::RegisterUser {
+                user_uuid,
+                username: username.to_owned(),
+                tag: "123".to_owned(),
+                secret: SecretHash::new("not-a-real-hash".to_owned()),
+            },
+        })
+        .expect("register");
+    user_uuid
+}
+
+fn message(sender: Uuid, receiver: Uuid, i: usize) -> Operation {
+    let message_uuid = Uuid::new_v4();
+    Operation {
+        request_id: message_uuid,
+        at_ms: i64::try_from(i).unwrap_or(i64::MAX),
+        change: Change::SendMessage {
+            message_uuid,
+            sender_uuid: sender,
+            recipient: Recipient::User(receiver),
+            content: format!("message number {i}, of a typical short length"),
+        },
+    }
+}
+
+fn per_second(count: usize, elapsed: Duration) -> f64 {
+    count as f64 / elapsed.as_secs_f64()
+}
+
+fn single_writes(dir: &tempfile::TempDir, durability: Durability, count: usize) {
+    let store = open(dir, &format!("single-{durability:?}.db"), durability);
+    let (a, b) = (register(&store, "a"), register(&store, "b"));
+    let start = Instant::now();
+    for i in 0..count {
+        store.execute(&message(a, b, i)).expect("send");
+    }
+    println!(
+        "bench message writes, one per transaction, synchronous={durability:?}: {:.0} writes/s",
+        per_second(count, start.elapsed())
+    );
+}
+
+fn batched_writes(store: &Store, a: Uuid, b: Uuid, total: usize, batch: usize) -> Duration {
+    let start = Instant::now();
+    let mut sent = 0;
+    while sent < total {
+        let ops: Vec<Operation> = (sent..(sent + batch).min(total))
+            .map(|i| message(a, b, i))
+            .collect();
+        store
+            .write(|session| session.commit_batch(&ops))
+            .expect("batch");
+        sent += ops.len();
+    }
+    start.elapsed()
+}
+
+fn main() {
+    let dir = tempfile::tempdir().expect("tempdir");
+
+    single_writes(&dir, Durability::Full, 1_000);
+    single_writes(&dir, Durability::Normal, 5_000);
+
+    // The batched run also fills the chat the read benchmark uses.
+    let store = open(&dir, "chat.db", Durability::Full);
+    let (a, b) = (register(&store, "a"), register(&store, "b"));
+    let total = 100_000;
+    let elapsed = batched_writes(&store, a, b, total, 100);
+    println!(
+        "bench message writes, 100 per transaction, synchronous=Full: {:.0} writes/s",
+        per_second(total, elapsed)
+    );
+
+    let chat = private_chat_id(a, b);
+    let reads = 5_000;
+    let start = Instant::now();
+    for _ in 0..reads {
+        let (page, _) = store
+            .read(|view| view.messages(&chat, Page::Newest { limit: 50 }))
+            .expect("read");
+        assert_eq!(page.len(), 50);
+    }
+    println!(
+        "bench newest 50 of a 100k-message chat: {:.0} reads/s",
+        per_second(reads, start.elapsed())
+    );
+
+    let start = Instant::now();
+    let log = store.operations_since(0, 10_000).expect("log");
+    println!(
+        "bench replication log read: {:.0} operations/s",
+        per_second(log.len(), start.elapsed())
+    );
+    let start = Instant::now();
+    let snapshot = store.snapshot().expect("snapshot");
+    let snap_time = start.elapsed();
+    let replica = open(&dir, "replica.db", Durability::Full);
+    let start = Instant::now();
+    replica.restore_snapshot(&snapshot).expect("restore");
+    println!(
+        "bench snapshot of 100k messages: take {:.0} ms, restore {:.0} ms",
+        snap_time.as_secs_f64() * 1e3,
+        start.elapsed().as_secs_f64() * 1e3
+    );
+
+    for cost in [12, 10] {
+        let rounds = if cost >= 12 { 4 } else { 8 };
+        let start = Instant::now();
+        for _ in 0..rounds {
+            bcrypt::hash("correct horse battery", cost).expect("bcrypt");
+        }
+        println!(
+            "bench bcrypt hash at cost {cost}: {:.0} ms/hash",
+            start.elapsed().as_secs_f64() * 1e3 / f64::from(rounds)
+        );
+    }
+}
