@@ -14,7 +14,8 @@
 //!   votes of all their out-neighbours into that (bug 11.1-2 of the prototype forwarded only
 //!   the last vote). A NO flips the link; both ends see the vote, so both flip it. Pruning: of
 //!   several in-neighbours that sent the same value only one link is kept, and a sink whose
-//!   in-neighbours all sent the same value drops out. The only node left with no link that was
+//!   in-neighbours all sent the same value drops out, as does an internal node all of whose
+//!   out-neighbours pruned their links in this round's -UP. The only node left with no link that was
 //!   a source is the winner: the smallest candidate of its connected component.
 //!
 //! Messages for a later round are stashed and replayed when the round starts; messages for
@@ -380,7 +381,11 @@ impl YoYo {
     fn finish_round(&mut self, out: &mut Outbox) -> Outcome {
         let all_yes = self.votes.values().all(|v| v.yes);
         let smallest = self.proposals.values().min().copied();
-        let is_sink = self.count(Direction::Out) == 0;
+        // A node left without out-links once its out-neighbours' prunes apply (a sink, or an
+        // internal node whose whole lower part pruned itself) is a leaf of the value's
+        // spread: it prunes itself in the same -UP wave, so the last phase collapses the
+        // whole remaining tree in one round instead of one layer per round.
+        let is_sink = self.votes.values().all(|v| v.prune);
         let first_value = self.proposals.values().next().copied();
         let all_same = self.proposals.values().all(|v| Some(*v) == first_value);
         // Of several in-links carrying one value, the one from the smallest id is kept.

@@ -4,8 +4,15 @@
 pub mod clock;
 mod election;
 mod event;
+mod plane;
 pub mod roles;
+pub mod routes;
+#[cfg(feature = "sim")]
+pub mod sim;
 pub mod topology;
+mod tree;
 
 pub use event::{LinkStatus, NodeEvent, StartReason, Step, Subsystem, Trace};
+pub use plane::{ControlConfig, ControlPlane, Status};
 pub use roles::{roles_for, Place, Roles};
+pub use routes::{Routes, Upstream};

@@ -1,0 +1,475 @@
+//! SHOUT, the tree epoch and healing.
+//!
+//! * **SHOUT.** The winner is the root; it sends Q (a `Shout`) to every ON neighbour. A node
+//!   not yet in the tree takes the first sender as parent, answers A(yes), and shouts on; a
+//!   node already in it answers A(no). A node is settled when every live neighbour it shouted
+//!   to answered (neighbours going OFF count as answered: bug 11.1-24 counted OFF ones).
+//! * **Epoch.** The root ticks the tree epoch every `epoch_tick` and sends it to its
+//!   children, who pass it down. A node's epoch never exceeds its parent's, and only grows.
+//! * **Healing.** A node whose parent goes OFF dissolves its subtree (`Detach` to its
+//!   children, who do the same) and every orphan asks its neighbours for adoption
+//!   (`AdoptRequest`, carrying its epoch). A member of the same tree offers (`AdoptOffer`)
+//!   only once its own epoch is newer than the orphan's; the orphan takes the first offer.
+//!   No cycle can form: every node below an orphan has an epoch no newer than the orphan's,
+//!   so none of them can offer, and once dissolved an orphan has no subtree at all. The root
+//!   offers too (the prototype's never did, bug 11.1-4). An orphan that gets no offer within
+//!   `heal_timeout` starts an election: the root is out of reach.
+
+use chat_wire::{Body, NodeId, RunId, Tree, TreeKind};
+
+use crate::event::{StartReason, Step, Subsystem};
+use crate::plane::{AdoptionRequest, ControlPlane, Member, Membership, Orphan, Timer};
+use crate::routes::{RouteTable, Upstream};
+
+/// What a leader announcement (SHOUT or adoption offer) says.
+#[derive(Debug, Clone, Copy)]
+struct Announcement {
+    run: RunId,
+    leader: NodeId,
+    hops: u32,
+    data_port: u16,
+    epoch: u64,
+    /// A SHOUT expects an answer; an offer does not.
+    is_shout: bool,
+}
+
+impl ControlPlane {
+    fn tree_trace(&mut self, step: impl FnOnce() -> Step) {
+        let run = self.run();
+        self.out.trace(Subsystem::Tree, run, None, step);
+    }
+
+    fn send_tree(&mut self, to: NodeId, epoch: u64, kind: TreeKind) {
+        self.out.send(
+            to,
+            Body::Tree(Tree {
+                tree_epoch: epoch,
+                kind,
+            }),
+        );
+    }
+
+    /// Leaves whatever tree this node is in (a new run begins).
+    pub(crate) fn leave_tree(&mut self) {
+        self.membership = Membership::Detached;
+        self.requests.clear();
+        self.timers.stop(Timer::Heal);
+        self.timers.stop(Timer::EpochTick);
+    }
+
+    /// This node won `run`: it is the root.
+    pub(crate) fn become_root(&mut self, run: RunId) {
+        self.timers.stop(Timer::Election);
+        self.membership = Membership::Member(Member {
+            run,
+            leader: self.me,
+            parent: None,
+            hops: 0,
+            epoch: 1,
+            children: Default::default(),
+            awaiting: Default::default(),
+            routes: RouteTable::default(),
+        });
+        self.timers
+            .set(Timer::EpochTick, self.now + self.config.epoch_tick);
+        self.shout_to_all(None);
+    }
+
+    /// SHOUTs to every ON neighbour but `except`, and waits for their answers.
+    fn shout_to_all(&mut self, except: Option<NodeId>) {
+        let targets: Vec<NodeId> = self
+            .on
+            .iter()
+            .copied()
+            .filter(|&id| Some(id) != except)
+            .collect();
+        for &id in &targets {
+            self.offer_leader(id, true);
+        }
+        if !targets.is_empty() {
+            self.tree_trace(|| Step::ShoutSent { to: targets.len() });
+        }
+    }
+
+    /// Tells `to` who leads this node's tree: a SHOUT (answer awaited) or an offer.
+    pub(crate) fn offer_leader(&mut self, to: NodeId, is_shout: bool) {
+        let data_port = self.config.data_port;
+        let Membership::Member(m) = &mut self.membership else {
+            return;
+        };
+        let (run, leader, hops, epoch) = (m.run, m.leader, m.hops, m.epoch);
+        let kind = if is_shout {
+            if m.parent.map(|p| p.next_hop) != Some(to) {
+                m.awaiting.insert(to);
+            }
+            TreeKind::Shout {
+                run,
+                leader,
+                hops_from_root: hops,
+                data_port,
+            }
+        } else {
+            TreeKind::AdoptOffer {
+                leader,
+                run,
+                hops_from_root: hops,
+                data_port,
+            }
+        };
+        self.send_tree(to, epoch, kind);
+    }
+
+    pub(crate) fn tree_neighbor_on(&mut self, id: NodeId) {
+        match &self.membership {
+            // Stability: tell the newcomer the leader; it attaches without an election.
+            Membership::Member(_) => self.offer_leader(id, true),
+            Membership::Orphan(o) => {
+                let (run, leader, epoch) = (o.run, o.leader, o.epoch);
+                self.send_tree(id, epoch, TreeKind::AdoptRequest { run, leader });
+            }
+            Membership::Detached => {}
+        }
+    }
+
+    pub(crate) fn tree_neighbor_off(&mut self, id: NodeId) {
+        let Membership::Member(m) = &mut self.membership else {
+            return;
+        };
+        m.awaiting.remove(&id);
+        if m.children.remove(&id) {
+            m.routes.forget(id);
+        }
+        if m.parent.map(|p| p.next_hop) == Some(id) {
+            self.become_orphan(id, true);
+        }
+    }
+
+    pub(crate) fn tree_resync(&mut self, peer: NodeId) {
+        let Membership::Member(m) = &mut self.membership else {
+            return;
+        };
+        if m.parent.map(|p| p.next_hop) == Some(peer) {
+            // Whatever we reported may be lost: report again.
+            m.routes.reported = None;
+        }
+        if m.awaiting.contains(&peer) {
+            self.offer_leader(peer, true);
+        }
+    }
+
+    pub(crate) fn handle_tree(&mut self, from: NodeId, t: &Tree) {
+        let epoch = t.tree_epoch;
+        match &t.kind {
+            &TreeKind::Shout {
+                run,
+                leader,
+                hops_from_root,
+                data_port,
+            } => self.on_announcement(
+                from,
+                Announcement {
+                    run,
+                    leader,
+                    hops: hops_from_root,
+                    data_port,
+                    epoch,
+                    is_shout: true,
+                },
+            ),
+            &TreeKind::AdoptOffer {
+                leader,
+                run,
+                hops_from_root,
+                data_port,
+            } => self.on_announcement(
+                from,
+                Announcement {
+                    run,
+                    leader,
+                    hops: hops_from_root,
+                    data_port,
+                    epoch,
+                    is_shout: false,
+                },
+            ),
+            &TreeKind::Answer { run, accepted } => self.on_answer(from, run, accepted),
+            &TreeKind::EpochTick { leader, data_port } => {
+                self.on_epoch_tick(from, leader, data_port, epoch)
+            }
+            &TreeKind::AdoptRequest { run, leader } => {
+                self.on_adopt_request(from, AdoptionRequest { run, leader, epoch })
+            }
+            &TreeKind::Detach { run } => self.on_detach(from, run),
+            TreeKind::Routes { input_nodes } => self.on_routes(from, input_nodes),
+        }
+    }
+
+    fn answer(&mut self, to: NodeId, run: RunId, accepted: bool) {
+        let epoch = match &self.membership {
+            Membership::Member(m) => m.epoch,
+            _ => 0,
+        };
+        self.send_tree(to, epoch, TreeKind::Answer { run, accepted });
+    }
+
+    fn on_announcement(&mut self, from: NodeId, a: Announcement) {
+        match &self.membership {
+            Membership::Member(m) => {
+                if a.run == m.run {
+                    if a.is_shout {
+                        let is_parent = m.parent.map(|p| p.next_hop) == Some(from);
+                        if is_parent {
+                            // Our parent shouts again (it saw us come back): re-report.
+                            if let Membership::Member(m) = &mut self.membership {
+                                m.routes.reported = None;
+                            }
+                        }
+                        self.answer(from, a.run, is_parent);
+                    }
+                } else if a.run < m.run {
+                    // The sender is behind: tell it about our tree.
+                    if a.is_shout {
+                        self.answer(from, a.run, false);
+                        self.offer_leader(from, true);
+                    }
+                } else {
+                    // Another, newer tree is reachable: the components merged.
+                    self.start_election(StartReason::Merge(from));
+                }
+            }
+            Membership::Orphan(o) => {
+                let same_tree = a.run == o.run && a.leader == o.leader;
+                if (same_tree && a.epoch > o.epoch) || a.run > o.run {
+                    self.attach(from, a, true);
+                } else if a.is_shout {
+                    self.answer(from, a.run, false);
+                }
+            }
+            Membership::Detached => {
+                let electing = self.election.as_ref().map(|y| y.run());
+                if electing.is_none_or(|run| a.run >= run) {
+                    self.attach(from, a, false);
+                } else {
+                    if self.in_setup() {
+                        if let Some(yoyo) = &mut self.election {
+                            yoyo.neighbor_on(from, &mut self.out);
+                        }
+                    }
+                    if a.is_shout {
+                        self.answer(from, a.run, false);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Takes `from` as parent in the tree `a` announces.
+    fn attach(&mut self, from: NodeId, a: Announcement, healed: bool) {
+        self.election = None;
+        self.timers.stop(Timer::Election);
+        self.timers.stop(Timer::Heal);
+        self.timers.stop(Timer::EpochTick);
+        if !healed {
+            // Requests from another tree are meaningless in this one.
+            self.requests
+                .retain(|_, r| r.run == a.run && r.leader == a.leader);
+        }
+        self.membership = Membership::Member(Member {
+            run: a.run,
+            leader: a.leader,
+            parent: Some(Upstream {
+                next_hop: from,
+                data_port: a.data_port,
+            }),
+            hops: a.hops.saturating_add(1),
+            epoch: a.epoch,
+            children: Default::default(),
+            awaiting: Default::default(),
+            routes: RouteTable::default(),
+        });
+        self.answer(from, a.run, true);
+        let hops = a.hops.saturating_add(1);
+        self.out.trace(Subsystem::Tree, Some(a.run), None, || {
+            if healed {
+                Step::Healed { parent: from }
+            } else {
+                Step::ParentChosen {
+                    parent: from,
+                    leader: a.leader,
+                    hops,
+                }
+            }
+        });
+        self.shout_to_all(Some(from));
+        self.serve_requests();
+    }
+
+    fn on_answer(&mut self, from: NodeId, run: RunId, accepted: bool) {
+        let Membership::Member(m) = &mut self.membership else {
+            if accepted {
+                // It took us as parent, but we are in no tree: let it go.
+                self.send_tree(from, 0, TreeKind::Detach { run });
+            }
+            return;
+        };
+        if run != m.run {
+            if accepted {
+                let epoch = m.epoch;
+                self.send_tree(from, epoch, TreeKind::Detach { run });
+            }
+            return;
+        }
+        m.awaiting.remove(&from);
+        let is_parent = m.parent.map(|p| p.next_hop) == Some(from);
+        if accepted && !is_parent {
+            m.children.insert(from);
+        } else if m.children.remove(&from) {
+            m.routes.forget(from);
+        }
+        let settled = m.awaiting.is_empty();
+        let children = m.children.len();
+        self.tree_trace(|| Step::AnswerReceived { from, accepted });
+        if settled {
+            self.tree_trace(|| Step::TreeSettled { children });
+        }
+    }
+
+    fn on_epoch_tick(&mut self, from: NodeId, leader: NodeId, data_port: u16, epoch: u64) {
+        let Membership::Member(m) = &mut self.membership else {
+            return;
+        };
+        let Some(parent) = &mut m.parent else {
+            return;
+        };
+        if parent.next_hop != from || m.leader != leader {
+            return;
+        }
+        parent.data_port = data_port;
+        if epoch > m.epoch {
+            m.epoch = epoch;
+        }
+        self.forward_epoch();
+        self.serve_requests();
+    }
+
+    /// Root only: the epoch advances and goes down the tree.
+    pub(crate) fn tick_epoch(&mut self) {
+        let Membership::Member(m) = &mut self.membership else {
+            return;
+        };
+        if m.parent.is_some() {
+            return;
+        }
+        m.epoch += 1;
+        let epoch = m.epoch;
+        self.timers
+            .set(Timer::EpochTick, self.now + self.config.epoch_tick);
+        self.tree_trace(|| Step::EpochTick { epoch });
+        self.forward_epoch();
+        self.serve_requests();
+    }
+
+    fn forward_epoch(&mut self) {
+        let data_port = self.config.data_port;
+        let Membership::Member(m) = &self.membership else {
+            return;
+        };
+        let (epoch, leader) = (m.epoch, m.leader);
+        let children: Vec<NodeId> = m.children.iter().copied().collect();
+        for child in children {
+            self.send_tree(child, epoch, TreeKind::EpochTick { leader, data_port });
+        }
+    }
+
+    fn on_adopt_request(&mut self, from: NodeId, request: AdoptionRequest) {
+        match &mut self.membership {
+            Membership::Member(m) if request.run == m.run && request.leader == m.leader => {
+                if m.parent.map(|p| p.next_hop) == Some(from) {
+                    // Our parent is an orphan (its Detach may still be on the way): so are we.
+                    self.become_orphan(from, false);
+                    self.requests.insert(from, request);
+                    return;
+                }
+                if m.children.remove(&from) {
+                    m.routes.forget(from);
+                }
+                self.requests.insert(from, request);
+                self.serve_requests();
+            }
+            Membership::Member(m) if request.run < m.run => {
+                // The orphan belongs to an older tree: ours is the one to join.
+                self.offer_leader(from, true);
+            }
+            Membership::Orphan(o) if request.run == o.run && request.leader == o.leader => {
+                self.requests.insert(from, request);
+            }
+            _ => {}
+        }
+    }
+
+    /// Offers adoption to every waiting orphan this node's epoch is newer than.
+    fn serve_requests(&mut self) {
+        let Membership::Member(m) = &self.membership else {
+            return;
+        };
+        let (run, leader, epoch) = (m.run, m.leader, m.epoch);
+        let ready: Vec<NodeId> = self
+            .requests
+            .iter()
+            .filter(|(id, r)| {
+                r.run == run && r.leader == leader && r.epoch < epoch && self.on.contains(id)
+            })
+            .map(|(&id, _)| id)
+            .collect();
+        for id in ready {
+            self.requests.remove(&id);
+            self.offer_leader(id, false);
+        }
+    }
+
+    fn on_detach(&mut self, from: NodeId, run: RunId) {
+        if let Membership::Member(m) = &self.membership {
+            if m.run == run && m.parent.map(|p| p.next_hop) == Some(from) {
+                self.become_orphan(from, false);
+            }
+        }
+    }
+
+    /// Lost the way to the root through `parent`: dissolve the subtree and seek adoption.
+    /// `lost_parent` is true when this node saw its parent go (it then elects if nobody
+    /// adopts it soon); false when the loss came from above as a `Detach`.
+    fn become_orphan(&mut self, parent: NodeId, lost_parent: bool) {
+        let Membership::Member(m) = std::mem::replace(&mut self.membership, Membership::Detached)
+        else {
+            return;
+        };
+        let (run, leader, epoch) = (m.run, m.leader, m.epoch);
+        for &child in &m.children {
+            self.send_tree(child, epoch, TreeKind::Detach { run });
+        }
+        self.membership = Membership::Orphan(Orphan { run, leader, epoch });
+        self.timers.stop(Timer::EpochTick);
+        let wait = if lost_parent {
+            self.config.heal_timeout
+        } else {
+            self.config.election_timeout
+        };
+        self.timers.set(Timer::Heal, self.now + wait);
+        self.out
+            .trace(Subsystem::Tree, Some(run), None, || Step::Orphaned {
+                parent,
+            });
+        // The old parent is asked too when it is still ON: it is an orphan as well, and
+        // once adopted it serves the request.
+        let asked: Vec<NodeId> = self.on.iter().copied().collect();
+        for id in asked {
+            self.send_tree(id, epoch, TreeKind::AdoptRequest { run, leader });
+        }
+    }
+
+    fn on_routes(&mut self, from: NodeId, inputs: &[NodeId]) {
+        if let Membership::Member(m) = &mut self.membership {
+            m.routes.report(from, inputs.iter().copied());
+        }
+    }
+}

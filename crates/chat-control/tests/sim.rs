@@ -1,0 +1,428 @@
+//! Seeded simulations of whole clusters (see `chat_control::sim`).
+//!
+//! Every scenario builds a topology (line, ring, star, grid, complete, random tree, random
+//! connected graph of average degree 3-6; 1 to 500 nodes), runs faults, and then waits for
+//! the network to go quiet and checks, per connected component: one leader that everyone
+//! agrees on; parent/child links that agree and form a spanning tree rooted at the leader;
+//! roles as the rules say; every input node routable from the root; nobody electing, orphaned
+//! or waiting for SHOUT answers.
+//!
+//! `CHAT_SIM_SEEDS=N` runs N seeds per scenario; `CHAT_SIM_SEED=S` replays one. A failure
+//! prints the replay command.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use chat_control::sim::{Sim, SimConfig};
+use chat_wire::NodeId;
+use rand::seq::{IndexedRandom, SliceRandom};
+use rand::Rng;
+
+const SETTLE_LIMIT: Duration = Duration::from_secs(300);
+const CHECK_EVERY: Duration = Duration::from_millis(250);
+
+fn seeds(default: u64, offset: u64) -> Vec<u64> {
+    if let Some(seed) = std::env::var("CHAT_SIM_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
+        return vec![seed];
+    }
+    let count = std::env::var("CHAT_SIM_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default);
+    (0..count).map(|i| offset + i).collect()
+}
+
+fn run_seeds(name: &str, default: u64, offset: u64, scenario: fn(u64) -> Result<(), String>) {
+    let seeds = seeds(default, offset);
+    for &seed in &seeds {
+        if let Err(failure) = scenario(seed) {
+            panic!(
+                "{name} failed for seed {seed}: {failure}\nreplay: CHAT_SIM_SEED={seed} cargo test -p chat-control --test sim -- {name}"
+            );
+        }
+    }
+    eprintln!("{name}: {} seeds passed", seeds.len());
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Shape {
+    Line,
+    Ring,
+    Star,
+    Grid,
+    Complete,
+    Tree,
+    Random { degree: u32 },
+}
+
+/// Builds a topology of `n` nodes with shuffled ids (so id order says nothing about place).
+fn build(sim: &mut Sim, shape: Shape, n: usize) -> Vec<NodeId> {
+    let mut ids: Vec<NodeId> = (1..=(3 * n as u64)).collect();
+    ids.shuffle(sim.rng());
+    ids.truncate(n);
+    let mut edges = Vec::new();
+    match shape {
+        Shape::Line => edges.extend((1..n).map(|i| (i - 1, i))),
+        Shape::Ring => {
+            edges.extend((1..n).map(|i| (i - 1, i)));
+            if n > 2 {
+                edges.push((n - 1, 0));
+            }
+        }
+        Shape::Star => edges.extend((1..n).map(|i| (0, i))),
+        Shape::Grid => {
+            let w = (n as f64).sqrt().ceil() as usize;
+            for i in 0..n {
+                if (i + 1) % w != 0 && i + 1 < n {
+                    edges.push((i, i + 1));
+                }
+                if i + w < n {
+                    edges.push((i, i + w));
+                }
+            }
+        }
+        Shape::Complete => {
+            for a in 0..n {
+                for b in a + 1..n {
+                    edges.push((a, b));
+                }
+            }
+        }
+        Shape::Tree | Shape::Random { .. } => {
+            for i in 1..n {
+                let parent = sim.rng().random_range(0..i);
+                edges.push((parent, i));
+            }
+            if let Shape::Random { degree } = shape {
+                let target = n * degree as usize / 2;
+                let mut tries = 0;
+                while edges.len() < target && tries < 20 * n {
+                    tries += 1;
+                    let a = sim.rng().random_range(0..n);
+                    let b = sim.rng().random_range(0..n);
+                    if a != b && !edges.contains(&(a, b)) && !edges.contains(&(b, a)) {
+                        edges.push((a, b));
+                    }
+                }
+            }
+        }
+    }
+    for (a, b) in edges {
+        sim.add_edge(ids[a], ids[b]);
+    }
+    ids
+}
+
+/// Mostly small graphs, sometimes medium, rarely large.
+fn pick_size(sim: &mut Sim) -> usize {
+    let roll = sim.rng().random_range(0..1000);
+    match roll {
+        0..=4 => sim.rng().random_range(150..=500),
+        5..=59 => sim.rng().random_range(30..150),
+        _ => sim.rng().random_range(1..30),
+    }
+}
+
+fn pick_shape(sim: &mut Sim) -> Shape {
+    match sim.rng().random_range(0..9) {
+        0 => Shape::Line,
+        1 => Shape::Ring,
+        2 => Shape::Star,
+        3 => Shape::Grid,
+        4 => Shape::Complete,
+        5 => Shape::Tree,
+        _ => Shape::Random {
+            degree: sim.rng().random_range(3..=6),
+        },
+    }
+}
+
+/// A cluster of random shape and size, all started at once, settled.
+fn booted(seed: u64) -> Result<(Sim, Vec<NodeId>), String> {
+    let mut sim = Sim::new(SimConfig::new(seed));
+    let n = pick_size(&mut sim);
+    let mut shape = pick_shape(&mut sim);
+    if n > 60 && matches!(shape, Shape::Complete) {
+        shape = Shape::Random { degree: 5 };
+    }
+    let ids = build(&mut sim, shape, n);
+    sim.scale_timeouts_for(n);
+    sim.set_trace(std::env::var_os("CHAT_SIM_TRACE").is_some());
+    if sim.rng().random_bool(0.3) {
+        for &id in &ids {
+            let epoch = sim.rng().random_range(0..4);
+            sim.set_data_epoch(id, epoch);
+        }
+    }
+    for &id in &ids {
+        sim.start(id);
+    }
+    sim.settle(SETTLE_LIMIT, CHECK_EVERY).map_err(|e| {
+        format!(
+            "boot ({shape:?}, {n} nodes): {e}; runs started: {:?}",
+            sim.stats.start_reasons
+        )
+    })?;
+    Ok((sim, ids))
+}
+
+fn leader_of(sim: &Sim, id: NodeId) -> Option<NodeId> {
+    sim.status(id).and_then(|s| s.leader)
+}
+
+fn clean_boot_scenario(seed: u64) -> Result<(), String> {
+    let (sim, _) = booted(seed)?;
+    // Everyone started together and saw their neighbours well before the join wait, so the
+    // one election covered the whole graph: the best candidate leads.
+    for comp in sim.components() {
+        let best = sim.best_candidate(&comp);
+        let first = comp.iter().next().copied().unwrap_or_default();
+        if leader_of(&sim, first) != best {
+            return Err(format!(
+                "leader {:?} is not the best candidate {best:?}",
+                leader_of(&sim, first)
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn leader_crash_scenario(seed: u64) -> Result<(), String> {
+    let (mut sim, ids) = booted(seed)?;
+    let Some(leader) = leader_of(&sim, ids[0]) else {
+        return Err("no leader after boot".into());
+    };
+    let keep_data = sim.rng().random_bool(0.5);
+    sim.crash(leader, keep_data);
+    sim.settle(SETTLE_LIMIT, CHECK_EVERY)
+        .map_err(|e| format!("after leader {leader} crashed: {e}"))?;
+    // The old leader comes back as a fresh process: it joins the tree, no election.
+    let runs_before = sim.stats.runs_started;
+    sim.start(leader);
+    sim.settle(SETTLE_LIMIT, CHECK_EVERY)
+        .map_err(|e| format!("after leader {leader} restarted: {e}"))?;
+    let survivors_connected = sim.components().len() == 1;
+    if survivors_connected && ids.len() > 1 && sim.stats.runs_started != runs_before {
+        return Err(format!("restarting {leader} started an election"));
+    }
+    Ok(())
+}
+
+fn inner_crash_scenario(seed: u64) -> Result<(), String> {
+    let (mut sim, ids) = booted(seed)?;
+    let inner: Vec<NodeId> = ids
+        .iter()
+        .copied()
+        .filter(|&id| {
+            sim.status(id)
+                .is_some_and(|s| s.parent.is_some() && !s.children.is_empty())
+        })
+        .collect();
+    let Some(&victim) = inner.choose(sim.rng()) else {
+        return Ok(());
+    };
+    sim.crash(victim, true);
+    sim.settle(SETTLE_LIMIT, CHECK_EVERY)
+        .map_err(|e| format!("after inner node {victim} crashed: {e}"))?;
+    sim.start(victim);
+    sim.settle(SETTLE_LIMIT, CHECK_EVERY)
+        .map_err(|e| format!("after inner node {victim} restarted: {e}"))
+        .map(|_| ())
+}
+
+fn partition_scenario(seed: u64) -> Result<(), String> {
+    let (mut sim, ids) = booted(seed)?;
+    let side: BTreeSet<NodeId> = ids
+        .iter()
+        .copied()
+        .filter(|_| sim.rng().random_bool(0.4))
+        .collect();
+    sim.partition(&side);
+    sim.settle(SETTLE_LIMIT, CHECK_EVERY)
+        .map_err(|e| format!("partitioned {side:?}: {e}"))?;
+    sim.heal_all();
+    sim.settle(SETTLE_LIMIT, CHECK_EVERY)
+        .map_err(|e| format!("healed: {e}"))
+        .map(|_| ())
+}
+
+fn late_join_scenario(seed: u64) -> Result<(), String> {
+    let mut sim = Sim::new(SimConfig::new(seed));
+    let n = pick_size(&mut sim).max(2);
+    let shape = pick_shape(&mut sim);
+    let shape = if n > 60 && matches!(shape, Shape::Complete) {
+        Shape::Tree
+    } else {
+        shape
+    };
+    let ids = build(&mut sim, shape, n);
+    sim.scale_timeouts_for(n);
+    // Start a connected part, then the rest one by one, each next to a running node.
+    let first = sim.rng().random_range(1..=n);
+    let order = bfs_order(&sim, &ids);
+    for &id in &order[..first] {
+        sim.start(id);
+    }
+    sim.settle(SETTLE_LIMIT, CHECK_EVERY)
+        .map_err(|e| format!("boot of {first}: {e}"))?;
+    let runs = sim.stats.runs_started;
+    for &id in &order[first..] {
+        sim.start(id);
+        let pause = Duration::from_millis(sim.rng().random_range(0..50));
+        sim.run_for(pause);
+    }
+    sim.settle(SETTLE_LIMIT, CHECK_EVERY)
+        .map_err(|e| format!("after late joins: {e}"))?;
+    if sim.stats.runs_started != runs {
+        return Err(format!(
+            "late joins started {} election(s)",
+            sim.stats.runs_started - runs
+        ));
+    }
+    Ok(())
+}
+
+/// Node ids in breadth-first order over the configured edges (each has an earlier neighbour).
+fn bfs_order(sim: &Sim, ids: &[NodeId]) -> Vec<NodeId> {
+    let mut order = vec![ids[0]];
+    let mut seen = BTreeSet::from([ids[0]]);
+    let mut i = 0;
+    while i < order.len() {
+        for peer in sim.configured_neighbours(order[i]) {
+            if seen.insert(peer) {
+                order.push(peer);
+            }
+        }
+        i += 1;
+    }
+    order
+}
+
+fn chaos_scenario(seed: u64) -> Result<(), String> {
+    let (mut sim, ids) = booted(seed)?;
+    let faults = sim.rng().random_range(1..8);
+    for _ in 0..faults {
+        let alive = sim.alive();
+        match sim.rng().random_range(0..7) {
+            0 => {
+                if let Some(&id) = alive.choose(sim.rng()) {
+                    let keep = sim.rng().random_bool(0.5);
+                    sim.crash(id, keep);
+                }
+            }
+            1 => {
+                let dead: Vec<NodeId> = ids
+                    .iter()
+                    .copied()
+                    .filter(|id| !alive.contains(id))
+                    .collect();
+                if let Some(&id) = dead.choose(sim.rng()) {
+                    sim.start(id);
+                }
+            }
+            2 => {
+                if let Some(leader) = alive.first().and_then(|&id| leader_of(&sim, id)) {
+                    sim.crash(leader, true);
+                }
+            }
+            3 => {
+                let side: BTreeSet<NodeId> = ids
+                    .iter()
+                    .copied()
+                    .filter(|_| sim.rng().random_bool(0.3))
+                    .collect();
+                sim.partition(&side);
+            }
+            4 => sim.heal_all(),
+            5 => {
+                if let Some(&a) = alive.choose(sim.rng()) {
+                    if let Some(&b) = sim.configured_neighbours(a).choose(sim.rng()) {
+                        let down = Duration::from_millis(sim.rng().random_range(1..100));
+                        sim.flap(a, b, down);
+                    }
+                }
+            }
+            _ => {
+                if let Some(&a) = alive.choose(sim.rng()) {
+                    if let Some(&b) = sim.configured_neighbours(a).choose(sim.rng()) {
+                        sim.cut(a, b);
+                    }
+                }
+            }
+        }
+        let pause = Duration::from_millis(sim.rng().random_range(0..2000));
+        sim.run_for(pause);
+    }
+    sim.settle(SETTLE_LIMIT, CHECK_EVERY)
+        .map_err(|e| format!("after faults: {e}"))?;
+    sim.heal_all();
+    let dead: Vec<NodeId> = ids
+        .iter()
+        .copied()
+        .filter(|id| !sim.alive().contains(id))
+        .collect();
+    for id in dead {
+        sim.start(id);
+    }
+    sim.settle(SETTLE_LIMIT, CHECK_EVERY)
+        .map_err(|e| format!("after repairs: {e}"))
+        .map(|_| ())
+}
+
+#[test]
+fn clean_boot_elects_the_best_candidate() {
+    run_seeds(
+        "clean_boot_elects_the_best_candidate",
+        300,
+        0,
+        clean_boot_scenario,
+    );
+}
+
+#[test]
+fn leader_crash_elects_again_and_the_restarted_leader_joins() {
+    run_seeds(
+        "leader_crash_elects_again_and_the_restarted_leader_joins",
+        150,
+        10_000,
+        leader_crash_scenario,
+    );
+}
+
+#[test]
+fn inner_crash_heals() {
+    run_seeds("inner_crash_heals", 150, 20_000, inner_crash_scenario);
+}
+
+#[test]
+fn partitions_elect_per_side_and_merge_when_healed() {
+    run_seeds(
+        "partitions_elect_per_side_and_merge_when_healed",
+        150,
+        30_000,
+        partition_scenario,
+    );
+}
+
+#[test]
+fn late_joiners_attach_without_an_election() {
+    run_seeds(
+        "late_joiners_attach_without_an_election",
+        150,
+        40_000,
+        late_join_scenario,
+    );
+}
+
+#[test]
+fn chaos_of_crashes_partitions_and_flaps_converges() {
+    run_seeds(
+        "chaos_of_crashes_partitions_and_flaps_converges",
+        150,
+        50_000,
+        chaos_scenario,
+    );
+}
