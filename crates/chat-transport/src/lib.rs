@@ -1,12 +1,28 @@
 //! ZeroMQ links between neighbouring nodes.
 //!
-//! A [`Transport`] is one ZeroMQ ROUTER socket with the identity `node-<id>`: it binds the
-//! node's port and connects to each neighbour's, as the prototype did (SPEC §5.3), so two
-//! neighbours are joined by up to two TCP connections and either may carry a message.
-//! `ZMQ_ROUTER_HANDOVER` lets a restarted neighbour take its identity back at once.
+//! A [`Transport`] binds the node's port and connects to each neighbour's, as the prototype
+//! did (SPEC §5.3), with ZeroMQ ROUTER sockets whose identity is `node-<id>` and
+//! `ZMQ_ROUTER_HANDOVER` on, so a restarted neighbour takes its identity back at once.
 //! A node runs two transports: one on its control port, one on its data port.
 //!
 //! The transport moves opaque payloads; decoding them is `chat-wire`'s job.
+//!
+//! # Two sockets, one connection per direction
+//!
+//! The prototype bound and connected one ROUTER. Between two neighbours that gives two TCP
+//! connections, and each end sees the same identity on both; with handover on, each end
+//! terminates whichever connection finished its handshake first. The two ends need not
+//! pick the same one, and a terminated pipe loses what it held and stops reading its
+//! connection, so messages could vanish for good. Here each transport has an *inbound*
+//! ROUTER, bound to the port, and an *outbound* ROUTER that makes the connections we ask
+//! for. Every connection then has one identity at each end and handover only acts when a
+//! peer really comes back.
+//!
+//! A send to `node-<id>` goes over our outbound connection to that peer when it is up, else
+//! over the connection the peer opened to us (so a node can answer a peer it never
+//! connected to). Messages keep their order on one path; when the path changes (our link
+//! to the peer came up or went down) a message on the new path may overtake one still in
+//! flight on the old.
 //!
 //! # Framing
 //!
@@ -18,28 +34,29 @@
 //!
 //! # Threads and queues
 //!
-//! ZeroMQ sockets are not thread-safe, so one thread owns the socket. [`TransportHandle`]s
+//! ZeroMQ sockets are not thread-safe, so one thread owns the sockets. [`TransportHandle`]s
 //! (cheap clones) queue work for it on a bounded queue and wake it through a Unix socket
-//! pair it polls together with the ROUTER, so a send reaches the socket without any polling
-//! delay. Nothing on the send path waits for the network:
-//! [`TransportHandle::send`] drops and counts when the queue is full, and the thread sends
-//! with `ZMQ_DONTWAIT` and `ZMQ_ROUTER_MANDATORY`, so a peer that is down or whose pipe is
-//! full costs a counter increment, never a stall.
+//! pair it polls together with the sockets, so a send reaches ZeroMQ without any polling
+//! delay. Nothing on the send path waits for the network: [`TransportHandle::send`] drops
+//! and counts when the queue is full, and the thread sends with `ZMQ_DONTWAIT` and
+//! `ZMQ_ROUTER_MANDATORY`, so a peer that is down or whose pipe is full costs a counter
+//! increment, never a stall.
 //!
 //! Inbound messages and link events reach the async side through a tokio channel. The thread
-//! never blocks on it: when it is full the thread stops reading the socket (link events are
+//! never blocks on it: when it is full the thread stops reading the sockets (link events are
 //! kept, in order, in a small local queue), so back-pressure builds up in ZeroMQ's pipes and
 //! shows as `dropped_pipe_full` at the senders. This way a slow consumer can neither deadlock
 //! the node nor lose a link event, and memory stays bounded by the high-water marks.
 //!
 //! # Link events
 //!
-//! A socket monitor reports, for each endpoint we connected to, when the ZMTP handshake
-//! succeeded ([`TransportEvent::LinkUp`]: the peer is routable) and when the connection
-//! dropped ([`TransportEvent::LinkDown`]: one event per drop, whatever ZeroMQ's reconnect
-//! attempts report afterwards). A neighbour whose process dies closes its TCP connections,
-//! so this is known within milliseconds; ZeroMQ keeps reconnecting and reports `LinkUp`
-//! again when it is back. Damping flapping links is left to the control plane.
+//! A socket monitor on the outbound socket reports, for each endpoint we connected to, when
+//! the ZMTP handshake succeeded ([`TransportEvent::LinkUp`]: the peer is routable) and when
+//! the connection dropped ([`TransportEvent::LinkDown`]: one event per drop, whatever
+//! ZeroMQ's reconnect attempts report afterwards). A neighbour whose process dies closes its
+//! TCP connections, so this is known within milliseconds; ZeroMQ keeps reconnecting and
+//! reports `LinkUp` again when it is back. Damping flapping links is left to the control
+//! plane.
 
 #![warn(missing_docs)]
 
@@ -107,17 +124,26 @@ impl Transport {
         config: TransportConfig,
     ) -> Result<(TransportHandle, mpsc::Receiver<TransportEvent>), TransportError> {
         let context = zmq::Context::new();
-        let router = context
+        let inbound = context
             .socket(zmq::ROUTER)
-            .map_err(zmq_error("create ROUTER socket"))?;
-        configure_router(&router, &config)?;
+            .map_err(zmq_error("create inbound ROUTER"))?;
+        configure_router(&inbound, &config)?;
+        let outbound = context
+            .socket(zmq::ROUTER)
+            .map_err(zmq_error("create outbound ROUTER"))?;
+        configure_router(&outbound, &config)?;
+        // Without this a ROUTER keeps the pipe of a dropped connection and queues sends for
+        // the peer until it is back; we want them dropped and counted as unroutable instead.
+        outbound
+            .set_immediate(true)
+            .map_err(zmq_error("set_immediate"))?;
 
         let monitor_endpoint = format!(
             "inproc://monitor-{}-{}",
             config.node_id,
             MONITOR_SEQUENCE.fetch_add(1, Ordering::Relaxed)
         );
-        router
+        outbound
             .monitor(&monitor_endpoint, zmq::SocketEvent::ALL as i32)
             .map_err(zmq_error("monitor"))?;
         let monitor = context
@@ -127,13 +153,13 @@ impl Transport {
             .connect(&monitor_endpoint)
             .map_err(zmq_error("connect monitor socket"))?;
 
-        router
+        inbound
             .bind(&config.bind)
             .map_err(|source| TransportError::Bind {
                 endpoint: config.bind.clone(),
                 source,
             })?;
-        let local_endpoint = match router.get_last_endpoint() {
+        let local_endpoint = match inbound.get_last_endpoint() {
             Ok(Ok(endpoint)) => endpoint,
             _ => config.bind.clone(),
         };
@@ -149,7 +175,8 @@ impl Transport {
         let counters = Arc::new(Counters::default());
 
         let worker = Worker {
-            router,
+            inbound,
+            outbound,
             monitor,
             wake_reader,
             wakeup: Arc::clone(&wakeup),
@@ -254,8 +281,11 @@ impl Shared {
             .take();
         if let Some(thread) = thread {
             if thread.join().is_err() {
-                tracing::error!(subsystem = "transport", node = self.node_id,
-                    "the transport thread panicked");
+                tracing::error!(
+                    subsystem = "transport",
+                    node = self.node_id,
+                    "the transport thread panicked"
+                );
             }
         }
     }

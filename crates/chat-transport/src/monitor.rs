@@ -224,7 +224,10 @@ mod tests {
     fn a_peer_that_never_came_up_reports_no_down() {
         let mut tracker = tracker_with_peer();
         assert_eq!(tracker.on_event(&event(E::CLOSED, PEER_ENDPOINT)), None);
-        assert_eq!(tracker.on_event(&event(E::CONNECT_RETRIED, PEER_ENDPOINT)), None);
+        assert_eq!(
+            tracker.on_event(&event(E::CONNECT_RETRIED, PEER_ENDPOINT)),
+            None
+        );
     }
 
     #[test]

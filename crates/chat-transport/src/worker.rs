@@ -1,10 +1,9 @@
 //! The thread that owns the ZeroMQ sockets.
 //!
-//! ZeroMQ sockets must not be shared between threads, so one thread owns the ROUTER and
-//! its monitor and does every socket call. It sleeps in `zmq::poll` on three things at once:
-//! the ROUTER (inbound messages), the monitor socket (link events) and the read end of a
-//! Unix socket pair that handles write to when they queue work, so a send wakes it at
-//! once instead of waiting for a poll timeout.
+//! ZeroMQ sockets must not be shared between threads, so one thread owns both ROUTERs and
+//! the monitor and does every socket call. It sleeps in `zmq::poll` on all of them at once
+//! plus the read end of a Unix socket pair that handles write to when they queue work, so
+//! a send wakes it at once instead of waiting for a poll timeout.
 
 use std::collections::VecDeque;
 use std::io::{Read, Write};
@@ -92,7 +91,11 @@ impl Wakeup {
 
 /// Everything the socket thread owns.
 pub(crate) struct Worker {
-    pub(crate) router: zmq::Socket,
+    /// Bound to our port; peers' outbound sockets connect here.
+    pub(crate) inbound: zmq::Socket,
+    /// Connects to peers' inbound sockets; the preferred path for our sends.
+    pub(crate) outbound: zmq::Socket,
+    /// Receives the outbound socket's monitor events.
     pub(crate) monitor: zmq::Socket,
     pub(crate) wake_reader: UnixStream,
     pub(crate) wakeup: Arc<Wakeup>,
@@ -109,11 +112,24 @@ pub(crate) struct Worker {
 struct Loop {
     links: LinkTracker,
     /// Events waiting for room in the consumer's queue, in order. Inbound messages are only
-    /// read from the socket while this is empty, so it holds at most one message plus link
+    /// read from the sockets while this is empty, so it holds at most one message plus link
     /// events; back-pressure stays in ZeroMQ's pipes instead of growing here.
     outbox: VecDeque<TransportEvent>,
     /// The consumer dropped its receiver: events are discarded from then on.
     consumer_gone: bool,
+}
+
+impl Loop {
+    fn waiting_for_consumer(&self) -> bool {
+        !self.outbox.is_empty() && !self.consumer_gone
+    }
+}
+
+/// Which sockets the last poll found readable.
+struct Readiness {
+    inbound: bool,
+    outbound: bool,
+    monitor: bool,
 }
 
 impl Worker {
@@ -125,8 +141,8 @@ impl Worker {
             consumer_gone: false,
         };
         loop {
-            let (router_readable, monitor_readable) = match self.poll(&state) {
-                Ok(readiness) => readiness,
+            let ready = match self.poll(&state) {
+                Ok(ready) => ready,
                 Err(zmq::Error::EINTR) => continue,
                 Err(error) => {
                     tracing::error!(subsystem = "transport", node = self.node_id, %error,
@@ -140,11 +156,14 @@ impl Worker {
             }
             let handles_gone = self.apply_commands(&mut state);
             self.send_queued();
-            if monitor_readable {
+            if ready.monitor {
                 self.read_monitor(&mut state);
             }
-            if router_readable {
-                self.read_router(&mut state);
+            if ready.inbound {
+                self.read_messages(&self.inbound, &mut state);
+            }
+            if ready.outbound {
+                self.read_messages(&self.outbound, &mut state);
             }
             self.flush_outbox(&mut state);
             if handles_gone {
@@ -155,39 +174,41 @@ impl Worker {
         // context waits for it below.
         self.send_queued();
         let Worker {
-            router,
+            inbound,
+            outbound,
             monitor,
             exited,
             ..
         } = self;
-        // Closing the ROUTER stops its monitor; the context is terminated when the last
-        // socket holding it is dropped, after the linger.
-        drop(router);
+        // Closing the outbound socket stops its monitor; the context is terminated when the
+        // last socket holding it is dropped, after the linger.
+        drop(outbound);
+        drop(inbound);
         drop(monitor);
         drop(exited);
     }
 
-    /// Sleeps until one of the sockets or the wake pipe is ready; returns whether the
-    /// ROUTER and the monitor are readable.
-    fn poll(&self, state: &Loop) -> Result<(bool, bool), zmq::Error> {
-        let waiting_for_consumer = !state.outbox.is_empty() && !state.consumer_gone;
-        let router_interest = if waiting_for_consumer {
+    /// Sleeps until a socket or the wake pipe is ready.
+    fn poll(&self, state: &Loop) -> Result<Readiness, zmq::Error> {
+        let waiting = state.waiting_for_consumer();
+        let message_interest = if waiting {
             zmq::PollEvents::empty()
         } else {
             zmq::POLLIN
         };
         let mut items = [
-            self.router.as_poll_item(router_interest),
+            self.inbound.as_poll_item(message_interest),
+            self.outbound.as_poll_item(message_interest),
             self.monitor.as_poll_item(zmq::POLLIN),
             zmq::PollItem::from_fd(self.wake_reader.as_raw_fd(), zmq::POLLIN),
         ];
-        let timeout = if waiting_for_consumer {
-            CONSUMER_RETRY_MS
-        } else {
-            -1
-        };
+        let timeout = if waiting { CONSUMER_RETRY_MS } else { -1 };
         zmq::poll(&mut items, timeout)?;
-        Ok((items[0].is_readable(), items[1].is_readable()))
+        Ok(Readiness {
+            inbound: items[0].is_readable(),
+            outbound: items[1].is_readable(),
+            monitor: items[2].is_readable(),
+        })
     }
 
     fn drain_wake_pipe(&self) {
@@ -225,7 +246,7 @@ impl Worker {
                 if let Some(old) = replaced {
                     self.disconnect_endpoint(peer, &old);
                 }
-                match self.router.connect(&endpoint) {
+                match self.outbound.connect(&endpoint) {
                     Ok(()) => tracing::debug!(subsystem = "transport", node = self.node_id,
                         peer, %endpoint, "connecting"),
                     Err(error) => {
@@ -240,7 +261,7 @@ impl Worker {
     }
 
     fn disconnect_endpoint(&self, peer: u64, endpoint: &str) {
-        if let Err(error) = self.router.disconnect(endpoint) {
+        if let Err(error) = self.outbound.disconnect(endpoint) {
             tracing::debug!(subsystem = "transport", node = self.node_id, peer, %endpoint,
                 %error, "disconnect failed");
         }
@@ -252,12 +273,17 @@ impl Worker {
         }
     }
 
+    /// Sends over our own connection to the peer if it is up, else over the one the peer
+    /// opened to us (so a node can answer a peer it never connected to, as data-plane
+    /// parents answer children).
     fn send_one(&self, Outgoing { peer, payload }: Outgoing) {
         let identity = node_identity(peer);
-        let result = self
-            .router
-            .send(identity.as_bytes(), zmq::SNDMORE | zmq::DONTWAIT)
-            .and_then(|()| self.router.send(payload, zmq::DONTWAIT));
+        let result = match send_frames(&self.outbound, identity.as_bytes(), &payload) {
+            Err(zmq::Error::EHOSTUNREACH) => {
+                send_frames(&self.inbound, identity.as_bytes(), &payload)
+            }
+            other => other,
+        };
         match result {
             Ok(()) => bump(&self.counters.sent),
             // ROUTER_MANDATORY turns "no such peer" into this error instead of a silent drop.
@@ -274,8 +300,11 @@ impl Worker {
     fn read_monitor(&self, state: &mut Loop) {
         while let Ok(frames) = self.monitor.recv_multipart(zmq::DONTWAIT) {
             let Some(event) = parse_monitor_event(&frames) else {
-                tracing::debug!(subsystem = "transport", node = self.node_id,
-                    "unreadable monitor event");
+                tracing::debug!(
+                    subsystem = "transport",
+                    node = self.node_id,
+                    "unreadable monitor event"
+                );
                 continue;
             };
             tracing::trace!(subsystem = "transport", node = self.node_id,
@@ -283,14 +312,22 @@ impl Worker {
             match state.links.on_event(&event) {
                 Some(LinkChange::Up(peer)) => {
                     bump(&self.counters.link_ups);
-                    tracing::debug!(subsystem = "transport", node = self.node_id, peer,
-                        "link up");
+                    tracing::debug!(
+                        subsystem = "transport",
+                        node = self.node_id,
+                        peer,
+                        "link up"
+                    );
                     state.outbox.push_back(TransportEvent::LinkUp { peer });
                 }
                 Some(LinkChange::Down(peer)) => {
                     bump(&self.counters.link_downs);
-                    tracing::debug!(subsystem = "transport", node = self.node_id, peer,
-                        "link down");
+                    tracing::debug!(
+                        subsystem = "transport",
+                        node = self.node_id,
+                        peer,
+                        "link down"
+                    );
                     state.outbox.push_back(TransportEvent::LinkDown { peer });
                 }
                 None => {}
@@ -298,12 +335,12 @@ impl Worker {
         }
     }
 
-    fn read_router(&self, state: &mut Loop) {
+    fn read_messages(&self, socket: &zmq::Socket, state: &mut Loop) {
         for _ in 0..RECEIVE_BATCH {
-            if !state.outbox.is_empty() && !state.consumer_gone {
+            if state.waiting_for_consumer() {
                 return;
             }
-            match self.receive_one() {
+            match self.receive_one(socket) {
                 Ok(Some(event)) => {
                     bump(&self.counters.received);
                     state.outbox.push_back(event);
@@ -322,17 +359,17 @@ impl Worker {
 
     /// Reads one whole multipart message: `Some` if it is `[node-<id>, payload]`, `None` if
     /// it is malformed (every part is consumed either way, so the next read starts clean).
-    fn receive_one(&self) -> Result<Option<TransportEvent>, zmq::Error> {
-        let identity = self.router.recv_bytes(zmq::DONTWAIT)?;
-        let payload = if self.router.get_rcvmore()? {
-            Some(self.router.recv_bytes(zmq::DONTWAIT)?)
+    fn receive_one(&self, socket: &zmq::Socket) -> Result<Option<TransportEvent>, zmq::Error> {
+        let identity = socket.recv_bytes(zmq::DONTWAIT)?;
+        let payload = if socket.get_rcvmore()? {
+            Some(socket.recv_bytes(zmq::DONTWAIT)?)
         } else {
             None
         };
         let mut extra_parts = false;
-        while self.router.get_rcvmore()? {
+        while socket.get_rcvmore()? {
             // Discard without keeping: a peer must not make us buffer unbounded parts.
-            let _ = self.router.recv_msg(zmq::DONTWAIT)?;
+            let _ = socket.recv_msg(zmq::DONTWAIT)?;
             extra_parts = true;
         }
         let (Some(from), Some(payload), false) =
@@ -358,8 +395,11 @@ impl Worker {
                     return;
                 }
                 Err(TrySendError::Closed(_)) => {
-                    tracing::debug!(subsystem = "transport", node = self.node_id,
-                        "event receiver dropped; discarding inbound events");
+                    tracing::debug!(
+                        subsystem = "transport",
+                        node = self.node_id,
+                        "event receiver dropped; discarding inbound events"
+                    );
                     state.consumer_gone = true;
                     state.outbox.clear();
                     return;
@@ -367,4 +407,11 @@ impl Worker {
             }
         }
     }
+}
+
+/// Sends `[identity, payload]` without waiting. The identity frame is where a ROUTER with
+/// `ZMQ_ROUTER_MANDATORY` reports an unknown peer or a full pipe, before any part is queued.
+fn send_frames(socket: &zmq::Socket, identity: &[u8], payload: &[u8]) -> Result<(), zmq::Error> {
+    socket.send(identity, zmq::SNDMORE | zmq::DONTWAIT)?;
+    socket.send(payload, zmq::DONTWAIT)
 }
