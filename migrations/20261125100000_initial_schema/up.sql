@@ -12,7 +12,8 @@ INSERT INTO system_state (id, current_epoch) VALUES (1, 0);
 CREATE TABLE users (
     uuid          TEXT   PRIMARY KEY NOT NULL,
     username      TEXT   NOT NULL,
-    tag           TEXT   NOT NULL,
+    -- 3 to 6 digits, the whole string; the service checks this first with a clear message.
+    tag           TEXT   NOT NULL CHECK (length(tag) BETWEEN 3 AND 6 AND tag NOT GLOB '*[^0-9]*'),
     created_at_ms BIGINT NOT NULL,
     deleted_at_ms BIGINT,
     epoch         BIGINT NOT NULL

@@ -122,6 +122,42 @@ fn migrations_apply_to_an_empty_file_and_reopen_cleanly() {
 }
 
 #[test]
+fn migrations_revert_and_reapply() {
+    use diesel_migrations::MigrationHarness;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("down.db");
+    drop(Store::open(&path).expect("open"));
+    let mut conn =
+        <diesel::SqliteConnection as diesel::Connection>::establish(path.to_str().unwrap())
+            .unwrap();
+    conn.revert_all_migrations(chat_store::MIGRATIONS)
+        .expect("down.sql runs");
+    conn.run_pending_migrations(chat_store::MIGRATIONS)
+        .expect("up.sql runs again");
+    drop(conn);
+    let store = Store::open(&path).expect("reopen");
+    assert_eq!(store.current_epoch().unwrap(), 0);
+}
+
+#[test]
+fn the_schema_itself_rejects_a_malformed_tag() {
+    let db = open();
+    for tag in ["12", "1234567", "12a", "1234567x"] {
+        let result = db.store.execute(&op(Change::RegisterUser {
+            user_uuid: Uuid::new_v4(),
+            username: "alice".into(),
+            tag: tag.into(),
+            secret: SecretHash::new("x".into()),
+        }));
+        assert!(
+            matches!(result, Err(StoreError::Conflict(_))),
+            "{tag}: {result:?}"
+        );
+    }
+    assert_eq!(db.store.current_epoch().unwrap(), 0);
+}
+
+#[test]
 fn every_write_adds_one_to_the_epoch_and_stamps_its_rows() {
     let db = open();
     let alice = register(&db.store, "alice", "123");
