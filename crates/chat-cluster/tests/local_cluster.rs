@@ -1,0 +1,264 @@
+//! Real chat-node processes on loopback, started and poked through the library and the CLI.
+//!
+//! Port plans: these tests use their own bases (21000, 21100) far from the defaults and from
+//! each other, so they can run in parallel with each other and with other crates' tests.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use chat_cluster::{ClusterFile, ClusterOptions, LocalCluster, NodeOutput, NodeSignal, Topology};
+use nix::sys::signal::kill;
+use nix::unistd::Pid;
+use serde_json::Value;
+
+const DEADLINE: Duration = Duration::from_secs(30);
+const POLL: Duration = Duration::from_millis(50);
+
+/// The chat-node binary of this target directory, built if needed (cargo builds only the
+/// binaries of the package under test).
+fn node_binary() -> PathBuf {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY
+        .get_or_init(|| {
+            let exe = std::env::current_exe().expect("test executable");
+            let profile_dir = exe
+                .parent()
+                .and_then(Path::parent)
+                .expect("target/<profile>");
+            let mut build = Command::new(env!("CARGO"));
+            build.args(["build", "--quiet", "-p", "chat-node", "--bin", "chat-node"]);
+            if profile_dir
+                .file_name()
+                .is_some_and(|name| name == "release")
+            {
+                build.arg("--release");
+            }
+            let status = build.status().expect("cargo runs");
+            assert!(status.success(), "building chat-node failed");
+            let binary = profile_dir.join("chat-node");
+            assert!(binary.is_file(), "no {}", binary.display());
+            binary
+        })
+        .clone()
+}
+
+fn answered(status: &Value) -> bool {
+    status.get("error").is_none() && status.get("id").is_some()
+}
+
+async fn poll_until(
+    cluster: &LocalCluster,
+    what: &str,
+    done: impl Fn(&[Value]) -> bool,
+) -> Vec<Value> {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let statuses = cluster.status_all().await;
+        if done(&statuses) {
+            return statuses;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what} not reached before the deadline: {statuses:#?}"
+        );
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+fn alive(pid: u64) -> bool {
+    kill(Pid::from_raw(i32::try_from(pid).expect("pid fits")), None).is_ok()
+}
+
+#[tokio::test]
+async fn cluster_starts_kills_restarts_and_stops_nodes() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let options = ClusterOptions {
+        base_port: 21_000,
+        node_bin: Some(node_binary()),
+        output: NodeOutput::Files,
+        ..ClusterOptions::new(3, Topology::Line, dir.path().join("run"))
+    };
+    let mut cluster = LocalCluster::up(options).await.expect("cluster starts");
+
+    let statuses = poll_until(&cluster, "all nodes answering", |all| {
+        all.iter().all(answered)
+    })
+    .await;
+    let ids: Vec<u64> = statuses
+        .iter()
+        .filter_map(|status| status["id"].as_u64())
+        .collect();
+    assert_eq!(ids, vec![1, 2, 3]);
+    let recorded = ClusterFile::read(cluster.run_dir()).expect("cluster.json");
+    for (status, node) in statuses.iter().zip(&recorded.nodes) {
+        assert_eq!(
+            status["pid"].as_u64(),
+            node.pid.map(u64::from),
+            "pid in status and cluster.json"
+        );
+    }
+    let middle_neighbors: Vec<u64> = statuses[1]["neighbors"]
+        .as_array()
+        .expect("neighbors")
+        .iter()
+        .filter_map(|neighbor| neighbor["id"].as_u64())
+        .collect();
+    assert_eq!(
+        middle_neighbors,
+        vec![1, 3],
+        "line topology: node 2 sits between 1 and 3"
+    );
+    let config =
+        std::fs::read_to_string(cluster.run_dir().join("2/node.toml")).expect("node 2 config");
+    assert!(
+        config.contains("admin_port = 24002") && config.contains("enabled = false"),
+        "{config}"
+    );
+
+    let first_pid = statuses[1]["pid"].as_u64().expect("pid");
+    cluster.kill(2, NodeSignal::Kill).expect("kill node 2");
+    cluster.wait_exit(2).await.expect("node 2 exits");
+    let statuses = cluster.status_all().await;
+    assert!(
+        statuses[1]["error"].is_string(),
+        "a dead node reports an error: {statuses:#?}"
+    );
+    assert_eq!(statuses[1]["id"], 2);
+    assert!(matches!(
+        cluster.kill(2, NodeSignal::Term),
+        Err(chat_cluster::ClusterError::NotRunning(2))
+    ));
+
+    cluster.start(2).await.expect("restart node 2");
+    let statuses = poll_until(&cluster, "node 2 back", |all| answered(&all[1])).await;
+    let second_pid = statuses[1]["pid"].as_u64().expect("pid");
+    assert_ne!(first_pid, second_pid, "a new process");
+    assert!(matches!(
+        cluster.start(2).await,
+        Err(chat_cluster::ClusterError::AlreadyRunning(2))
+    ));
+
+    let pids: Vec<u64> = statuses
+        .iter()
+        .filter_map(|status| status["pid"].as_u64())
+        .collect();
+    cluster.down().await.expect("stops");
+    assert!(
+        pids.iter().all(|&pid| !alive(pid)),
+        "every node stopped: {pids:?}"
+    );
+}
+
+fn cluster_cli(args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_chat-cluster"));
+    command.args(args);
+    command
+}
+
+fn cli_status(run_dir: &str) -> Vec<Value> {
+    let output = cluster_cli(&["status", "--run-dir", run_dir])
+        .output()
+        .expect("status runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("a JSON array")
+}
+
+fn cli_poll(run_dir: &str, what: &str, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        if Path::new(run_dir).join("cluster.json").is_file() {
+            let statuses = cli_status(run_dir);
+            if done(&statuses) {
+                return statuses;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what} not reached before the deadline"
+        );
+        std::thread::sleep(POLL);
+    }
+}
+
+#[test]
+fn cli_up_status_kill_start_and_ctrl_c() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let run_dir = dir.path().join("run");
+    let run_dir_text = run_dir.to_str().expect("utf-8").to_owned();
+    let output_path = dir.path().join("up.out");
+    let node_bin = node_binary();
+    let mut up = cluster_cli(&[
+        "up",
+        "--nodes",
+        "2",
+        "--topology",
+        "line",
+        "--run-dir",
+        &run_dir_text,
+        "--base-port",
+        "21100",
+        "--node-bin",
+        node_bin.to_str().expect("utf-8"),
+    ])
+    .stdout(std::fs::File::create(&output_path).expect("output file"))
+    .stderr(Stdio::null())
+    .spawn()
+    .expect("chat-cluster up starts");
+
+    let statuses = cli_poll(&run_dir_text, "both nodes answering", |all| {
+        all.len() == 2 && all.iter().all(answered)
+    });
+    assert!(statuses.iter().all(|status| status["pid"].is_u64()));
+
+    let killed = cluster_cli(&[
+        "kill",
+        "--run-dir",
+        &run_dir_text,
+        "--id",
+        "2",
+        "--signal",
+        "KILL",
+    ])
+    .status()
+    .expect("kill runs");
+    assert!(killed.success());
+    cli_poll(&run_dir_text, "node 2 down", |all| {
+        all[1]["error"].is_string()
+    });
+    let started = cluster_cli(&["start", "--run-dir", &run_dir_text, "--id", "2"])
+        .status()
+        .expect("start runs");
+    assert!(started.success());
+    let statuses = cli_poll(&run_dir_text, "node 2 back", |all| answered(&all[1]));
+    let pids: Vec<u64> = statuses
+        .iter()
+        .filter_map(|status| status["pid"].as_u64())
+        .collect();
+
+    let up_pid = Pid::from_raw(i32::try_from(up.id()).expect("pid fits"));
+    kill(up_pid, nix::sys::signal::Signal::SIGINT).expect("Ctrl-C");
+    let deadline = Instant::now() + DEADLINE;
+    let exit = loop {
+        if let Some(exit) = up.try_wait().expect("try_wait") {
+            break exit;
+        }
+        assert!(Instant::now() < deadline, "chat-cluster up did not stop");
+        std::thread::sleep(POLL);
+    };
+    assert!(exit.success(), "{exit:?}");
+    assert!(
+        pids.iter().all(|&pid| !alive(pid)),
+        "every node stopped, the restarted one too: {pids:?}"
+    );
+    let output = std::fs::read_to_string(&output_path).expect("output");
+    assert!(
+        output.lines().any(|line| line.starts_with("[1] ")),
+        "prefixed node output: {output}"
+    );
+}
