@@ -1,0 +1,161 @@
+//! Round-trip latency and one-way throughput between two transports on loopback.
+//!
+//! Prints figures; never fails on slowness. Run: `cargo bench -p chat-transport --bench transport`.
+
+use std::time::{Duration, Instant};
+
+use chat_transport::{Transport, TransportConfig, TransportEvent, TransportHandle};
+use tokio::sync::mpsc::Receiver;
+
+const ROUND_TRIPS: usize = 10_000;
+const WARMUP_ROUND_TRIPS: usize = 1_000;
+/// How long the receiver waits for one more message before it reports what arrived.
+const STALL: Duration = Duration::from_secs(3);
+
+type Events = Receiver<TransportEvent>;
+
+fn config(node_id: u64, queue: usize) -> TransportConfig {
+    let mut config = TransportConfig::new(node_id, "tcp://127.0.0.1:*");
+    config.send_queue = queue;
+    config.event_queue = queue.min(65_536);
+    let hwm = i32::try_from(queue).unwrap_or(i32::MAX);
+    config.send_hwm = hwm;
+    config.recv_hwm = hwm;
+    config
+}
+
+/// Two transports connected both ways, links up.
+async fn pair(queue: usize) -> ((TransportHandle, Events), (TransportHandle, Events)) {
+    let (a, mut a_events) = Transport::start(config(1, queue)).expect("start a");
+    let (b, mut b_events) = Transport::start(config(2, queue)).expect("start b");
+    a.connect(2, b.local_endpoint().to_owned())
+        .expect("connect");
+    b.connect(1, a.local_endpoint().to_owned())
+        .expect("connect");
+    wait_link_up(&mut a_events, 2).await;
+    wait_link_up(&mut b_events, 1).await;
+    ((a, a_events), (b, b_events))
+}
+
+async fn wait_link_up(events: &mut Events, peer: u64) {
+    loop {
+        match tokio::time::timeout(STALL, events.recv()).await {
+            Ok(Some(TransportEvent::LinkUp { peer: up })) if up == peer => return,
+            Ok(Some(_)) => {}
+            other => panic!("link to {peer} did not come up: {other:?}"),
+        }
+    }
+}
+
+async fn next_message(events: &mut Events) -> Option<Vec<u8>> {
+    loop {
+        match tokio::time::timeout(STALL, events.recv()).await {
+            Ok(Some(TransportEvent::Received { payload, .. })) => return Some(payload),
+            Ok(Some(_)) => {}
+            _ => return None,
+        }
+    }
+}
+
+fn percentile(sorted: &[Duration], fraction: f64) -> Duration {
+    let index = ((sorted.len() as f64 - 1.0) * fraction).round() as usize;
+    sorted[index.min(sorted.len() - 1)]
+}
+
+async fn round_trip_latency() {
+    let ((a, mut a_events), (b, mut b_events)) = pair(4096).await;
+    let echo = tokio::spawn(async move {
+        while let Some(event) = b_events.recv().await {
+            if let TransportEvent::Received { from, payload } = event {
+                if b.send(from, payload).is_err() {
+                    return;
+                }
+            }
+        }
+    });
+
+    let mut samples = Vec::with_capacity(ROUND_TRIPS);
+    for round in 0..WARMUP_ROUND_TRIPS + ROUND_TRIPS {
+        let payload = (round as u64).to_be_bytes().to_vec();
+        let started = Instant::now();
+        a.send(2, payload.clone()).expect("send");
+        match next_message(&mut a_events).await {
+            Some(echoed) if echoed == payload => {}
+            other => {
+                println!("bench round_trip: lost or wrong echo in round {round}: {other:?}");
+                return;
+            }
+        }
+        if round >= WARMUP_ROUND_TRIPS {
+            samples.push(started.elapsed());
+        }
+    }
+    samples.sort();
+    let mean = samples.iter().sum::<Duration>() / samples.len() as u32;
+    println!(
+        "bench round_trip_latency_8B_median: {:.1} us",
+        micros(percentile(&samples, 0.5))
+    );
+    println!(
+        "bench round_trip_latency_8B_p99: {:.1} us",
+        micros(percentile(&samples, 0.99))
+    );
+    println!("bench round_trip_latency_8B_mean: {:.1} us", micros(mean));
+    a.shutdown().await;
+    echo.abort();
+}
+
+fn micros(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1e6
+}
+
+async fn one_way_throughput(payload_bytes: usize, messages: usize) {
+    let ((a, _a_events), (b, mut b_events)) = pair(messages).await;
+    let payload = vec![0x5a; payload_bytes];
+
+    let started = Instant::now();
+    let sender = {
+        let a = a.clone();
+        std::thread::spawn(move || {
+            for _ in 0..messages {
+                if a.send(2, payload.clone()).is_err() {
+                    return;
+                }
+            }
+        })
+    };
+    let mut received = 0usize;
+    let mut finished = started;
+    while received < messages {
+        if next_message(&mut b_events).await.is_none() {
+            break;
+        }
+        received += 1;
+        finished = Instant::now();
+    }
+    let _ = sender.join();
+    let seconds = finished.duration_since(started).as_secs_f64();
+    let rate = received as f64 / seconds;
+    let stats = a.stats();
+    println!(
+        "bench one_way_throughput_{payload_bytes}B: {rate:.0} msg/s ({:.1} MB/s, {received}/{messages} received, dropped queue {} pipe {})",
+        rate * payload_bytes as f64 / 1e6,
+        stats.dropped_queue_full,
+        stats.dropped_pipe_full,
+    );
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    runtime.block_on(async {
+        round_trip_latency().await;
+        one_way_throughput(100, 200_000).await;
+        one_way_throughput(4096, 50_000).await;
+    });
+}
