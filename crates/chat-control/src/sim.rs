@@ -80,9 +80,24 @@ struct SimNode {
     plane: ControlPlane,
     clock: LamportClock,
     incarnation: u64,
-    /// Who this node currently believes ON.
-    view: BTreeSet<NodeId>,
+    /// Who this node currently believes ON, with the incarnation it met.
+    view: BTreeMap<NodeId, u64>,
     wake: Option<Instant>,
+}
+
+impl SimNode {
+    /// `peer` (in `incarnation`) is alive. A peer that restarted since we met it was gone:
+    /// the topology layer re-handshakes it, which reads as OFF then ON.
+    fn see(&mut self, now: Instant, peer: NodeId, incarnation: u64) {
+        match self.view.insert(peer, incarnation) {
+            Some(known) if known == incarnation => {}
+            Some(_) => {
+                self.plane.handle_neighbor_off(now, peer);
+                self.plane.handle_neighbor_on(now, peer);
+            }
+            None => self.plane.handle_neighbor_on(now, peer),
+        }
+    }
 }
 
 /// Counters of a simulation.
@@ -116,6 +131,10 @@ pub struct Sim {
     next_incarnation: u64,
     runs: BTreeSet<chat_wire::RunId>,
     fifo: BTreeMap<(NodeId, NodeId), Instant>,
+    /// Every trace step, when `keep_log` is set (and tracing is on).
+    pub log: Vec<String>,
+    /// Keep a log of trace steps.
+    pub keep_log: bool,
     /// Counters.
     pub stats: SimStats,
 }
@@ -145,6 +164,8 @@ impl Sim {
             next_incarnation: 1,
             runs: BTreeSet::new(),
             fifo: BTreeMap::new(),
+            log: Vec::new(),
+            keep_log: false,
             stats: SimStats::default(),
         }
     }
@@ -208,7 +229,7 @@ impl Sim {
                 plane,
                 clock,
                 incarnation,
-                view: BTreeSet::new(),
+                view: BTreeMap::new(),
                 wake: None,
             },
         );
@@ -312,6 +333,10 @@ impl Sim {
             if self.nodes.contains_key(&at) {
                 let delay = self.random_duration(range);
                 self.push(self.now + delay, Item::Liveness { at, peer });
+                if up {
+                    // The transport reconnects: its link-up reaches the node too.
+                    self.push(self.now + delay, Item::LinkUp { at, peer });
+                }
             }
         }
     }
@@ -361,6 +386,16 @@ impl Sim {
                 match event {
                     NodeEvent::RolesChanged { .. } => role_changes += 1,
                     NodeEvent::Trace(t) => {
+                        if self.keep_log {
+                            self.log.push(format!(
+                                "{:>10.3?} node {id} {} run={:?} round={:?}: {:?}",
+                                self.now - self.base,
+                                t.subsystem.as_str(),
+                                t.run.map(|r| r.to_string()),
+                                t.round,
+                                t.step
+                            ));
+                        }
                         if let crate::Step::RunStarted { reason } = t.step {
                             let name = format!("{reason:?}");
                             let name = name.split('(').next().unwrap_or_default().to_string();
@@ -450,27 +485,31 @@ impl Sim {
                 if current != generation || !self.link_up(from, to) {
                     return;
                 }
+                let Some(incarnation) = self.nodes.get(&from).map(|n| n.incarnation) else {
+                    return;
+                };
                 let Some(node) = self.nodes.get_mut(&to) else {
                     return;
                 };
                 node.clock.observe(lamport);
                 // Any message is a sign of life: a peer believed OFF is heard again.
-                if !node.view.contains(&from) {
-                    node.view.insert(from);
-                    node.plane.handle_neighbor_on(now, from);
-                }
+                node.see(now, from, incarnation);
                 node.plane.handle_message(now, from, &body);
                 self.drain(to);
             }
             Item::Liveness { at, peer } => {
                 let up = self.link_up(at, peer);
+                let incarnation = self.nodes.get(&peer).map(|n| n.incarnation);
                 let Some(node) = self.nodes.get_mut(&at) else {
                     return;
                 };
-                if up && node.view.insert(peer) {
-                    node.plane.handle_neighbor_on(now, peer);
-                } else if !up && node.view.remove(&peer) {
-                    node.plane.handle_neighbor_off(now, peer);
+                match incarnation {
+                    Some(incarnation) if up => node.see(now, peer, incarnation),
+                    _ => {
+                        if !up && node.view.remove(&peer).is_some() {
+                            node.plane.handle_neighbor_off(now, peer);
+                        }
+                    }
                 }
                 self.drain(at);
             }

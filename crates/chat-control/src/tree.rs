@@ -216,6 +216,22 @@ impl ControlPlane {
         match &self.membership {
             Membership::Member(m) => {
                 if a.run == m.run {
+                    if let (Membership::Member(m), true) = (&mut self.membership, a.is_shout) {
+                        // A child never shouts to its parent: the sender re-attached
+                        // elsewhere (it restarted, or healed) and is no child of ours. (An
+                        // offer from a child is fine: it answers a request we made earlier.)
+                        if m.children.remove(&from) {
+                            m.routes.forget(from);
+                        }
+                        // It is in our tree under another parent: that answers our SHOUT to
+                        // it even if its A was lost.
+                        if m.parent.map(|p| p.next_hop) != Some(from) {
+                            m.awaiting.remove(&from);
+                        }
+                    }
+                    let Membership::Member(m) = &self.membership else {
+                        return;
+                    };
                     if a.is_shout {
                         let is_parent = m.parent.map(|p| p.next_hop) == Some(from);
                         if is_parent {
@@ -413,6 +429,11 @@ impl ControlPlane {
             return;
         };
         let (run, leader, epoch) = (m.run, m.leader, m.epoch);
+        let parent = m.parent.map(|p| p.next_hop);
+        // The parent's own old request is moot: it is in the tree again, above us.
+        if let Some(parent) = parent {
+            self.requests.remove(&parent);
+        }
         let ready: Vec<NodeId> = self
             .requests
             .iter()

@@ -36,6 +36,7 @@ fn seeds(default: u64, offset: u64) -> Vec<u64> {
 }
 
 fn run_seeds(name: &str, default: u64, offset: u64, scenario: fn(u64) -> Result<(), String>) {
+    // CHAT_SIM_TRACE=1 CHAT_SIM_LOG=1 with CHAT_SIM_SEED prints every step of the failing run.
     let seeds = seeds(default, offset);
     for &seed in &seeds {
         if let Err(failure) = scenario(seed) {
@@ -151,6 +152,7 @@ fn booted(seed: u64) -> Result<(Sim, Vec<NodeId>), String> {
     let ids = build(&mut sim, shape, n);
     sim.scale_timeouts_for(n);
     sim.set_trace(std::env::var_os("CHAT_SIM_TRACE").is_some());
+    sim.keep_log = std::env::var_os("CHAT_SIM_LOG").is_some();
     if sim.rng().random_bool(0.3) {
         for &id in &ids {
             let epoch = sim.rng().random_range(0..4);
@@ -167,6 +169,15 @@ fn booted(seed: u64) -> Result<(Sim, Vec<NodeId>), String> {
         )
     })?;
     Ok((sim, ids))
+}
+
+/// Appends the step log (CHAT_SIM_LOG=1 with CHAT_SIM_TRACE=1) to a failure.
+fn with_log(sim: &Sim, failure: String) -> String {
+    if sim.keep_log {
+        format!("{failure}\n{}", sim.log.join("\n"))
+    } else {
+        failure
+    }
 }
 
 fn leader_of(sim: &Sim, id: NodeId) -> Option<NodeId> {
@@ -200,13 +211,20 @@ fn leader_crash_scenario(seed: u64) -> Result<(), String> {
     sim.settle(SETTLE_LIMIT, CHECK_EVERY)
         .map_err(|e| format!("after leader {leader} crashed: {e}"))?;
     // The old leader comes back as a fresh process: it joins the tree, no election.
+    // (Unless its loss split the survivors: then it joins two trees, which must merge.)
+    let survivors_connected = sim.components().len() <= 1;
     let runs_before = sim.stats.runs_started;
     sim.start(leader);
     sim.settle(SETTLE_LIMIT, CHECK_EVERY)
         .map_err(|e| format!("after leader {leader} restarted: {e}"))?;
-    let survivors_connected = sim.components().len() == 1;
     if survivors_connected && ids.len() > 1 && sim.stats.runs_started != runs_before {
-        return Err(format!("restarting {leader} started an election"));
+        return Err(with_log(
+            &sim,
+            format!(
+                "restarting {leader} started an election; runs started: {:?}",
+                sim.stats.start_reasons
+            ),
+        ));
     }
     Ok(())
 }
@@ -225,8 +243,12 @@ fn inner_crash_scenario(seed: u64) -> Result<(), String> {
         return Ok(());
     };
     sim.crash(victim, true);
-    sim.settle(SETTLE_LIMIT, CHECK_EVERY)
-        .map_err(|e| format!("after inner node {victim} crashed: {e}"))?;
+    if let Err(e) = sim.settle(SETTLE_LIMIT, CHECK_EVERY) {
+        return Err(with_log(
+            &sim,
+            format!("after inner node {victim} crashed: {e}"),
+        ));
+    }
     sim.start(victim);
     sim.settle(SETTLE_LIMIT, CHECK_EVERY)
         .map_err(|e| format!("after inner node {victim} restarted: {e}"))
@@ -356,8 +378,9 @@ fn chaos_scenario(seed: u64) -> Result<(), String> {
         let pause = Duration::from_millis(sim.rng().random_range(0..2000));
         sim.run_for(pause);
     }
-    sim.settle(SETTLE_LIMIT, CHECK_EVERY)
-        .map_err(|e| format!("after faults: {e}"))?;
+    if let Err(e) = sim.settle(SETTLE_LIMIT, CHECK_EVERY) {
+        return Err(with_log(&sim, format!("after faults: {e}")));
+    }
     sim.heal_all();
     let dead: Vec<NodeId> = ids
         .iter()
