@@ -121,7 +121,7 @@ pub enum LoggingError {
     AlreadyInstalled,
 }
 
-/// Installs the global subscriber. Under systemd (`JOURNAL_STREAM` set) events go to journald
+/// Installs the global subscriber. Under systemd (`JOURNAL_STREAM` names stderr) events go to journald
 /// via `tracing-journald` with field prefix `None` and syslog identifier `service`, so an event
 /// field `subsystem` is written as `SUBSYSTEM=...`; elsewhere a readable stderr format showing the
 /// subsystem (and, when a Lamport source is given, the node's Lamport time) on each line.
@@ -133,7 +133,7 @@ pub fn init(
 ) -> Result<(), LoggingError> {
     let filter = filter(settings)?;
     let registry = tracing_subscriber::registry().with(filter);
-    let installed = if std::env::var_os("JOURNAL_STREAM").is_some() {
+    let installed = if stderr_is_journal() {
         let journald = tracing_journald::layer()
             .map_err(LoggingError::Journald)?
             .with_field_prefix(None)
@@ -146,6 +146,25 @@ pub fn init(
         registry.with(stderr).try_init()
     };
     installed.map_err(|_| LoggingError::AlreadyInstalled)
+}
+
+/// Whether stderr is the journal stream systemd set up for this service. Checking the device and
+/// inode (as systemd documents) rather than the variable's mere presence keeps a process started
+/// from inside a service with its output redirected (a test, a child) on the stderr format.
+fn stderr_is_journal() -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+
+    let Some(stream) = std::env::var_os("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Some((device, inode)) = stream.to_str().and_then(|text| text.split_once(':')) else {
+        return false;
+    };
+    match std::fs::metadata("/proc/self/fd/2") {
+        Ok(stderr) => device.parse() == Ok(stderr.dev()) && inode.parse() == Ok(stderr.ino()),
+        // Without /proc, trust the variable: systemd only sets it for the journal.
+        Err(_) => true,
+    }
 }
 
 fn filter(settings: &LogSettings) -> Result<EnvFilter, LoggingError> {
@@ -325,6 +344,26 @@ mod tests {
             settings.directives(),
             Err(LoggingError::BadSubsystem { .. })
         ));
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment::Jail closures must return figment::Error
+    fn journald_only_when_journal_stream_names_our_stderr() {
+        use std::os::unix::fs::MetadataExt as _;
+
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("JOURNAL_STREAM", "1:1");
+            assert!(!stderr_is_journal(), "another stream");
+            jail.set_env("JOURNAL_STREAM", "garbage");
+            assert!(!stderr_is_journal(), "unparsable");
+            let stderr = std::fs::metadata("/proc/self/fd/2").expect("stderr exists");
+            jail.set_env(
+                "JOURNAL_STREAM",
+                format!("{}:{}", stderr.dev(), stderr.ino()),
+            );
+            assert!(stderr_is_journal(), "our own stderr");
+            Ok(())
+        });
     }
 
     #[test]
