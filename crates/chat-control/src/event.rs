@@ -161,6 +161,11 @@ pub enum Step {
         /// Which.
         id: NodeId,
     },
+    /// A stranger kept sending heartbeats: a REJOIN handshake started.
+    RejoinStarted {
+        /// Which.
+        id: NodeId,
+    },
 }
 
 /// One traced step, with everything needed to read it as part of the election's story.
