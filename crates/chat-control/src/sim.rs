@@ -109,6 +109,10 @@ pub struct SimStats {
     pub runs_started: u64,
     /// Role changes across all nodes.
     pub role_changes: u64,
+    /// Simulated time (since the start) of the first election message.
+    pub first_election_message: Option<Duration>,
+    /// Simulated time (since the start) of the last role change anywhere.
+    pub last_role_change: Option<Duration>,
     /// Why runs were started (only counted with trace events on).
     pub start_reasons: BTreeMap<String, u64>,
 }
@@ -407,6 +411,9 @@ impl Sim {
             }
         }
         self.stats.role_changes += role_changes;
+        if role_changes > 0 {
+            self.stats.last_role_change = Some(self.now - self.base);
+        }
         for (to, lamport, body) in sends {
             *self
                 .stats
@@ -414,6 +421,9 @@ impl Sim {
                 .entry(body.scope().as_str())
                 .or_default() += 1;
             if let Body::Election(e) = &body {
+                if self.stats.first_election_message.is_none() {
+                    self.stats.first_election_message = Some(self.now - self.base);
+                }
                 if self.runs.insert(e.run) {
                     self.stats.runs_started += 1;
                 }

@@ -449,3 +449,48 @@ fn chaos_of_crashes_partitions_and_flaps_converges() {
         chaos_scenario,
     );
 }
+
+/// Yo-Yo costs O(m log n) messages: START both ways over each link (2m), then per round at
+/// most a proposal and a vote per remaining link, over at most ~log2(n) + 1 rounds. One run
+/// (a single initiator) on random connected graphs must stay within that.
+fn single_election_messages_scenario(seed: u64) -> Result<(), String> {
+    let mut sim = Sim::new(SimConfig::new(seed));
+    let n = sim.rng().random_range(2..200usize);
+    let degree = sim.rng().random_range(3..=6);
+    let ids = build(&mut sim, Shape::Random { degree }, n);
+    sim.scale_timeouts_for(n);
+    let m: usize = ids
+        .iter()
+        .map(|&id| sim.configured_neighbours(id).len())
+        .sum::<usize>()
+        / 2;
+    let initiator = ids[sim.rng().random_range(0..n)];
+    sim.start(initiator);
+    sim.control_config_mut().join_wait = Duration::from_secs(3600);
+    for &id in ids.iter().filter(|&&id| id != initiator) {
+        sim.start(id);
+    }
+    sim.settle(SETTLE_LIMIT, CHECK_EVERY)?;
+    let sent = sim.stats.messages.get("election").copied().unwrap_or(0) as f64;
+    let rounds = (n as f64).log2().ceil() + 2.0;
+    let bound = 2.0 * m as f64 + 2.0 * m as f64 * rounds;
+    if sim.stats.runs_started != 1 {
+        return Err(format!("{} runs for one initiator", sim.stats.runs_started));
+    }
+    if sent > bound {
+        return Err(format!(
+            "{sent} election messages for n={n}, m={m}: above 2m + 2m(log2 n + 2) = {bound}"
+        ));
+    }
+    Ok(())
+}
+
+#[test]
+fn one_election_costs_o_m_log_n_messages() {
+    run_seeds(
+        "one_election_costs_o_m_log_n_messages",
+        100,
+        60_000,
+        single_election_messages_scenario,
+    );
+}
