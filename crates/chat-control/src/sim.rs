@@ -19,7 +19,8 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
 use crate::clock::LamportClock;
-use crate::plane::{ControlConfig, ControlPlane};
+use crate::node::{Node, NodeConfig};
+use crate::plane::{ControlConfig, ControlPlane, Status};
 use crate::roles::{roles_for, Place};
 use crate::NodeEvent;
 
@@ -36,6 +37,10 @@ pub struct SimConfig {
     pub detection: (Duration, Duration),
     /// The nodes' control-plane settings.
     pub control: ControlConfig,
+    /// Run whole [`Node`]s (A's topology handshake, heartbeats and liveness included) instead
+    /// of modelling liveness: a crashed peer's links drop at once (the transport's link-down),
+    /// a partition is only silence, which the liveness timeout must notice.
+    pub full_stack: bool,
 }
 
 impl SimConfig {
@@ -50,6 +55,7 @@ impl SimConfig {
                 trace: false,
                 ..ControlConfig::default()
             },
+            full_stack: false,
         }
     }
 }
@@ -68,6 +74,8 @@ enum Item {
     Liveness { at: NodeId, peer: NodeId },
     /// The transport reconnected a dropped link.
     LinkUp { at: NodeId, peer: NodeId },
+    /// The transport saw a link drop (full-stack mode).
+    LinkDown { at: NodeId, peer: NodeId },
     /// A node's timer.
     Wake { node: NodeId, incarnation: u64 },
 }
@@ -76,8 +84,92 @@ enum Item {
 /// aside and referenced by index.
 type BodyKey = usize;
 
+/// What runs at a simulated node.
+enum Machine {
+    /// Election and tree, with liveness modelled by the simulator.
+    Plane(Box<ControlPlane>),
+    /// The whole node.
+    Node(Box<Node>),
+}
+
+impl Machine {
+    fn handle_neighbor_on(&mut self, now: Instant, peer: NodeId) {
+        if let Machine::Plane(p) = self {
+            p.handle_neighbor_on(now, peer);
+        }
+    }
+
+    fn handle_neighbor_off(&mut self, now: Instant, peer: NodeId) {
+        if let Machine::Plane(p) = self {
+            p.handle_neighbor_off(now, peer);
+        }
+    }
+
+    fn handle_link_up(&mut self, now: Instant, peer: NodeId) {
+        match self {
+            Machine::Plane(p) => p.handle_link_up(now, peer),
+            Machine::Node(n) => n.handle_link_up(now, peer),
+        }
+    }
+
+    fn handle_link_down(&mut self, now: Instant, peer: NodeId) {
+        if let Machine::Node(n) = self {
+            n.handle_link_down(now, peer);
+        }
+    }
+
+    fn handle_message(&mut self, now: Instant, from: NodeId, body: &Body) {
+        match self {
+            Machine::Plane(p) => p.handle_message(now, from, body),
+            Machine::Node(n) => n.handle_message(now, from, body),
+        }
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        match self {
+            Machine::Plane(p) => p.handle_timeout(now),
+            Machine::Node(n) => n.handle_timeout(now),
+        }
+    }
+
+    fn set_data_epoch(&mut self, epoch: u64) {
+        match self {
+            Machine::Plane(p) => p.set_data_epoch(epoch),
+            Machine::Node(n) => n.set_data_epoch(epoch),
+        }
+    }
+
+    fn poll_transmit(&mut self) -> Option<(NodeId, Body)> {
+        match self {
+            Machine::Plane(p) => p.poll_transmit(),
+            Machine::Node(n) => n.poll_transmit(),
+        }
+    }
+
+    fn poll_event(&mut self) -> Option<NodeEvent> {
+        match self {
+            Machine::Plane(p) => p.poll_event(),
+            Machine::Node(n) => n.poll_event(),
+        }
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        match self {
+            Machine::Plane(p) => p.poll_timeout(),
+            Machine::Node(n) => n.poll_timeout(),
+        }
+    }
+
+    fn status(&self) -> Status {
+        match self {
+            Machine::Plane(p) => p.status(),
+            Machine::Node(n) => n.status(),
+        }
+    }
+}
+
 struct SimNode {
-    plane: ControlPlane,
+    plane: Machine,
     clock: LamportClock,
     incarnation: u64,
     /// Who this node currently believes ON, with the incarnation it met.
@@ -141,6 +233,11 @@ pub struct Sim {
     pub keep_log: bool,
     /// Counters.
     pub stats: SimStats,
+}
+
+/// A made-up control port per node id (the simulator needs no sockets).
+fn port_of(id: NodeId) -> u16 {
+    u16::try_from(40_000 + id % 20_000).unwrap_or(u16::MAX)
 }
 
 fn key(a: NodeId, b: NodeId) -> (NodeId, NodeId) {
@@ -222,11 +319,28 @@ impl Sim {
 
     /// Starts (or restarts) node `id` as a fresh process.
     pub fn start(&mut self, id: NodeId) {
-        let clock = LamportClock::new();
-        let mut plane = ControlPlane::new(id, self.config.control.clone(), clock.clone(), self.now);
-        plane.set_data_epoch(self.data_epochs.get(&id).copied().unwrap_or(0));
         let incarnation = self.next_incarnation;
         self.next_incarnation += 1;
+        let (mut plane, clock) = if self.config.full_stack {
+            let c = &self.config.control;
+            let mut config = NodeConfig::new(id, "127.0.0.1".into(), port_of(id), incarnation);
+            config.election_timeout = c.election_timeout;
+            config.join_wait = c.join_wait;
+            config.epoch_tick = c.epoch_tick;
+            config.heal_timeout = c.heal_timeout;
+            config.trace = c.trace;
+            let mut node = Node::new(config, self.now);
+            for peer in self.neighbours(id) {
+                node.add_neighbor(self.now, peer, "127.0.0.1".into(), port_of(peer));
+            }
+            let clock = node.clock();
+            (Machine::Node(Box::new(node)), clock)
+        } else {
+            let clock = LamportClock::new();
+            let plane = ControlPlane::new(id, self.config.control.clone(), clock.clone(), self.now);
+            (Machine::Plane(Box::new(plane)), clock)
+        };
+        plane.set_data_epoch(self.data_epochs.get(&id).copied().unwrap_or(0));
         self.nodes.insert(
             id,
             SimNode {
@@ -297,6 +411,9 @@ impl Sim {
     pub fn flap(&mut self, a: NodeId, b: NodeId, down_for: Duration) {
         *self.generations.entry(key(a, b)).or_default() += 1;
         for (at, peer) in [(a, b), (b, a)] {
+            if self.config.full_stack {
+                self.push(self.now, Item::LinkDown { at, peer });
+            }
             self.push(self.now + down_for, Item::LinkUp { at, peer });
         }
     }
@@ -328,6 +445,23 @@ impl Sim {
     fn link_changed(&mut self, a: NodeId, b: NodeId) {
         *self.generations.entry(key(a, b)).or_default() += 1;
         let up = self.link_up(a, b);
+        if self.config.full_stack {
+            // The transport connects (link-up after a connect delay) or, when a peer process
+            // died, sees its connection drop at once; a partition only goes silent.
+            let peer_died = !self.nodes.contains_key(&a) || !self.nodes.contains_key(&b);
+            for (at, peer) in [(a, b), (b, a)] {
+                if !self.nodes.contains_key(&at) {
+                    continue;
+                }
+                if up {
+                    let delay = self.random_duration(self.config.handshake);
+                    self.push(self.now + delay, Item::LinkUp { at, peer });
+                } else if peer_died {
+                    self.push(self.now, Item::LinkDown { at, peer });
+                }
+            }
+            return;
+        }
         let range = if up {
             self.config.handshake
         } else {
@@ -498,12 +632,15 @@ impl Sim {
                 let Some(incarnation) = self.nodes.get(&from).map(|n| n.incarnation) else {
                     return;
                 };
+                let full_stack = self.config.full_stack;
                 let Some(node) = self.nodes.get_mut(&to) else {
                     return;
                 };
                 node.clock.observe(lamport);
-                // Any message is a sign of life: a peer believed OFF is heard again.
-                node.see(now, from, incarnation);
+                if !full_stack {
+                    // Any message is a sign of life: a peer believed OFF is heard again.
+                    node.see(now, from, incarnation);
+                }
                 node.plane.handle_message(now, from, &body);
                 self.drain(to);
             }
@@ -521,6 +658,13 @@ impl Sim {
                         }
                     }
                 }
+                self.drain(at);
+            }
+            Item::LinkDown { at, peer } => {
+                let Some(node) = self.nodes.get_mut(&at) else {
+                    return;
+                };
+                node.plane.handle_link_down(now, peer);
                 self.drain(at);
             }
             Item::LinkUp { at, peer } => {
@@ -576,7 +720,7 @@ impl Sim {
     }
 
     /// The status of a running node.
-    pub fn status(&self, id: NodeId) -> Option<crate::Status> {
+    pub fn status(&self, id: NodeId) -> Option<Status> {
         self.nodes.get(&id).map(|n| n.plane.status())
     }
 
@@ -611,7 +755,7 @@ impl Sim {
     }
 
     fn check_component(&self, comp: &BTreeSet<NodeId>) -> Result<(), String> {
-        let status: BTreeMap<NodeId, crate::Status> = comp
+        let status: BTreeMap<NodeId, Status> = comp
             .iter()
             .filter_map(|&id| self.status(id).map(|s| (id, s)))
             .collect();

@@ -35,11 +35,17 @@ fn seeds(default: u64, offset: u64) -> Vec<u64> {
     (0..count).map(|i| offset + i).collect()
 }
 
-fn run_seeds(name: &str, default: u64, offset: u64, scenario: fn(u64) -> Result<(), String>) {
+fn run_seeds(
+    name: &str,
+    default: u64,
+    offset: u64,
+    full_stack: bool,
+    scenario: fn(u64, bool) -> Result<(), String>,
+) {
     // CHAT_SIM_TRACE=1 CHAT_SIM_LOG=1 with CHAT_SIM_SEED prints every step of the failing run.
     let seeds = seeds(default, offset);
     for &seed in &seeds {
-        if let Err(failure) = scenario(seed) {
+        if let Err(failure) = scenario(seed, full_stack) {
             panic!(
                 "{name} failed for seed {seed}: {failure}\nreplay: CHAT_SIM_SEED={seed} cargo test -p chat-control --test sim -- {name}"
             );
@@ -117,6 +123,12 @@ fn build(sim: &mut Sim, shape: Shape, n: usize) -> Vec<NodeId> {
     ids
 }
 
+fn config(seed: u64, full_stack: bool) -> SimConfig {
+    let mut config = SimConfig::new(seed);
+    config.full_stack = full_stack;
+    config
+}
+
 /// Mostly small graphs, sometimes medium, rarely large.
 fn pick_size(sim: &mut Sim) -> usize {
     let roll = sim.rng().random_range(0..1000);
@@ -142,8 +154,8 @@ fn pick_shape(sim: &mut Sim) -> Shape {
 }
 
 /// A cluster of random shape and size, all started at once, settled.
-fn booted(seed: u64) -> Result<(Sim, Vec<NodeId>), String> {
-    let mut sim = Sim::new(SimConfig::new(seed));
+fn booted(seed: u64, full_stack: bool) -> Result<(Sim, Vec<NodeId>), String> {
+    let mut sim = Sim::new(config(seed, full_stack));
     let n = pick_size(&mut sim);
     let mut shape = pick_shape(&mut sim);
     if n > 60 && matches!(shape, Shape::Complete) {
@@ -184,8 +196,8 @@ fn leader_of(sim: &Sim, id: NodeId) -> Option<NodeId> {
     sim.status(id).and_then(|s| s.leader)
 }
 
-fn clean_boot_scenario(seed: u64) -> Result<(), String> {
-    let (sim, _) = booted(seed)?;
+fn clean_boot_scenario(seed: u64, full_stack: bool) -> Result<(), String> {
+    let (sim, _) = booted(seed, full_stack)?;
     // Everyone started together and saw their neighbours well before the join wait, so the
     // one election covered the whole graph: the best candidate leads.
     for comp in sim.components() {
@@ -201,8 +213,8 @@ fn clean_boot_scenario(seed: u64) -> Result<(), String> {
     Ok(())
 }
 
-fn leader_crash_scenario(seed: u64) -> Result<(), String> {
-    let (mut sim, ids) = booted(seed)?;
+fn leader_crash_scenario(seed: u64, full_stack: bool) -> Result<(), String> {
+    let (mut sim, ids) = booted(seed, full_stack)?;
     let Some(leader) = leader_of(&sim, ids[0]) else {
         return Err("no leader after boot".into());
     };
@@ -229,8 +241,8 @@ fn leader_crash_scenario(seed: u64) -> Result<(), String> {
     Ok(())
 }
 
-fn inner_crash_scenario(seed: u64) -> Result<(), String> {
-    let (mut sim, ids) = booted(seed)?;
+fn inner_crash_scenario(seed: u64, full_stack: bool) -> Result<(), String> {
+    let (mut sim, ids) = booted(seed, full_stack)?;
     let inner: Vec<NodeId> = ids
         .iter()
         .copied()
@@ -255,8 +267,8 @@ fn inner_crash_scenario(seed: u64) -> Result<(), String> {
         .map(|_| ())
 }
 
-fn partition_scenario(seed: u64) -> Result<(), String> {
-    let (mut sim, ids) = booted(seed)?;
+fn partition_scenario(seed: u64, full_stack: bool) -> Result<(), String> {
+    let (mut sim, ids) = booted(seed, full_stack)?;
     let side: BTreeSet<NodeId> = ids
         .iter()
         .copied()
@@ -271,8 +283,8 @@ fn partition_scenario(seed: u64) -> Result<(), String> {
         .map(|_| ())
 }
 
-fn late_join_scenario(seed: u64) -> Result<(), String> {
-    let mut sim = Sim::new(SimConfig::new(seed));
+fn late_join_scenario(seed: u64, full_stack: bool) -> Result<(), String> {
+    let mut sim = Sim::new(config(seed, full_stack));
     let n = pick_size(&mut sim).max(2);
     let shape = pick_shape(&mut sim);
     let shape = if n > 60 && matches!(shape, Shape::Complete) {
@@ -323,8 +335,8 @@ fn bfs_order(sim: &Sim, ids: &[NodeId]) -> Vec<NodeId> {
     order
 }
 
-fn chaos_scenario(seed: u64) -> Result<(), String> {
-    let (mut sim, ids) = booted(seed)?;
+fn chaos_scenario(seed: u64, full_stack: bool) -> Result<(), String> {
+    let (mut sim, ids) = booted(seed, full_stack)?;
     let faults = sim.rng().random_range(1..8);
     for _ in 0..faults {
         let alive = sim.alive();
@@ -401,6 +413,7 @@ fn clean_boot_elects_the_best_candidate() {
         "clean_boot_elects_the_best_candidate",
         300,
         0,
+        false,
         clean_boot_scenario,
     );
 }
@@ -411,13 +424,20 @@ fn leader_crash_elects_again_and_the_restarted_leader_joins() {
         "leader_crash_elects_again_and_the_restarted_leader_joins",
         150,
         10_000,
+        false,
         leader_crash_scenario,
     );
 }
 
 #[test]
 fn inner_crash_heals() {
-    run_seeds("inner_crash_heals", 150, 20_000, inner_crash_scenario);
+    run_seeds(
+        "inner_crash_heals",
+        150,
+        20_000,
+        false,
+        inner_crash_scenario,
+    );
 }
 
 #[test]
@@ -426,6 +446,7 @@ fn partitions_elect_per_side_and_merge_when_healed() {
         "partitions_elect_per_side_and_merge_when_healed",
         150,
         30_000,
+        false,
         partition_scenario,
     );
 }
@@ -436,6 +457,7 @@ fn late_joiners_attach_without_an_election() {
         "late_joiners_attach_without_an_election",
         150,
         40_000,
+        false,
         late_join_scenario,
     );
 }
@@ -446,6 +468,7 @@ fn chaos_of_crashes_partitions_and_flaps_converges() {
         "chaos_of_crashes_partitions_and_flaps_converges",
         150,
         50_000,
+        false,
         chaos_scenario,
     );
 }
@@ -453,8 +476,8 @@ fn chaos_of_crashes_partitions_and_flaps_converges() {
 /// Yo-Yo costs O(m log n) messages: START both ways over each link (2m), then per round at
 /// most a proposal and a vote per remaining link, over at most ~log2(n) + 1 rounds. One run
 /// (a single initiator) on random connected graphs must stay within that.
-fn single_election_messages_scenario(seed: u64) -> Result<(), String> {
-    let mut sim = Sim::new(SimConfig::new(seed));
+fn single_election_messages_scenario(seed: u64, full_stack: bool) -> Result<(), String> {
+    let mut sim = Sim::new(config(seed, full_stack));
     let n = sim.rng().random_range(2..200usize);
     let degree = sim.rng().random_range(3..=6);
     let ids = build(&mut sim, Shape::Random { degree }, n);
@@ -491,6 +514,60 @@ fn one_election_costs_o_m_log_n_messages() {
         "one_election_costs_o_m_log_n_messages",
         100,
         60_000,
+        false,
         single_election_messages_scenario,
+    );
+}
+
+// ---- the same scenarios over whole Nodes (topology handshake, heartbeats, liveness) -------
+
+#[test]
+fn full_stack_clean_boot_elects_the_best_candidate() {
+    run_seeds(
+        "full_stack_clean_boot_elects_the_best_candidate",
+        60,
+        70_000,
+        true,
+        clean_boot_scenario,
+    );
+}
+
+#[test]
+fn full_stack_leader_crash_elects_again_and_the_restarted_leader_joins() {
+    run_seeds(
+        "full_stack_leader_crash_elects_again_and_the_restarted_leader_joins",
+        60,
+        80_000,
+        true,
+        leader_crash_scenario,
+    );
+}
+
+#[test]
+fn full_stack_partitions_and_chaos_converge() {
+    run_seeds(
+        "full_stack_partitions_and_chaos_converge",
+        40,
+        90_000,
+        true,
+        partition_scenario,
+    );
+    run_seeds(
+        "full_stack_partitions_and_chaos_converge",
+        40,
+        95_000,
+        true,
+        chaos_scenario,
+    );
+}
+
+#[test]
+fn full_stack_late_joiners_attach_without_an_election() {
+    run_seeds(
+        "full_stack_late_joiners_attach_without_an_election",
+        60,
+        99_000,
+        true,
+        late_join_scenario,
     );
 }
