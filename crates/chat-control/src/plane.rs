@@ -581,3 +581,118 @@ enum StepCause {
     Started(StartReason),
     Adopted(NodeId),
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chat_wire::ElectionKind;
+
+    fn plane(me: NodeId, now: Instant) -> ControlPlane {
+        ControlPlane::new(me, ControlConfig::default(), LamportClock::new(), now)
+    }
+
+    fn drain(p: &mut ControlPlane) -> Vec<(NodeId, Body)> {
+        std::iter::from_fn(|| p.poll_transmit()).collect()
+    }
+
+    #[test]
+    fn a_lone_node_elects_itself_after_the_join_wait_and_is_writer_and_input() {
+        let t0 = Instant::now();
+        let mut p = plane(4, t0);
+        // Early timeouts do nothing.
+        p.handle_timeout(t0 + Duration::from_millis(1));
+        assert!(p.status().leader.is_none());
+        let due = p.poll_timeout().expect("join wait armed");
+        p.handle_timeout(due);
+        let s = p.status();
+        assert_eq!(s.leader, Some(4));
+        assert_eq!(s.roles.names(), vec!["writer", "input"]);
+        assert!(s.election.is_none());
+    }
+
+    #[test]
+    fn the_start_that_announces_a_stronger_run_is_not_lost() {
+        let t0 = Instant::now();
+        let mut p = plane(5, t0);
+        p.handle_neighbor_on(t0, 9);
+        let run = RunId {
+            lamport: 50,
+            initiator: 9,
+        };
+        let start = Body::Election(Election {
+            run,
+            round: 0,
+            kind: ElectionKind::Start(Candidate {
+                data_epoch: 0,
+                node: 9,
+            }),
+        });
+        p.handle_message(t0, 9, &start);
+        // Node 5 adopted the run, answered with its own START, and, since 9's START was
+        // processed rather than dropped, fixed the link at once: 5 < 9 so it is the source
+        // and proposes itself in round 0.
+        let sent = drain(&mut p);
+        let kinds: Vec<ElectionKind> = sent
+            .iter()
+            .filter_map(|(to, b)| match b {
+                Body::Election(e) if *to == 9 && e.run == run => Some(e.kind),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            kinds,
+            vec![
+                ElectionKind::Start(Candidate {
+                    data_epoch: 0,
+                    node: 5
+                }),
+                ElectionKind::Proposal(Candidate {
+                    data_epoch: 0,
+                    node: 5
+                }),
+            ]
+        );
+        assert_eq!(p.status().election, Some((run, 0)));
+    }
+
+    #[test]
+    fn a_member_tells_a_new_neighbour_the_leader_instead_of_electing() {
+        let t0 = Instant::now();
+        let mut p = plane(4, t0);
+        let due = p.poll_timeout().expect("join wait armed");
+        p.handle_timeout(due);
+        drain(&mut p);
+        p.handle_neighbor_on(due, 7);
+        let sent = drain(&mut p);
+        assert!(
+            matches!(
+                sent.as_slice(),
+                [(
+                    7,
+                    Body::Tree(Tree {
+                        kind: TreeKind::Shout {
+                            leader: 4,
+                            hops_from_root: 0,
+                            ..
+                        },
+                        ..
+                    })
+                )]
+            ),
+            "{sent:?}"
+        );
+        // Until 7 answers, roles stay as they were; its yes makes it a child.
+        let run = p.status().tree_run.expect("in a tree");
+        let answer = Body::Tree(Tree {
+            tree_epoch: 0,
+            kind: TreeKind::Answer {
+                run,
+                accepted: true,
+            },
+        });
+        p.handle_message(due, 7, &answer);
+        let s = p.status();
+        assert_eq!(s.children, vec![7]);
+        assert_eq!(s.roles.names(), vec!["writer"]);
+    }
+}
