@@ -108,7 +108,11 @@ pub struct Node {
 impl Node {
     /// A fresh node with no neighbours.
     pub fn new(config: NodeConfig, now: Instant) -> Self {
-        let clock = LamportClock::new();
+        Self::with_clock(config, LamportClock::new(), now)
+    }
+
+    /// A fresh node sharing `clock` with the rest of the process (its logs, its data plane).
+    pub fn with_clock(config: NodeConfig, clock: LamportClock, now: Instant) -> Self {
         let topology = Topology::new(
             config.id,
             config.host.clone(),

@@ -4,22 +4,26 @@
 //! configuration (a bad value ends the process with one line on stderr and exit code 2),
 //! installs logging, turns SIGINT/SIGTERM into a shutdown future, and runs the admin endpoint
 //! and the driver until shutdown (exit code 0). Under systemd (`Type=notify`) it reports READY=1
-//! once the admin endpoint is bound and the driver starts, and keeps STATUS= up to date.
+//! once the node has a role (it can serve), and keeps STATUS= up to date.
 //!
 //! See [`config`] for every key, the layering and the derivation rules.
 
 mod admin;
 mod cli;
 mod config;
+mod discovery;
 mod driver;
+mod lease;
 mod metrics;
 mod status;
+mod trace;
 
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use chat_control::clock::LamportClock;
 use clap::Parser as _;
 use sd_notify::NotifyState;
 use tokio::signal::unix::{signal, SignalKind};
@@ -53,8 +57,10 @@ fn main() -> ExitCode {
 
 fn run_node(config: ResolvedConfig) -> ExitCode {
     let metrics = Arc::new(Metrics::new());
-    let lamport_source = Arc::clone(&metrics);
-    let lamport: chat_ops::logging::LamportSource = Arc::new(move || lamport_source.lamport());
+    // One Lamport clock for every part of the node; log lines show its time.
+    let clock = LamportClock::new();
+    let lamport_source = clock.clone();
+    let lamport: chat_ops::logging::LamportSource = Arc::new(move || lamport_source.now());
     if let Err(error) = chat_ops::logging::init("chat-node", &config.log, Some(lamport)) {
         eprintln!("chat-node: {error}");
         return ExitCode::from(EXIT_BAD_CONFIG);
@@ -69,7 +75,7 @@ fn run_node(config: ResolvedConfig) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(serve(config, metrics)) {
+    match runtime.block_on(serve(config, clock, metrics)) {
         Ok(()) => {
             tracing::info!(target: "main", subsystem = "main", "stopped");
             ExitCode::SUCCESS
@@ -82,7 +88,11 @@ fn run_node(config: ResolvedConfig) -> ExitCode {
     }
 }
 
-async fn serve(config: ResolvedConfig, metrics: Arc<Metrics>) -> anyhow::Result<()> {
+async fn serve(
+    config: ResolvedConfig,
+    clock: LamportClock,
+    metrics: Arc<Metrics>,
+) -> anyhow::Result<()> {
     let (stop, stopping) = watch::channel(false);
     let mut interrupt =
         signal(SignalKind::interrupt()).context("cannot install the SIGINT handler")?;
@@ -132,7 +142,7 @@ async fn serve(config: ResolvedConfig, metrics: Arc<Metrics>) -> anyhow::Result<
         "chat-node starting"
     );
 
-    let outcome = driver::run(config, status, metrics, shutdown_requested(stopping)).await;
+    let outcome = driver::run(config, clock, status, metrics, shutdown_requested(stopping)).await;
 
     // Whatever ended the driver ends the rest.
     stop.send_replace(true);
@@ -151,18 +161,30 @@ async fn shutdown_requested(mut stopping: watch::Receiver<bool>) {
     let _ = stopping.wait_for(|stop| *stop).await;
 }
 
-/// READY=1 now, then STATUS= whenever the summary changes. Does nothing outside systemd.
+/// STATUS= whenever the summary changes, and READY=1 once the node has a role (it can serve
+/// from then on, so `systemctl start` returns when the node is useful). Does nothing outside
+/// systemd.
 async fn report_to_systemd(mut status: watch::Receiver<NodeStatus>) {
     if std::env::var_os("NOTIFY_SOCKET").is_none() {
         return;
     }
-    let mut last = status.borrow_and_update().summary_line();
-    notify_systemd(&[NotifyState::Ready, NotifyState::Status(&last)]);
-    while status.changed().await.is_ok() {
-        let summary = status.borrow_and_update().summary_line();
-        if summary != last {
+    let mut last = String::new();
+    let mut ready_sent = false;
+    loop {
+        let (summary, ready) = {
+            let status = status.borrow_and_update();
+            (status.summary_line(), status.ready)
+        };
+        if ready && !ready_sent {
+            notify_systemd(&[NotifyState::Ready, NotifyState::Status(&summary)]);
+            ready_sent = true;
+            last = summary;
+        } else if summary != last {
             notify_systemd(&[NotifyState::Status(&summary)]);
             last = summary;
+        }
+        if status.changed().await.is_err() {
+            return;
         }
     }
 }
