@@ -664,7 +664,7 @@ pub fn start_recorded(run_dir: &Path, id: u64) -> Result<u32, ClusterError> {
     let record = file.node(id)?.clone();
     if record
         .pid
-        .is_some_and(|pid| kill(as_pid(pid), None).is_ok())
+        .is_some_and(|pid| is_running(pid) && is_node_process(pid, &record.config))
     {
         return Err(ClusterError::AlreadyRunning(id));
     }

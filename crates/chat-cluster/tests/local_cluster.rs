@@ -16,12 +16,15 @@ use serde_json::Value;
 const DEADLINE: Duration = Duration::from_secs(30);
 const POLL: Duration = Duration::from_millis(50);
 
-/// The chat-node binary of this target directory, built if needed (cargo builds only the
-/// binaries of the package under test).
+/// The chat-node binary: `CHAT_CLUSTER_NODE_BIN` if set, else the one of this target directory, built
+/// if needed (cargo builds only the binaries of the package under test).
 fn node_binary() -> PathBuf {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
     BINARY
         .get_or_init(|| {
+            if let Some(explicit) = std::env::var_os("CHAT_CLUSTER_NODE_BIN") {
+                return PathBuf::from(explicit);
+            }
             let exe = std::env::current_exe().expect("test executable");
             let profile_dir = exe
                 .parent()
@@ -67,8 +70,14 @@ async fn poll_until(
     }
 }
 
+/// Whether `pid` is a running process; a zombie (exited, not yet reaped by whichever process
+/// adopted it) is not.
 fn alive(pid: u64) -> bool {
-    kill(Pid::from_raw(i32::try_from(pid).expect("pid fits")), None).is_ok()
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X")
+    })
 }
 
 #[tokio::test]
@@ -186,6 +195,33 @@ fn cli_poll(run_dir: &str, what: &str, done: impl Fn(&[Value]) -> bool) -> Vec<V
     }
 }
 
+/// A running `chat-cluster up`; a failing test still stops it (and so its nodes) with Ctrl-C.
+struct UpProcess(std::process::Child);
+
+impl UpProcess {
+    fn interrupt_and_wait(&mut self) -> Option<std::process::ExitStatus> {
+        let pid = Pid::from_raw(i32::try_from(self.0.id()).expect("pid fits"));
+        let _ = kill(pid, nix::sys::signal::Signal::SIGINT);
+        let deadline = Instant::now() + DEADLINE;
+        while Instant::now() < deadline {
+            if let Ok(Some(exit)) = self.0.try_wait() {
+                return Some(exit);
+            }
+            std::thread::sleep(POLL);
+        }
+        None
+    }
+}
+
+impl Drop for UpProcess {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) && self.interrupt_and_wait().is_none() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 #[test]
 fn cli_up_status_kill_start_and_ctrl_c() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -193,23 +229,25 @@ fn cli_up_status_kill_start_and_ctrl_c() {
     let run_dir_text = run_dir.to_str().expect("utf-8").to_owned();
     let output_path = dir.path().join("up.out");
     let node_bin = node_binary();
-    let mut up = cluster_cli(&[
-        "up",
-        "--nodes",
-        "2",
-        "--topology",
-        "line",
-        "--run-dir",
-        &run_dir_text,
-        "--base-port",
-        "21100",
-        "--node-bin",
-        node_bin.to_str().expect("utf-8"),
-    ])
-    .stdout(std::fs::File::create(&output_path).expect("output file"))
-    .stderr(Stdio::null())
-    .spawn()
-    .expect("chat-cluster up starts");
+    let mut up = UpProcess(
+        cluster_cli(&[
+            "up",
+            "--nodes",
+            "2",
+            "--topology",
+            "line",
+            "--run-dir",
+            &run_dir_text,
+            "--base-port",
+            "21100",
+            "--node-bin",
+            node_bin.to_str().expect("utf-8"),
+        ])
+        .stdout(std::fs::File::create(&output_path).expect("output file"))
+        .stderr(std::fs::File::create(dir.path().join("up.err")).expect("error file"))
+        .spawn()
+        .expect("chat-cluster up starts"),
+    );
 
     let statuses = cli_poll(&run_dir_text, "both nodes answering", |all| {
         all.len() == 2 && all.iter().all(answered)
@@ -231,6 +269,14 @@ fn cli_up_status_kill_start_and_ctrl_c() {
     cli_poll(&run_dir_text, "node 2 down", |all| {
         all[1]["error"].is_string()
     });
+    let killed_pid = ClusterFile::read(&run_dir).expect("cluster.json").nodes[1]
+        .pid
+        .expect("pid");
+    let deadline = Instant::now() + DEADLINE;
+    while alive(u64::from(killed_pid)) {
+        assert!(Instant::now() < deadline, "killed node 2 still running");
+        std::thread::sleep(POLL);
+    }
     let started = cluster_cli(&["start", "--run-dir", &run_dir_text, "--id", "2"])
         .status()
         .expect("start runs");
@@ -241,22 +287,19 @@ fn cli_up_status_kill_start_and_ctrl_c() {
         .filter_map(|status| status["pid"].as_u64())
         .collect();
 
-    let up_pid = Pid::from_raw(i32::try_from(up.id()).expect("pid fits"));
-    kill(up_pid, nix::sys::signal::Signal::SIGINT).expect("Ctrl-C");
-    let deadline = Instant::now() + DEADLINE;
-    let exit = loop {
-        if let Some(exit) = up.try_wait().expect("try_wait") {
-            break exit;
-        }
-        assert!(Instant::now() < deadline, "chat-cluster up did not stop");
-        std::thread::sleep(POLL);
-    };
+    let exit = up
+        .interrupt_and_wait()
+        .expect("chat-cluster up stops on Ctrl-C");
     assert!(exit.success(), "{exit:?}");
     assert!(
         pids.iter().all(|&pid| !alive(pid)),
-        "every node stopped, the restarted one too: {pids:?}"
+        "every node stopped, the restarted one too: {:?}",
+        pids.iter()
+            .map(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default())
+            .collect::<Vec<_>>()
     );
-    let output = std::fs::read_to_string(&output_path).expect("output");
+    // Node logs are on their stderr, so prefixed on ours.
+    let output = std::fs::read_to_string(dir.path().join("up.err")).expect("output");
     assert!(
         output.lines().any(|line| line.starts_with("[1] ")),
         "prefixed node output: {output}"
