@@ -4,7 +4,7 @@
 //! each other, so they can run in parallel with each other and with other crates' tests.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
