@@ -315,15 +315,16 @@ impl TransportHandle {
     ///
     /// Returns at once; ZeroMQ connects (and reconnects after drops) in the background.
     /// Connecting again to the same endpoint does nothing; to another endpoint, it replaces
-    /// the old connection.
+    /// the old connection (with a [`TransportEvent::LinkDown`] if that one was up). For each
+    /// peer, LinkUp and LinkDown events strictly alternate, starting with LinkUp.
     pub fn connect(&self, peer: u64, endpoint: String) -> Result<(), TransportError> {
         validate_peer_endpoint(&endpoint)?;
         self.command(Command::Connect { peer, endpoint })
     }
 
-    /// Closes the connection we opened to `peer` and forgets it; no
-    /// [`TransportEvent::LinkDown`] is reported for it. Messages to `peer` still route over
-    /// a connection the peer opened to us, if any.
+    /// Closes the connection we opened to `peer` and forgets it, reporting
+    /// [`TransportEvent::LinkDown`] if the link was up. Messages to `peer` still route over a
+    /// connection the peer opened to us, if any.
     pub fn disconnect(&self, peer: u64) -> Result<(), TransportError> {
         self.command(Command::Disconnect { peer })
     }

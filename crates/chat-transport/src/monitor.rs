@@ -78,14 +78,31 @@ pub(crate) enum LinkChange {
 pub(crate) enum ConnectPlan {
     /// Already connected to that endpoint for that peer: nothing to do.
     AlreadyConnected,
-    /// Connect to the new endpoint, after disconnecting from the peer's old one if any.
-    Connect { replaced: Option<String> },
+    /// Connect to the new endpoint, after closing the peer's old link if any.
+    Connect { replaced: Option<ClosedLink> },
+}
+
+/// A link we stopped tracking: the socket must disconnect from its endpoint, and if it was
+/// up the consumer must hear it is down, so its LinkUp/LinkDown events keep alternating.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct ClosedLink {
+    pub(crate) endpoint: String,
+    pub(crate) was_up: bool,
 }
 
 #[derive(Clone, Debug)]
 struct PeerLink {
     endpoint: String,
     up: bool,
+}
+
+impl PeerLink {
+    fn closed(self) -> ClosedLink {
+        ClosedLink {
+            endpoint: self.endpoint,
+            was_up: self.up,
+        }
+    }
 }
 
 /// The endpoints we connected to, by peer, and whether each link is up.
@@ -110,13 +127,13 @@ impl LinkTracker {
             },
         );
         ConnectPlan::Connect {
-            replaced: previous.map(|link| link.endpoint),
+            replaced: previous.map(PeerLink::closed),
         }
     }
 
-    /// Forgets `peer`; returns the endpoint to disconnect from, if we were connected.
-    pub(crate) fn disconnect(&mut self, peer: u64) -> Option<String> {
-        self.peers.remove(&peer).map(|link| link.endpoint)
+    /// Forgets `peer`; returns its link if we were connected.
+    pub(crate) fn disconnect(&mut self, peer: u64) -> Option<ClosedLink> {
+        self.peers.remove(&peer).map(PeerLink::closed)
     }
 
     /// Applies a monitor event; returns the link change it causes, if any.
@@ -268,15 +285,22 @@ mod tests {
             tracker.connect(4, PEER_ENDPOINT),
             ConnectPlan::AlreadyConnected
         );
+        let _ = tracker.on_event(&event(E::HANDSHAKE_SUCCEEDED, PEER_ENDPOINT));
         assert_eq!(
             tracker.connect(4, "tcp://127.0.0.1:47004"),
             ConnectPlan::Connect {
-                replaced: Some(PEER_ENDPOINT.to_owned())
+                replaced: Some(ClosedLink {
+                    endpoint: PEER_ENDPOINT.to_owned(),
+                    was_up: true
+                })
             }
         );
         assert_eq!(
             tracker.disconnect(4),
-            Some("tcp://127.0.0.1:47004".to_owned())
+            Some(ClosedLink {
+                endpoint: "tcp://127.0.0.1:47004".to_owned(),
+                was_up: false
+            })
         );
         assert_eq!(tracker.disconnect(4), None);
         assert_eq!(

@@ -17,7 +17,7 @@ use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, watch};
 
 use crate::identity::{node_identity, parse_node_identity};
-use crate::monitor::{parse_monitor_event, ConnectPlan, LinkChange, LinkTracker};
+use crate::monitor::{parse_monitor_event, ClosedLink, ConnectPlan, LinkChange, LinkTracker};
 use crate::stats::{bump, Counters};
 use crate::TransportEvent;
 
@@ -229,8 +229,8 @@ impl Worker {
             match self.commands.try_recv() {
                 Ok(Command::Connect { peer, endpoint }) => self.connect(state, peer, endpoint),
                 Ok(Command::Disconnect { peer }) => {
-                    if let Some(endpoint) = state.links.disconnect(peer) {
-                        self.disconnect_endpoint(peer, &endpoint);
+                    if let Some(closed) = state.links.disconnect(peer) {
+                        self.close_link(state, peer, closed);
                     }
                 }
                 Err(TryRecvError::Empty) => return false,
@@ -243,8 +243,8 @@ impl Worker {
         match state.links.connect(peer, &endpoint) {
             ConnectPlan::AlreadyConnected => {}
             ConnectPlan::Connect { replaced } => {
-                if let Some(old) = replaced {
-                    self.disconnect_endpoint(peer, &old);
+                if let Some(closed) = replaced {
+                    self.close_link(state, peer, closed);
                 }
                 match self.outbound.connect(&endpoint) {
                     Ok(()) => tracing::debug!(subsystem = "transport", node = self.node_id,
@@ -260,11 +260,38 @@ impl Worker {
         }
     }
 
-    fn disconnect_endpoint(&self, peer: u64, endpoint: &str) {
-        if let Err(error) = self.outbound.disconnect(endpoint) {
-            tracing::debug!(subsystem = "transport", node = self.node_id, peer, %endpoint,
-                %error, "disconnect failed");
+    fn close_link(&self, state: &mut Loop, peer: u64, closed: ClosedLink) {
+        if let Err(error) = self.outbound.disconnect(&closed.endpoint) {
+            tracing::debug!(subsystem = "transport", node = self.node_id, peer,
+                endpoint = %closed.endpoint, %error, "disconnect failed");
         }
+        if closed.was_up {
+            self.report(state, LinkChange::Down(peer));
+        }
+    }
+
+    /// Queues a link change for the consumer.
+    fn report(&self, state: &mut Loop, change: LinkChange) {
+        let (event, counter, what) = match change {
+            LinkChange::Up(peer) => (
+                TransportEvent::LinkUp { peer },
+                &self.counters.link_ups,
+                "link up",
+            ),
+            LinkChange::Down(peer) => (
+                TransportEvent::LinkDown { peer },
+                &self.counters.link_downs,
+                "link down",
+            ),
+        };
+        bump(counter);
+        tracing::debug!(
+            subsystem = "transport",
+            node = self.node_id,
+            ?event,
+            "{what}"
+        );
+        state.outbox.push_back(event);
     }
 
     fn send_queued(&self) {
