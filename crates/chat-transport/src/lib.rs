@@ -346,9 +346,6 @@ impl TransportHandle {
             }
             Err(TrySendError::Full(_)) => {
                 bump(&self.shared.counters.dropped_queue_full);
-                // The thread may be asleep with a full queue only if a wake was lost; it was
-                // not, but waking is cheap and makes that certain.
-                self.shared.wakeup.wake();
                 Ok(())
             }
             Err(TrySendError::Disconnected(_)) => Err(TransportError::Closed),

@@ -303,6 +303,33 @@ async fn bursts_both_ways_right_after_link_up_arrive_complete_and_in_order() {
 }
 
 #[tokio::test]
+async fn disconnecting_reports_the_link_down_and_makes_the_peer_unroutable() {
+    with_patience(async {
+        let (a, mut a_events) = start(47);
+        let (b, _b_events) = start(48);
+        a.connect(48, b.local_endpoint().to_owned())
+            .expect("connect");
+        expect_link_up(&mut a_events, 48).await;
+
+        a.disconnect(48).expect("disconnect");
+        let before = events_until(&mut a_events, "LinkDown of 48", |event| {
+            *event == TransportEvent::LinkDown { peer: 48 }
+        })
+        .await;
+        assert!(before.is_empty(), "{before:?}");
+
+        // b never connected to a, so no path is left once ZeroMQ has torn the pipe down
+        // (asynchronously: a send just after the disconnect may still go out).
+        poll_until("a send counted as unroutable", || {
+            a.send(48, b"gone".to_vec()).expect("send returns Ok");
+            (a.stats().dropped_unroutable > 0).then_some(())
+        })
+        .await;
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn a_node_answers_a_peer_over_the_connection_the_peer_opened() {
     with_patience(async {
         let (parent, mut parent_events) = start(45);
