@@ -53,7 +53,7 @@ impl Default for ControlConfig {
             election_timeout: Duration::from_secs(3),
             join_wait: Duration::from_millis(300),
             epoch_tick: Duration::from_millis(200),
-            heal_timeout: Duration::from_millis(600),
+            heal_timeout: Duration::from_millis(450),
             data_port: 0,
             trace: true,
         }

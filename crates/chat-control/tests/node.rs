@@ -244,6 +244,7 @@ fn killing_the_leader_elects_a_new_one_and_the_restart_rejoins_without_an_electi
     net.until_settled(Duration::from_secs(10));
     net.kill(1);
     let took = net.until_settled(Duration::from_secs(10));
+    eprintln!("SIGKILLed leader replaced after {took:?} (virtual time)");
     assert_eq!(net.leader(), 2);
     assert!(
         took < Duration::from_secs(1),
@@ -276,6 +277,7 @@ fn a_frozen_leader_is_replaced_after_the_liveness_timeout() {
     net.until_settled(Duration::from_secs(10));
     net.frozen.insert(1);
     let took = net.until_settled(Duration::from_secs(10));
+    eprintln!("frozen leader replaced after {took:?} (virtual time)");
     assert_eq!(net.leader(), 2);
     // Only silence tells: liveness timeout (1.5 s) plus healing and an election.
     assert!(took >= Duration::from_millis(1500), "{took:?}");
