@@ -16,8 +16,9 @@ use serde_json::Value;
 const DEADLINE: Duration = Duration::from_secs(30);
 const POLL: Duration = Duration::from_millis(50);
 
-/// The chat-node binary: `CHAT_CLUSTER_NODE_BIN` if set, else the one of this target directory, built
-/// if needed (cargo builds only the binaries of the package under test).
+/// The chat-node binary: `CHAT_CLUSTER_NODE_BIN` if set, else the one of this target directory
+/// (built by `cargo test --workspace`), built here only when missing (`cargo test -p
+/// chat-cluster` builds only the binaries of the package under test).
 fn node_binary() -> PathBuf {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
     BINARY
@@ -30,6 +31,11 @@ fn node_binary() -> PathBuf {
                 .parent()
                 .and_then(Path::parent)
                 .expect("target/<profile>");
+            // `cargo test --workspace` (the project's test command) has built it already.
+            let built = profile_dir.join("chat-node");
+            if built.is_file() {
+                return built;
+            }
             let mut build = Command::new(env!("CARGO"));
             build.args(["build", "--quiet", "-p", "chat-node", "--bin", "chat-node"]);
             if profile_dir
