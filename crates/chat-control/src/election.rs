@@ -30,6 +30,9 @@ use chat_wire::{Body, Candidate, Election, ElectionKind, NodeId, RunId};
 
 use crate::event::{LinkStatus, Outbox, Step, Subsystem};
 
+/// How far ahead of this node's round a stashed message may be.
+const MAX_ROUNDS_AHEAD: u32 = 8;
+
 /// Which way a link points in the current round.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Direction {
@@ -189,10 +192,7 @@ impl YoYo {
         match msg.kind {
             ElectionKind::Start(candidate) => self.handle_start(from, candidate, out),
             kind => match self.phase {
-                Phase::Setup => {
-                    self.stash.entry(msg.round).or_default().push((from, kind));
-                    Outcome::Running
-                }
+                Phase::Setup => self.stash_early(from, msg.round, kind),
                 Phase::Rounds => {
                     if msg.round < self.round {
                         Outcome::Running
@@ -202,8 +202,7 @@ impl YoYo {
                         // disagree.
                         Outcome::Restart(from)
                     } else if msg.round > self.round {
-                        self.stash.entry(msg.round).or_default().push((from, kind));
-                        Outcome::Running
+                        self.stash_early(from, msg.round, kind)
                     } else {
                         self.handle_round_message(from, kind, out)
                     }
@@ -211,6 +210,19 @@ impl YoYo {
                 Phase::Won | Phase::Lost => Outcome::Running,
             },
         }
+    }
+
+    /// Keeps a message for a round not reached yet. A neighbour is at most a round or two
+    /// ahead, and sends one message per round, so anything far beyond that (a buggy or
+    /// hostile peer) is treated as disagreement rather than stored without bound.
+    fn stash_early(&mut self, from: NodeId, round: u32, kind: ElectionKind) -> Outcome {
+        let stored: usize = self.stash.values().map(Vec::len).sum();
+        let limit = 4 * (self.started.len() + 4);
+        if round > self.round.saturating_add(MAX_ROUNDS_AHEAD) || stored >= limit {
+            return Outcome::Restart(from);
+        }
+        self.stash.entry(round).or_default().push((from, kind));
+        Outcome::Running
     }
 
     fn handle_start(&mut self, from: NodeId, candidate: Candidate, out: &mut Outbox) -> Outcome {
@@ -656,6 +668,27 @@ mod tests {
                 })
             )]
         );
+    }
+
+    #[test]
+    fn a_flood_of_far_future_rounds_is_refused_not_stored() {
+        let mut out = Outbox::new(false);
+        let (mut m, _) = YoYo::start(RUN, cand(5), [2], &mut out);
+        let far = Election {
+            run: RUN,
+            round: 1_000,
+            kind: ElectionKind::Proposal(cand(2)),
+        };
+        assert_eq!(m.handle(2, &far, &mut out), Outcome::Restart(2));
+        let near = Election { round: 1, ..far };
+        let mut outcome = Outcome::Running;
+        for _ in 0..100 {
+            outcome = m.handle(2, &near, &mut out);
+            if outcome != Outcome::Running {
+                break;
+            }
+        }
+        assert_eq!(outcome, Outcome::Restart(2));
     }
 
     #[test]

@@ -483,7 +483,7 @@ impl ControlPlane {
     /// nodes still in it restart it and their START reaches this one).
     fn arm_election_timer(&mut self) {
         let wait = match self.election.as_ref().map(YoYo::phase) {
-            Some(Phase::Lost) => self.config.election_timeout * LOSER_PATIENCE,
+            Some(Phase::Lost) => self.config.election_timeout.saturating_mul(LOSER_PATIENCE),
             _ => self.config.election_timeout,
         };
         self.timers.set(Timer::Election, self.now + wait);
