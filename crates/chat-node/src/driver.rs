@@ -6,6 +6,7 @@
 //! every output (events first, so a `Connect` reaches the transport before the JOIN that needs
 //! it; then transmits) and publishes the status. It makes no protocol decision of its own.
 
+use std::collections::BTreeSet;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -56,6 +57,7 @@ pub(crate) async fn run(
         status,
         started,
         lease: InputLease::new(&config),
+        links_up: BTreeSet::new(),
     };
     tracing::info!(
         target: "main",
@@ -123,6 +125,8 @@ struct Driver {
     status: watch::Sender<NodeStatus>,
     started: Instant,
     lease: InputLease,
+    /// Peers whose connection from us is established, as the transport reports it.
+    links_up: BTreeSet<NodeId>,
 }
 
 impl Driver {
@@ -132,10 +136,12 @@ impl Driver {
             TransportEvent::Received { from, payload } => self.receive(node, now, from, &payload),
             TransportEvent::LinkDown { peer } => {
                 tracing::debug!(target: "topology", subsystem = "topology", peer, "connection dropped");
+                self.links_up.remove(&peer);
                 node.handle_link_down(now, peer);
             }
             TransportEvent::LinkUp { peer } => {
                 tracing::debug!(target: "topology", subsystem = "topology", peer, "connection up");
+                self.links_up.insert(peer);
                 node.handle_link_up(now, peer);
             }
         }
@@ -229,6 +235,7 @@ impl Driver {
                     TopologyNeighborState::On => NeighborState::On,
                     TopologyNeighborState::Off => NeighborState::Off,
                 },
+                link_up: self.links_up.contains(&n.id),
                 last_seen_ms: n
                     .last_seen
                     .map(|seen| millis(now.saturating_duration_since(seen))),

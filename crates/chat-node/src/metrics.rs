@@ -263,16 +263,19 @@ mod tests {
                 id: 3,
                 state: NeighborState::On,
                 last_seen_ms: Some(1),
+                link_up: false,
             },
             NeighborStatus {
                 id: 5,
                 state: NeighborState::Off,
                 last_seen_ms: None,
+                link_up: false,
             },
             NeighborStatus {
                 id: 6,
                 state: NeighborState::Off,
                 last_seen_ms: None,
+                link_up: false,
             },
         ];
         status.lamport = 42;

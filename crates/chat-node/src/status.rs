@@ -46,6 +46,11 @@ pub(crate) struct NeighborStatus {
     pub(crate) state: NeighborState,
     /// Milliseconds since anything was last heard from it; `None` if never.
     pub(crate) last_seen_ms: Option<u64>,
+    /// Whether this node's own ZeroMQ connection to it is established (`true`), dropped or
+    /// not yet made (`false`). A dropped connection is how a dead process is noticed within
+    /// milliseconds; heartbeats cover the rest.
+    #[serde(default)]
+    pub(crate) link_up: bool,
 }
 
 /// Whether the handshake with a neighbour is complete and it is alive.
@@ -207,11 +212,13 @@ mod tests {
                 id: 3,
                 state: NeighborState::On,
                 last_seen_ms: Some(120),
+                link_up: false,
             },
             NeighborStatus {
                 id: 5,
                 state: NeighborState::Off,
                 last_seen_ms: None,
+                link_up: false,
             },
         ];
         status.leader = Some(5);

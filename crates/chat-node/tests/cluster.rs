@@ -6,7 +6,7 @@ mod support;
 use std::time::Duration;
 
 use chat_cluster::{NodeSignal, Topology};
-use support::{neighbor_state, set, settled_tree, start, wait_until};
+use support::{link_up, neighbor_state, set, settled_tree, start, wait_until};
 
 /// Generous: these bound a poll, they are not performance targets (see the benches).
 const DEADLINE: Duration = Duration::from_secs(20);
@@ -30,6 +30,10 @@ async fn handshakes_complete_a_killed_node_goes_off_through_its_dropped_connecti
             for other in all.iter().filter(|o| *o != id) {
                 if neighbor_state(status, *other).as_deref() != Some("on") {
                     return Err(format!("node {id} does not see {other} on"));
+                }
+                // The test is about noticing a dropped connection, so wait for it to exist.
+                if !link_up(status, *other) {
+                    return Err(format!("node {id} has no connection to {other} yet"));
                 }
             }
         }

@@ -122,6 +122,14 @@ pub fn neighbor_state(status: &Value, id: u64) -> Option<String> {
         .and_then(|n| n["state"].as_str().map(str::to_owned))
 }
 
+/// Whether a node reports its own connection to neighbour `id` as established.
+pub fn link_up(status: &Value, id: u64) -> bool {
+    status["neighbors"]
+        .as_array()
+        .and_then(|a| a.iter().find(|n| n["id"].as_u64() == Some(id)))
+        .is_some_and(|n| n["link_up"] == Value::Bool(true))
+}
+
 fn ids(value: &Value) -> Vec<u64> {
     value
         .as_array()
