@@ -82,7 +82,11 @@ fn run(rest: &[String]) -> Result<(), String> {
     ensure_system_packages()?;
     cargo(&["build", "--bins"])?;
     let mut args = vec!["run", "--quiet", "--bin", "chat-cluster", "--", "up"];
-    let defaults = [("--nodes", "5"), ("--topology", "ring"), ("--run-dir", "run")];
+    let defaults = [
+        ("--nodes", "5"),
+        ("--topology", "ring"),
+        ("--run-dir", "run"),
+    ];
     for (flag, value) in defaults {
         if !rest.iter().any(|a| a == flag) {
             args.extend([flag, value]);
