@@ -63,34 +63,12 @@ fn run() -> anyhow::Result<()> {
 
     let runtime = tokio::runtime::Runtime::new().context("cannot start the tokio runtime")?;
     runtime.block_on(async {
-        let shutdown = shutdown_signal()?;
+        let shutdown = chat_ops::service::shutdown_signal()?;
         let bound = server::bind(&config).await?;
         let addr = bound.local_addr();
         tracing::info!(target: "main", subsystem = "main", %addr, state_dir = %config.state_dir.display(), "ready");
-        notify(&[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status(&format!("listening on {addr}"))]);
+        chat_ops::service::notify_ready(&format!("listening on {addr}"));
         bound.serve(shutdown).await?;
         Ok(())
     })
-}
-
-/// Resolves on SIGINT or SIGTERM (and tells systemd the service is stopping).
-fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
-    let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
-    Ok(async move {
-        tokio::select! {
-            _ = terminate.recv() => {}
-            _ = interrupt.recv() => {}
-        }
-        tracing::info!(target: "main", subsystem = "main", "stopping");
-        notify(&[sd_notify::NotifyState::Stopping]);
-    })
-}
-
-/// Best effort: outside systemd there is no one to tell.
-fn notify(state: &[sd_notify::NotifyState<'_>]) {
-    if let Err(error) = sd_notify::notify(state) {
-        tracing::warn!(target: "main", subsystem = "main", %error, "sd_notify failed");
-    }
 }

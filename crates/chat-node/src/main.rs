@@ -25,8 +25,6 @@ use std::time::Duration;
 use anyhow::Context as _;
 use chat_control::clock::LamportClock;
 use clap::Parser as _;
-use sd_notify::NotifyState;
-use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 
 use crate::cli::{Cli, Command, NodeArgs};
@@ -94,26 +92,12 @@ async fn serve(
     metrics: Arc<Metrics>,
 ) -> anyhow::Result<()> {
     let (stop, stopping) = watch::channel(false);
-    let mut interrupt =
-        signal(SignalKind::interrupt()).context("cannot install the SIGINT handler")?;
-    let mut terminate =
-        signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?;
+    let shutdown = chat_ops::service::shutdown_signal()?;
     let signals = tokio::spawn({
         let stop = stop.clone();
         async move {
-            let name = tokio::select! {
-                _ = interrupt.recv() => "SIGINT",
-                _ = terminate.recv() => "SIGTERM",
-            };
-            tracing::info!(target: "main", subsystem = "main", signal = name, "shutting down");
+            shutdown.await;
             stop.send_replace(true);
-            // A second signal means the operator will not wait for a clean stop.
-            tokio::select! {
-                _ = interrupt.recv() => {},
-                _ = terminate.recv() => {},
-            }
-            tracing::warn!(target: "main", subsystem = "main", "second signal: exiting at once");
-            std::process::exit(1);
         }
     });
 
@@ -146,7 +130,7 @@ async fn serve(
 
     // Whatever ended the driver ends the rest.
     stop.send_replace(true);
-    notify_systemd(&[NotifyState::Stopping]);
+    chat_ops::service::notify_stopping();
     systemd.abort();
     if let Err(error) = admin.await {
         tracing::warn!(target: "admin", subsystem = "admin", %error, "admin endpoint task failed");
@@ -165,7 +149,7 @@ async fn shutdown_requested(mut stopping: watch::Receiver<bool>) {
 /// from then on, so `systemctl start` returns when the node is useful). Does nothing outside
 /// systemd.
 async fn report_to_systemd(mut status: watch::Receiver<NodeStatus>) {
-    if std::env::var_os("NOTIFY_SOCKET").is_none() {
+    if !chat_ops::service::under_systemd() {
         return;
     }
     let mut last = String::new();
@@ -176,22 +160,16 @@ async fn report_to_systemd(mut status: watch::Receiver<NodeStatus>) {
             (status.summary_line(), status.ready)
         };
         if ready && !ready_sent {
-            notify_systemd(&[NotifyState::Ready, NotifyState::Status(&summary)]);
+            chat_ops::service::notify_ready(&summary);
             ready_sent = true;
             last = summary;
         } else if summary != last {
-            notify_systemd(&[NotifyState::Status(&summary)]);
+            chat_ops::service::notify_status(&summary);
             last = summary;
         }
         if status.changed().await.is_err() {
             return;
         }
-    }
-}
-
-fn notify_systemd(states: &[NotifyState<'_>]) {
-    if let Err(error) = sd_notify::notify(states) {
-        tracing::warn!(target: "main", subsystem = "main", %error, "cannot notify systemd");
     }
 }
 

@@ -5,6 +5,8 @@
 //!   command-line flags) and error messages that name the key, the value and where it came from.
 //! - [`logging`]: the global `tracing` subscriber: journald under systemd, a readable stderr
 //!   format elsewhere, per-subsystem levels.
+//! - [`service`]: shutdown on SIGINT/SIGTERM and systemd notifications (READY, STATUS,
+//!   STOPPING).
 //!
 //! Logging convention for every crate: each event uses `target: "<subsystem>"` (so per-subsystem
 //! levels work through the target) and carries the field `subsystem = "<subsystem>"` (so
@@ -15,6 +17,7 @@
 
 pub mod config;
 pub mod logging;
+pub mod service;
 
 pub use config::ConfigError;
 pub use logging::{LogSettings, LoggingError};
