@@ -7,12 +7,22 @@
 //! pids and ports in `<run_dir>/cluster.json`. `chat-node --config <run_dir>/4/node.toml` starts
 //! node 4 again by hand.
 //!
+//! With [`ClusterOptions::services`] (the CLI's default) it first starts `chat-bootstrap` and
+//! `chat-nameserver` (see [`services`]), waits until both answer, and configures every node
+//! with their addresses: input nodes lease their HTTP address at the nameserver, whose front
+//! door then redirects browsers to them; with [`Topology::Bootstrap`] the nodes have no static
+//! neighbours and learn them from the bootstrap. Both are recorded in `cluster.json` and stop
+//! after the nodes.
+//!
 //! Ports: control `base + id`, data `base + 1000 + id`, HTTP `base + 2000 + id`, admin
-//! `base + 3000 + id`, with base 36000 by default, well away from the packaged defaults
-//! (46000+, 50000+, 8080+, 47000+), so a local cluster runs beside an installed node.
+//! `base + 3000 + id`, bootstrap gRPC `base + 4000`, nameserver gRPC `base + 4001`, nameserver
+//! HTTP `base + 4002`, with base 36000 by default, well away from the packaged defaults
+//! (46000+, 50000+, 8080+, 47000+, 45998/45999/9999), so a local cluster runs beside an
+//! installed system.
 //!
 //! The `chat-cluster` binary is a thin command line over this library.
 
+pub mod services;
 pub mod topology;
 
 use std::collections::BTreeMap;
@@ -26,6 +36,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
 
+pub use services::{ServiceKind, ServiceOptions, ServiceRecord};
 pub use topology::{Edge, Topology, TopologyError};
 
 /// Default base of the port plan (see the crate docs).
@@ -38,6 +49,12 @@ pub const STOP_GRACE: Duration = Duration::from_secs(5);
 const STATUS_TIMEOUT: Duration = Duration::from_secs(2);
 /// The name of the cluster description file in the run directory.
 pub const CLUSTER_FILE: &str = "cluster.json";
+/// How long a service may take to answer after its start.
+const SERVICE_START_DEADLINE: Duration = Duration::from_secs(15);
+/// How long a node may take to appear in the bootstrap's registry after its start.
+const REGISTRATION_DEADLINE: Duration = Duration::from_secs(15);
+/// How often readiness and registration are polled.
+const READY_POLL: Duration = Duration::from_millis(25);
 
 /// What to start.
 #[derive(Debug, Clone)]
@@ -56,10 +73,14 @@ pub struct ClusterOptions {
     pub output: NodeOutput,
     /// Extra environment for every node (e.g. `CHAT_NODE_TOPOLOGY__HEARTBEAT_MS`).
     pub env: Vec<(String, String)>,
+    /// Start `chat-bootstrap` and `chat-nameserver` too; `None` (the default here, the CLI's
+    /// `--no-services`) starts the nodes only, with no nameserver configured.
+    pub services: Option<ServiceOptions>,
 }
 
 impl ClusterOptions {
-    /// `nodes` nodes in `topology` under `run_dir`, default ports, output prefixed on ours.
+    /// `nodes` nodes in `topology` under `run_dir`, default ports, output prefixed on ours, no
+    /// services.
     pub fn new(nodes: u64, topology: Topology, run_dir: impl Into<PathBuf>) -> Self {
         Self {
             nodes,
@@ -69,6 +90,7 @@ impl ClusterOptions {
             node_bin: None,
             output: NodeOutput::Prefixed,
             env: Vec::new(),
+            services: None,
         }
     }
 }
@@ -138,16 +160,74 @@ pub enum ClusterError {
     #[error(transparent)]
     Topology(#[from] TopologyError),
     /// More nodes than the port plan has room for, or ports past 65535.
-    #[error("{nodes} nodes with base port {base_port} do not fit: at most {MAX_NODES} nodes and base port + 3000 + nodes <= 65535")]
+    #[error("{nodes} nodes with base port {base_port} do not fit: at most {MAX_NODES} nodes, base port >= 1024, and base port + 3000 + nodes (+ 4002 with the services) <= 65535")]
     TooManyNodes {
         /// Nodes asked for.
         nodes: u64,
         /// Base port asked for.
         base_port: u16,
     },
-    /// No `chat-node` binary could be found.
-    #[error("cannot find the chat-node binary (give --node-bin, put it next to chat-cluster, or on PATH)")]
-    NodeBinaryNotFound,
+    /// A binary could not be found.
+    #[error(
+        "cannot find the {binary} binary (give {option}, put it next to chat-cluster, or on PATH)"
+    )]
+    BinaryNotFound {
+        /// The executable's name.
+        binary: &'static str,
+        /// The command-line option naming it.
+        option: &'static str,
+    },
+    /// [`Topology::Bootstrap`] without the services: nothing would give the nodes neighbours.
+    #[error("the bootstrap topology needs the services (drop --no-services)")]
+    BootstrapNeedsServices,
+    /// A service could not be started.
+    #[error("cannot start the {kind} ({binary}): {source}")]
+    ServiceSpawn {
+        /// The service.
+        kind: ServiceKind,
+        /// The binary.
+        binary: PathBuf,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A service exited while the cluster was starting.
+    #[error("the {kind} exited ({status}) while starting; see its output or <run_dir>/{kind}/{kind}.log")]
+    ServiceExited {
+        /// The service.
+        kind: ServiceKind,
+        /// How it ended.
+        status: std::process::ExitStatus,
+    },
+    /// A service did not answer before the deadline.
+    #[error("the {kind} did not answer in time: {reason}")]
+    ServiceNotReady {
+        /// The service.
+        kind: ServiceKind,
+        /// The last failure.
+        reason: String,
+    },
+    /// The cluster description has no such service.
+    #[error("this cluster runs no {0}")]
+    ServiceNotRecorded(ServiceKind),
+    /// A node exited while the cluster was starting.
+    #[error(
+        "node {id} exited ({status}) while starting; see its output or <run_dir>/{id}/node.log"
+    )]
+    NodeExited {
+        /// The node.
+        id: u64,
+        /// How it ended.
+        status: std::process::ExitStatus,
+    },
+    /// A node did not appear in the bootstrap's registry before the deadline.
+    #[error("node {id} did not register with the bootstrap in time: {reason}")]
+    NotRegistered {
+        /// The node.
+        id: u64,
+        /// The last failure.
+        reason: String,
+    },
     /// `chat-node` could not be started.
     #[error("cannot start node {id} ({binary}): {source}")]
     Spawn {
@@ -187,7 +267,7 @@ pub enum ClusterError {
     },
 }
 
-fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> ClusterError + '_ {
+pub(crate) fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> ClusterError + '_ {
     move |source| ClusterError::Io {
         path: path.to_owned(),
         source,
@@ -226,6 +306,10 @@ pub struct ClusterFile {
     pub edges: Vec<Edge>,
     /// The nodes, by id.
     pub nodes: Vec<NodeRecord>,
+    /// The services, in start order; empty for a nodes-only cluster (and in files written
+    /// before the launcher started services).
+    #[serde(default)]
+    pub services: Vec<ServiceRecord>,
 }
 
 impl ClusterFile {
@@ -260,6 +344,11 @@ impl ClusterFile {
             .ok_or(ClusterError::UnknownNode(id))
     }
 
+    /// The record of the `kind` service, if this cluster runs one.
+    pub fn service(&self, kind: ServiceKind) -> Option<&ServiceRecord> {
+        self.services.iter().find(|service| service.kind == kind)
+    }
+
     fn node_mut(&mut self, id: u64) -> Result<&mut NodeRecord, ClusterError> {
         self.nodes
             .iter_mut()
@@ -268,32 +357,44 @@ impl ClusterFile {
     }
 }
 
-/// The `chat-node` binary: `explicit` if given, else next to the running executable (or one
-/// directory up, where cargo puts binaries relative to test executables), else on `PATH`.
+/// The `chat-node` binary, found as [`find_binary`] does.
 pub fn find_node_binary(explicit: Option<&Path>) -> Result<PathBuf, ClusterError> {
+    find_binary("chat-node", "--node-bin", explicit)
+}
+
+/// The executable `name`: `explicit` if given, else next to the running executable (or one
+/// directory up, where cargo puts binaries relative to test executables), else on `PATH`.
+/// `option` is the command-line option that names it, for the error.
+pub fn find_binary(
+    name: &'static str,
+    option: &'static str,
+    explicit: Option<&Path>,
+) -> Result<PathBuf, ClusterError> {
+    let not_found = ClusterError::BinaryNotFound {
+        binary: name,
+        option,
+    };
     if let Some(path) = explicit {
         return if path.is_file() {
             Ok(path.to_owned())
         } else {
-            Err(ClusterError::NodeBinaryNotFound)
+            Err(not_found)
         };
     }
     let beside_us = std::env::current_exe().ok().and_then(|exe| {
         let dir = exe.parent()?.to_owned();
-        [dir.join("chat-node"), dir.parent()?.join("chat-node")]
+        [dir.join(name), dir.parent()?.join(name)]
             .into_iter()
             .find(|candidate| candidate.is_file())
     });
     let on_path = || {
         std::env::var_os("PATH").and_then(|paths| {
             std::env::split_paths(&paths)
-                .map(|dir| dir.join("chat-node"))
+                .map(|dir| dir.join(name))
                 .find(|candidate| candidate.is_file())
         })
     };
-    beside_us
-        .or_else(on_path)
-        .ok_or(ClusterError::NodeBinaryNotFound)
+    beside_us.or_else(on_path).ok_or(not_found)
 }
 
 /// The configuration file of one node, as `chat-node` reads it.
@@ -308,7 +409,8 @@ struct NodeConfigFile<'a> {
     admin_port: u16,
     state_dir: &'a Path,
     neighbors: Vec<NeighborEntry<'a>>,
-    bootstrap: BootstrapEntry,
+    bootstrap: &'a BootstrapEntry,
+    nameserver: &'a NameserverEntry,
 }
 
 #[derive(Serialize)]
@@ -321,11 +423,41 @@ struct NeighborEntry<'a> {
 #[derive(Serialize)]
 struct BootstrapEntry {
     enabled: bool,
+    /// Absent without services: the node's default then applies, unused while disabled.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    address: Option<String>,
 }
 
-const LOOPBACK: &str = "127.0.0.1";
+#[derive(Serialize)]
+struct NameserverEntry {
+    addresses: Vec<String>,
+}
 
-/// A running local cluster. Dropping it kills every node it started (SIGKILL); call
+pub(crate) const LOOPBACK: &str = "127.0.0.1";
+
+/// Writes one node's configuration, with a header saying how to start the node by hand.
+fn write_node_config(
+    run_dir: &Path,
+    path: &Path,
+    config: &NodeConfigFile<'_>,
+) -> Result<(), ClusterError> {
+    let body = toml::to_string(config).map_err(|error| ClusterError::BadClusterFile {
+        path: path.to_owned(),
+        reason: error.to_string(),
+    })?;
+    let text = format!(
+        "# Node {} of the local cluster in {}.\n\
+         # Written by chat-cluster; start this node by hand with\n\
+         #   chat-node --config {}\n\
+         # Keys not listed take their built-in defaults (see `chat-node config --config <this file>`).\n\n{body}",
+        config.id,
+        run_dir.display(),
+        path.display()
+    );
+    std::fs::write(path, text).map_err(io_error(path))
+}
+
+/// A running local cluster. Dropping it kills every process it started (SIGKILL); call
 /// [`LocalCluster::down`] for a clean stop.
 #[derive(Debug)]
 pub struct LocalCluster {
@@ -334,11 +466,20 @@ pub struct LocalCluster {
     output: NodeOutput,
     env: Vec<(String, String)>,
     children: BTreeMap<u64, Child>,
+    service_children: BTreeMap<ServiceKind, Child>,
 }
 
 impl LocalCluster {
-    /// Writes every node's configuration and `cluster.json`, then starts every node. Returns as
-    /// soon as the processes are started (poll [`LocalCluster::status_all`] to see them up).
+    /// Writes every configuration and `cluster.json`, starts the services (with
+    /// [`ClusterOptions::services`]) and waits until they answer, then starts every node.
+    ///
+    /// With a static topology the nodes start all at once, and `up` returns as soon as their
+    /// processes are started (poll [`LocalCluster::status_all`] to see them up). With
+    /// [`Topology::Bootstrap`] the nodes start one after another in id order, each once the
+    /// previous one is in the bootstrap's registry, because the bootstrap's assignment depends
+    /// on the registration order: so the neighbours are the deterministic ones (nodes 1..4 form
+    /// the ring 1:[2,4] 2:[1,3] 3:[2,4] 4:[1,3]). `cluster.json` then records the neighbours
+    /// the bootstrap assigned.
     pub async fn up(options: ClusterOptions) -> Result<Self, ClusterError> {
         let ClusterOptions {
             nodes,
@@ -348,35 +489,65 @@ impl LocalCluster {
             node_bin,
             output,
             env,
+            services,
         } = options;
-        let last_admin_port = u64::from(base_port) + 3_000 + nodes;
-        if nodes > MAX_NODES || last_admin_port > 65_535 || base_port < 1_024 {
+        // The services sit above every node block; without them the admin block ends the plan.
+        let last_port = if services.is_some() {
+            u64::from(base_port) + u64::from(services::NAMESERVER_HTTP_PORT_OFFSET)
+        } else {
+            u64::from(base_port) + 3_000 + nodes
+        };
+        if nodes > MAX_NODES || last_port > 65_535 || base_port < 1_024 {
             return Err(ClusterError::TooManyNodes { nodes, base_port });
         }
+        if topology.uses_bootstrap() && services.is_none() {
+            return Err(ClusterError::BootstrapNeedsServices);
+        }
         let edges = topology.edges(nodes)?;
-        let node_bin = find_node_binary(node_bin.as_deref())?;
+        let node_bin = find_binary("chat-node", "--node-bin", node_bin.as_deref())?;
         std::fs::create_dir_all(&run_dir).map_err(io_error(&run_dir))?;
-        // The nodes run with their own working directory; relative paths would break.
+        // The processes run with their own working directory; relative paths would break.
         let run_dir = std::fs::canonicalize(&run_dir).map_err(io_error(&run_dir))?;
 
-        let port = |offset: u64, id: u64| -> u16 {
-            // Bounded above by last_admin_port <= 65535, checked at the top.
-            u16::try_from(u64::from(base_port) + offset + id).unwrap_or(u16::MAX)
+        // Bounded above by last_port <= 65535, checked at the top.
+        let port = |offset: u64| -> u16 {
+            u16::try_from(u64::from(base_port) + offset).unwrap_or(u16::MAX)
         };
+        let service_records = match &services {
+            Some(options) => {
+                services::prepare(&run_dir, options, |offset| port(u64::from(offset)))?
+            }
+            None => Vec::new(),
+        };
+        let service_url = |kind: ServiceKind| {
+            service_records
+                .iter()
+                .find(|record| record.kind == kind)
+                .map(ServiceRecord::grpc_url)
+        };
+        let bootstrap = BootstrapEntry {
+            enabled: topology.uses_bootstrap(),
+            address: service_url(ServiceKind::Bootstrap),
+        };
+        // Without our nameserver, none: a node must not lease its address at a packaged
+        // nameserver that happens to run on this host (the node's default address).
+        let nameserver = NameserverEntry {
+            addresses: service_url(ServiceKind::Nameserver).into_iter().collect(),
+        };
+
         let mut records = Vec::new();
         for id in 1..=nodes {
             let node_dir = run_dir.join(id.to_string());
             std::fs::create_dir_all(&node_dir).map_err(io_error(&node_dir))?;
-            let neighbors = topology::neighbors_of(&edges, id);
             let record = NodeRecord {
                 id,
                 pid: None,
-                control_port: port(0, id),
-                data_port: port(1_000, id),
-                http_port: port(2_000, id),
-                admin_port: port(3_000, id),
+                control_port: port(id),
+                data_port: port(1_000 + id),
+                http_port: port(2_000 + id),
+                admin_port: port(3_000 + id),
                 config: node_dir.join("node.toml"),
-                neighbors,
+                neighbors: topology::neighbors_of(&edges, id),
             };
             let config = NodeConfigFile {
                 id,
@@ -393,29 +564,15 @@ impl LocalCluster {
                     .map(|&neighbor| NeighborEntry {
                         id: neighbor,
                         host: LOOPBACK,
-                        port: port(0, neighbor),
+                        port: port(neighbor),
                     })
                     .collect(),
-                bootstrap: BootstrapEntry { enabled: false },
+                bootstrap: &bootstrap,
+                nameserver: &nameserver,
             };
-            let body = toml::to_string(&config).map_err(|error| ClusterError::BadClusterFile {
-                path: record.config.clone(),
-                reason: error.to_string(),
-            })?;
-            let text = format!(
-                "# Node {id} of the local cluster in {}.\n\
-                 # Written by chat-cluster; start this node by hand with\n\
-                 #   chat-node --config {}\n\
-                 # Keys not listed take their built-in defaults (see `chat-node config --config <this file>`).\n\n{body}",
-                run_dir.display(),
-                record.config.display()
-            );
-            std::fs::write(&record.config, text).map_err(io_error(&record.config))?;
+            write_node_config(&run_dir, &record.config, &config)?;
             records.push(record);
         }
-
-        // Later issues start chat-bootstrap and chat-nameserver here, before the nodes, record
-        // them in cluster.json, and enable `[bootstrap]`/`[nameserver]` in the node configs.
 
         let mut cluster = Self {
             file: ClusterFile {
@@ -423,21 +580,142 @@ impl LocalCluster {
                 base_port,
                 edges,
                 nodes: records,
+                services: service_records,
             },
             run_dir,
             output,
             env,
             children: BTreeMap::new(),
+            service_children: BTreeMap::new(),
         };
         cluster.file.write(&cluster.run_dir)?;
-        for id in 1..=nodes {
-            if let Err(error) = cluster.spawn(id) {
-                cluster.kill_all();
-                return Err(error);
-            }
+        if let Err(error) = cluster.start_everything(nodes, &topology).await {
+            cluster.kill_all();
+            // Best effort: the error says what failed; a stale pid in cluster.json is harmless
+            // because every reader checks the process before signalling it.
+            let _ = cluster.file.write(&cluster.run_dir);
+            return Err(error);
         }
         cluster.file.write(&cluster.run_dir)?;
         Ok(cluster)
+    }
+
+    async fn start_everything(
+        &mut self,
+        nodes: u64,
+        topology: &Topology,
+    ) -> Result<(), ClusterError> {
+        for kind in ServiceKind::ALL {
+            if self.file.service(kind).is_some() {
+                self.spawn_service(kind)?;
+                self.file.write(&self.run_dir)?;
+                self.wait_service_ready(kind).await?;
+            }
+        }
+        if !topology.uses_bootstrap() {
+            for id in 1..=nodes {
+                self.spawn(id)?;
+            }
+            return Ok(());
+        }
+        for id in 1..=nodes {
+            self.spawn(id)?;
+            self.file.write(&self.run_dir)?;
+            self.wait_registered(id).await?;
+        }
+        self.record_assigned_neighbors().await
+    }
+
+    /// Polls the service until it answers its own protocol, or fails if it exits or the
+    /// deadline passes.
+    async fn wait_service_ready(&mut self, kind: ServiceKind) -> Result<(), ClusterError> {
+        let record = self
+            .file
+            .service(kind)
+            .cloned()
+            .ok_or(ClusterError::ServiceNotRecorded(kind))?;
+        let deadline = tokio::time::Instant::now() + SERVICE_START_DEADLINE;
+        loop {
+            let last_error = match services::probe(&record).await {
+                Ok(_) => return Ok(()),
+                Err(error) => error,
+            };
+            if let Some(child) = self.service_children.get_mut(&kind) {
+                if let Some(status) = child.try_wait().map_err(io_error(&record.config))? {
+                    return Err(ClusterError::ServiceExited { kind, status });
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(ClusterError::ServiceNotReady {
+                    kind,
+                    reason: last_error,
+                });
+            }
+            tokio::time::sleep(READY_POLL).await;
+        }
+    }
+
+    /// Polls the bootstrap's registry until node `id` is in it, or fails if the node exits or
+    /// the deadline passes.
+    async fn wait_registered(&mut self, id: u64) -> Result<(), ClusterError> {
+        let bootstrap = self
+            .file
+            .service(ServiceKind::Bootstrap)
+            .cloned()
+            .ok_or(ClusterError::ServiceNotRecorded(ServiceKind::Bootstrap))?;
+        let deadline = tokio::time::Instant::now() + REGISTRATION_DEADLINE;
+        loop {
+            let last_error = match services::registered_nodes(&bootstrap).await {
+                Ok(registered) if registered.iter().any(|node| node.address.id == id) => {
+                    return Ok(())
+                }
+                Ok(_) => "not in the registry yet".to_owned(),
+                Err(error) => error,
+            };
+            if let Some(child) = self.children.get_mut(&id) {
+                if let Some(status) = child.try_wait().map_err(io_error(&self.run_dir))? {
+                    return Err(ClusterError::NodeExited { id, status });
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(ClusterError::NotRegistered {
+                    id,
+                    reason: last_error,
+                });
+            }
+            tokio::time::sleep(READY_POLL).await;
+        }
+    }
+
+    /// Copies the bootstrap's assignment into the description (neighbours and edges).
+    async fn record_assigned_neighbors(&mut self) -> Result<(), ClusterError> {
+        let bootstrap = self
+            .file
+            .service(ServiceKind::Bootstrap)
+            .cloned()
+            .ok_or(ClusterError::ServiceNotRecorded(ServiceKind::Bootstrap))?;
+        let registered = services::registered_nodes(&bootstrap)
+            .await
+            .map_err(|reason| ClusterError::ServiceNotReady {
+                kind: ServiceKind::Bootstrap,
+                reason,
+            })?;
+        let mut edges = std::collections::BTreeSet::new();
+        for node in &mut self.file.nodes {
+            // A registry kept from an earlier, larger cluster in this run directory may list
+            // nodes this one does not have; only ours are described.
+            let Some(entry) = registered.iter().find(|entry| entry.address.id == node.id) else {
+                continue;
+            };
+            let mut neighbors = entry.neighbor_ids.clone();
+            neighbors.sort_unstable();
+            for &neighbor in &neighbors {
+                edges.insert((node.id.min(neighbor), node.id.max(neighbor)));
+            }
+            node.neighbors = neighbors;
+        }
+        self.file.edges = edges.into_iter().collect();
+        Ok(())
     }
 
     /// The run directory (absolute).
@@ -499,6 +777,22 @@ impl LocalCluster {
         exited
     }
 
+    /// Services that exited since the last call, with how they ended (also reaps them).
+    pub fn exited_services(&mut self) -> Vec<(ServiceKind, std::process::ExitStatus)> {
+        let mut exited = Vec::new();
+        self.service_children
+            .retain(|&kind, child| match child.try_wait() {
+                Ok(Some(status)) => {
+                    exited.push((kind, status));
+                    false
+                }
+                Ok(None) => true,
+                // Not ours to wait for any more; nothing to report.
+                Err(_) => false,
+            });
+        exited
+    }
+
     /// Starts node `id` again with its existing configuration; it must have exited.
     pub async fn start(&mut self, id: u64) -> Result<(), ClusterError> {
         if let Some(child) = self.children.get_mut(&id) {
@@ -529,65 +823,79 @@ impl LocalCluster {
         for stray in strays {
             let _ = stray.await;
         }
-        let stops: Vec<_> = children
-            .into_iter()
-            .map(|(id, child)| tokio::spawn(stop_node(id, child)))
-            .collect();
-        for stop in stops {
-            // A stop task only fails if the runtime is going away, which kills the child too.
-            let _ = stop.await;
-        }
+        stop_children(children.into_values()).await;
+        // After the nodes, so input nodes can still withdraw their leases on the way out.
+        stop_children(std::mem::take(&mut self.service_children).into_values()).await;
         Ok(())
     }
 
     fn spawn(&mut self, id: u64) -> Result<(), ClusterError> {
         let record = self.file.node(id)?.clone();
         let node_dir = self.run_dir.join(id.to_string());
-        let mut command = Command::new(&self.file.node_bin);
-        command
-            .arg("--config")
-            .arg(&record.config)
-            .current_dir(&node_dir)
-            .stdin(Stdio::null())
-            .kill_on_drop(true)
-            .envs(self.env.iter().map(|(key, value)| (key, value)));
-        let log_file = match self.output {
-            NodeOutput::Prefixed => {
-                command.stdout(Stdio::piped()).stderr(Stdio::piped());
-                None
-            }
-            NodeOutput::Files => {
-                let path = node_dir.join("node.log");
-                let file = std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(&path)
-                    .map_err(io_error(&path))?;
-                let second = file.try_clone().map_err(io_error(&path))?;
-                command.stdout(file).stderr(second);
-                Some(path)
-            }
-        };
-        let mut child = command.spawn().map_err(|source| ClusterError::Spawn {
-            id,
-            binary: self.file.node_bin.clone(),
-            source,
-        })?;
-        if log_file.is_none() {
-            if let Some(stdout) = child.stdout.take() {
-                tokio::spawn(prefix_lines(id, stdout, tokio::io::stdout()));
-            }
-            if let Some(stderr) = child.stderr.take() {
-                tokio::spawn(prefix_lines(id, stderr, tokio::io::stderr()));
-            }
-        }
+        let binary = self.file.node_bin.clone();
+        let child = launch(
+            &Launch {
+                label: &id.to_string(),
+                binary: &binary,
+                config: &record.config,
+                dir: &node_dir,
+                log_file: "node.log",
+                env: &self.env,
+            },
+            self.output,
+            |source| ClusterError::Spawn {
+                id,
+                binary: binary.clone(),
+                source,
+            },
+        )?;
         self.file.node_mut(id)?.pid = child.id();
         self.children.insert(id, child);
         Ok(())
     }
 
+    fn spawn_service(&mut self, kind: ServiceKind) -> Result<(), ClusterError> {
+        let record = self
+            .file
+            .service(kind)
+            .cloned()
+            .ok_or(ClusterError::ServiceNotRecorded(kind))?;
+        let child = launch(
+            &Launch {
+                label: kind.name(),
+                binary: &record.binary,
+                config: &record.config,
+                dir: &record.dir(&self.run_dir),
+                log_file: &format!("{}.log", kind.name()),
+                // The nodes' extra environment is CHAT_NODE_* settings, which are not theirs.
+                env: &[],
+            },
+            self.output,
+            |source| ClusterError::ServiceSpawn {
+                kind,
+                binary: record.binary.clone(),
+                source,
+            },
+        )?;
+        let pid = child.id();
+        if let Some(recorded) = self
+            .file
+            .services
+            .iter_mut()
+            .find(|service| service.kind == kind)
+        {
+            recorded.pid = pid;
+        }
+        self.service_children.insert(kind, child);
+        Ok(())
+    }
+
     fn kill_all(&mut self) {
-        for child in self.children.values_mut() {
+        for child in self
+            .children
+            .values_mut()
+            .chain(self.service_children.values_mut())
+        {
             let _ = child.start_kill();
         }
     }
@@ -703,12 +1011,23 @@ fn send_signal(id: u64, pid: u32, signal: NodeSignal) -> Result<(), ClusterError
     kill(as_pid(pid), signal.as_nix()).map_err(|source| ClusterError::Signal { id, source })
 }
 
-/// SIGTERM (and SIGCONT, so a stopped node can act on it), then SIGKILL after the grace.
-async fn stop_node(id: u64, mut child: Child) {
+/// Stops all of `children` at once, each as [`stop_child`] does.
+async fn stop_children(children: impl Iterator<Item = Child>) {
+    let stops: Vec<_> = children
+        .map(|child| tokio::spawn(stop_child(child)))
+        .collect();
+    for stop in stops {
+        // A stop task only fails if the runtime is going away, which kills the child too.
+        let _ = stop.await;
+    }
+}
+
+/// SIGTERM (and SIGCONT, so a stopped process can act on it), then SIGKILL after the grace.
+async fn stop_child(mut child: Child) {
     if let Some(pid) = child.id() {
-        // A node that already exited has no pid; nothing to signal then.
-        let _ = send_signal(id, pid, NodeSignal::Term);
-        let _ = send_signal(id, pid, NodeSignal::Cont);
+        // A process that already exited has no pid; nothing to signal then.
+        let _ = kill(as_pid(pid), Signal::SIGTERM);
+        let _ = kill(as_pid(pid), Signal::SIGCONT);
     }
     if tokio::time::timeout(STOP_GRACE, child.wait())
         .await
@@ -756,12 +1075,76 @@ async fn stop_recorded(id: u64, pid: u32) {
     }
 }
 
-/// Copies lines from a node's output to ours, each prefixed with `[<id>] `.
-async fn prefix_lines(id: u64, from: impl AsyncRead + Unpin, mut to: impl AsyncWrite + Unpin) {
+/// How to start one process of the cluster.
+struct Launch<'a> {
+    /// Output prefix: the node id or the service name.
+    label: &'a str,
+    binary: &'a Path,
+    config: &'a Path,
+    /// Working directory, and where the log file goes.
+    dir: &'a Path,
+    /// Log file name in `dir`, with [`NodeOutput::Files`].
+    log_file: &'a str,
+    env: &'a [(String, String)],
+}
+
+/// Starts `<binary> --config <config>` with its output where `output` says.
+fn launch(
+    launch: &Launch<'_>,
+    output: NodeOutput,
+    spawn_error: impl FnOnce(std::io::Error) -> ClusterError,
+) -> Result<Child, ClusterError> {
+    let mut command = Command::new(launch.binary);
+    command
+        .arg("--config")
+        .arg(launch.config)
+        .current_dir(launch.dir)
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .envs(launch.env.iter().map(|(key, value)| (key, value)));
+    match output {
+        NodeOutput::Prefixed => {
+            command.stdout(Stdio::piped()).stderr(Stdio::piped());
+        }
+        NodeOutput::Files => {
+            let path = launch.dir.join(launch.log_file);
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .map_err(io_error(&path))?;
+            let second = file.try_clone().map_err(io_error(&path))?;
+            command.stdout(file).stderr(second);
+        }
+    }
+    let mut child = command.spawn().map_err(spawn_error)?;
+    if let Some(stdout) = child.stdout.take() {
+        tokio::spawn(prefix_lines(
+            launch.label.to_owned(),
+            stdout,
+            tokio::io::stdout(),
+        ));
+    }
+    if let Some(stderr) = child.stderr.take() {
+        tokio::spawn(prefix_lines(
+            launch.label.to_owned(),
+            stderr,
+            tokio::io::stderr(),
+        ));
+    }
+    Ok(child)
+}
+
+/// Copies lines from a process's output to ours, each prefixed with `[<label>] `.
+async fn prefix_lines(
+    label: String,
+    from: impl AsyncRead + Unpin,
+    mut to: impl AsyncWrite + Unpin,
+) {
     let mut lines = BufReader::new(from).lines();
-    // The node closing its output (it exited) or ours failing ends the copy.
+    // The process closing its output (it exited) or ours failing ends the copy.
     while let Ok(Some(line)) = lines.next_line().await {
-        let prefixed = format!("[{id}] {line}\n");
+        let prefixed = format!("[{label}] {line}\n");
         if to.write_all(prefixed.as_bytes()).await.is_err() {
             break;
         }

@@ -1,11 +1,15 @@
-//! `chat-cluster`: starts and inspects a local cluster of real `chat-node` processes on
-//! loopback. A thin command line over the `chat_cluster` library.
+//! `chat-cluster`: starts and inspects a local chat system on loopback: a bootstrap, a
+//! nameserver and a cluster of real `chat-node` processes. A thin command line over the
+//! `chat_cluster` library.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use chat_cluster::{ClusterFile, ClusterOptions, LocalCluster, NodeOutput, NodeSignal, Topology};
+use chat_cluster::{
+    ClusterFile, ClusterOptions, LocalCluster, NodeOutput, NodeSignal, ServiceKind, ServiceOptions,
+    Topology,
+};
 use clap::{Parser, Subcommand};
 use tokio::signal::unix::{signal, SignalKind};
 
@@ -22,27 +26,41 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Write every node's config under --run-dir, start the nodes, and stop them all on
-    /// Ctrl-C/SIGTERM. Node output appears on ours, each line prefixed with `[<id>] `.
+    /// Write every config under --run-dir, start a bootstrap, a nameserver and the nodes, and
+    /// stop them all on Ctrl-C/SIGTERM (nodes first). Output appears on ours, each line
+    /// prefixed with `[<id>] `, `[bootstrap] ` or `[nameserver] `.
     Up {
         /// Number of nodes (ids 1..=N); with a topology file, defaults to its largest id.
         #[arg(long)]
         nodes: Option<u64>,
-        /// line, ring, star, grid, complete, or a TOML file `edges = [[1, 2], [2, 3]]`.
+        /// line, ring, star, grid, complete, or a TOML file `edges = [[1, 2], [2, 3]]`: static
+        /// neighbours. `bootstrap`: none; the nodes start one by one in id order and learn
+        /// their neighbours from the bootstrap (1..4 form the ring 1:[2,4] 2:[1,3] 3:[2,4]
+        /// 4:[1,3]).
         #[arg(long, default_value = "ring")]
         topology: String,
         /// Directory for configs, state and cluster.json.
         #[arg(long, value_name = "DIR")]
         run_dir: PathBuf,
         /// Base of the port plan: control base+id, data base+1000+id, HTTP base+2000+id,
-        /// admin base+3000+id.
+        /// admin base+3000+id, bootstrap base+4000, nameserver gRPC base+4001 and HTTP
+        /// base+4002.
         #[arg(long, value_name = "P", default_value_t = chat_cluster::DEFAULT_BASE_PORT)]
         base_port: u16,
         /// The chat-node binary (default: next to chat-cluster, else on PATH).
         #[arg(long, value_name = "PATH")]
         node_bin: Option<PathBuf>,
+        /// The chat-bootstrap binary (default: next to chat-cluster, else on PATH).
+        #[arg(long, value_name = "PATH")]
+        bootstrap_bin: Option<PathBuf>,
+        /// The chat-nameserver binary (default: next to chat-cluster, else on PATH).
+        #[arg(long, value_name = "PATH")]
+        nameserver_bin: Option<PathBuf>,
+        /// Start the nodes only: no bootstrap, no nameserver.
+        #[arg(long, conflicts_with_all = ["bootstrap_bin", "nameserver_bin"])]
+        no_services: bool,
     },
-    /// Print every node's /status as one JSON array.
+    /// Print `{"nodes": [every node's /status], "services": [bootstrap, nameserver]}`.
     Status {
         #[arg(long, value_name = "DIR")]
         run_dir: PathBuf,
@@ -95,6 +113,9 @@ async fn run(command: Command) -> anyhow::Result<()> {
             run_dir,
             base_port,
             node_bin,
+            bootstrap_bin,
+            nameserver_bin,
+            no_services,
         } => {
             let topology = Topology::parse(&topology)?;
             let nodes = nodes
@@ -104,14 +125,20 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 base_port,
                 node_bin,
                 output: NodeOutput::Prefixed,
+                services: (!no_services).then_some(ServiceOptions {
+                    bootstrap_bin,
+                    nameserver_bin,
+                }),
                 ..ClusterOptions::new(nodes, topology, run_dir)
             };
             up(options).await
         }
         Command::Status { run_dir } => {
             let file = ClusterFile::read(&run_dir)?;
-            let statuses = chat_cluster::status_all(&file).await;
-            println!("{}", serde_json::to_string_pretty(&statuses)?);
+            let nodes = chat_cluster::status_all(&file).await;
+            let services = chat_cluster::services::status_all(&file.services).await;
+            let status = serde_json::json!({ "nodes": nodes, "services": services });
+            println!("{}", serde_json::to_string_pretty(&status)?);
             Ok(())
         }
         Command::Kill {
@@ -139,7 +166,7 @@ async fn up(options: ClusterOptions) -> anyhow::Result<()> {
     let run_dir = cluster.run_dir().display().to_string();
     let description = cluster.description();
     eprintln!(
-        "chat-cluster: {} nodes up in {run_dir} ({} links)",
+        "chat-cluster: {} nodes started in {run_dir} ({} links)",
         description.nodes.len(),
         description.edges.len()
     );
@@ -154,7 +181,32 @@ async fn up(options: ClusterOptions) -> anyhow::Result<()> {
             node.neighbors
         );
     }
-    eprintln!("chat-cluster: `chat-cluster status --run-dir {run_dir}` shows every node; Ctrl-C stops them all");
+    for service in &description.services {
+        let http = service
+            .http_url()
+            .map(|url| format!("  http {url}"))
+            .unwrap_or_default();
+        eprintln!(
+            "chat-cluster:   {:<10}  pid {:>7}  grpc {}{http}  config {}",
+            service.kind.name(),
+            service
+                .pid
+                .map_or_else(|| "-".to_owned(), |pid| pid.to_string()),
+            service.grpc_url(),
+            service.config.display()
+        );
+    }
+    eprintln!("chat-cluster: `chat-cluster status --run-dir {run_dir}` shows every node and service; Ctrl-C stops them all");
+    if let Some(front) = description
+        .service(ServiceKind::Nameserver)
+        .and_then(chat_cluster::ServiceRecord::http_url)
+    {
+        // On stdout, apart from the logs on stderr, so it stands out and scripts can read it.
+        println!();
+        println!("    open {front} in a browser");
+        println!("    (the nameserver redirects to a live input node)");
+        println!();
+    }
     let mut reap = tokio::time::interval(REAP_PERIOD);
     loop {
         tokio::select! {
@@ -164,11 +216,14 @@ async fn up(options: ClusterOptions) -> anyhow::Result<()> {
                 for (id, status) in cluster.exited() {
                     eprintln!("chat-cluster: node {id} exited ({status}); `chat-cluster start --run-dir {run_dir} --id {id}` starts it again");
                 }
+                for (kind, status) in cluster.exited_services() {
+                    eprintln!("chat-cluster: the {kind} exited ({status}); stop the cluster with Ctrl-C and start it again");
+                }
             }
         }
     }
-    eprintln!("chat-cluster: stopping every node");
+    eprintln!("chat-cluster: stopping every node, then the services");
     cluster.down().await?;
-    eprintln!("chat-cluster: all nodes stopped");
+    eprintln!("chat-cluster: everything stopped");
     Ok(())
 }

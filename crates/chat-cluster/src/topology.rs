@@ -25,13 +25,16 @@ pub enum Topology {
     Complete,
     /// Edges given explicitly (from a TOML file `edges = [[1, 2], [2, 3]]`).
     Edges(Vec<Edge>),
+    /// No static links: every node asks the bootstrap service for its neighbours. The edges
+    /// are known only once the nodes have registered (see [`crate::LocalCluster::up`]).
+    Bootstrap,
 }
 
 /// A topology that cannot be built.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum TopologyError {
     /// Not a built-in name and not a readable file.
-    #[error("unknown topology {0:?}: expected line, ring, star, grid, complete or a TOML file with `edges = [[1, 2], ...]`")]
+    #[error("unknown topology {0:?}: expected line, ring, star, grid, complete, bootstrap or a TOML file with `edges = [[1, 2], ...]`")]
     Unknown(String),
     /// The file could not be read or parsed.
     #[error("topology file {path}: {reason}")]
@@ -61,6 +64,7 @@ impl FromStr for Topology {
             "star" => Ok(Self::Star),
             "grid" => Ok(Self::Grid),
             "complete" => Ok(Self::Complete),
+            "bootstrap" => Ok(Self::Bootstrap),
             other => Err(TopologyError::Unknown(other.to_owned())),
         }
     }
@@ -116,7 +120,14 @@ impl Topology {
         }
     }
 
-    /// The edges of this shape over nodes `1..=nodes`, each once, smaller id first, sorted.
+    /// Whether the nodes learn their neighbours from the bootstrap service instead of their
+    /// configuration.
+    pub fn uses_bootstrap(&self) -> bool {
+        matches!(self, Self::Bootstrap)
+    }
+
+    /// The edges of this shape over nodes `1..=nodes`, each once, smaller id first, sorted;
+    /// none for [`Topology::Bootstrap`], whose edges the bootstrap service decides.
     pub fn edges(&self, nodes: u64) -> Result<Vec<Edge>, TopologyError> {
         if nodes == 0 {
             return Err(TopologyError::Empty);
@@ -159,6 +170,7 @@ impl Topology {
                     link(a, b);
                 }
             }
+            Self::Bootstrap => {}
         }
         Ok(edges.into_iter().collect())
     }
@@ -290,6 +302,14 @@ mod tests {
     #[test]
     fn names_and_files_parse() {
         assert_eq!(Topology::parse("ring"), Ok(Topology::Ring));
+        assert_eq!(Topology::parse("bootstrap"), Ok(Topology::Bootstrap));
+        assert!(Topology::Bootstrap.uses_bootstrap() && !Topology::Ring.uses_bootstrap());
+        assert_eq!(
+            Topology::Bootstrap.edges(4),
+            Ok(vec![]),
+            "the bootstrap decides"
+        );
+        assert_eq!(Topology::Bootstrap.edges(0), Err(TopologyError::Empty));
         assert!(matches!(
             Topology::parse("donut"),
             Err(TopologyError::Unknown(_))

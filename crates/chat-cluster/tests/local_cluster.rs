@@ -1,57 +1,23 @@
 //! Real chat-node processes on loopback, started and poked through the library and the CLI.
 //!
-//! Port plans: these tests use their own bases (21000, 21100) far from the defaults and from
-//! each other, so they can run in parallel with each other and with other crates' tests.
+//! Port plans: these tests use their own bases (21000, 21100; the latter's services on
+//! 25100..=25102) far from the defaults and from each other, so they can run in parallel with
+//! each other and with other crates' tests.
 
-use std::path::{Path, PathBuf};
+mod support;
+
+use std::path::Path;
 use std::process::Command;
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use chat_cluster::{ClusterFile, ClusterOptions, LocalCluster, NodeOutput, NodeSignal, Topology};
 use nix::sys::signal::kill;
 use nix::unistd::Pid;
 use serde_json::Value;
+use support::{alive, node_binary, service_binaries};
 
 const DEADLINE: Duration = Duration::from_secs(30);
 const POLL: Duration = Duration::from_millis(50);
-
-/// The chat-node binary: `CHAT_CLUSTER_NODE_BIN` if set, else the one of this target directory
-/// (built by `cargo test --workspace`), built here only when missing (`cargo test -p
-/// chat-cluster` builds only the binaries of the package under test).
-fn node_binary() -> PathBuf {
-    static BINARY: OnceLock<PathBuf> = OnceLock::new();
-    BINARY
-        .get_or_init(|| {
-            if let Some(explicit) = std::env::var_os("CHAT_CLUSTER_NODE_BIN") {
-                return PathBuf::from(explicit);
-            }
-            let exe = std::env::current_exe().expect("test executable");
-            let profile_dir = exe
-                .parent()
-                .and_then(Path::parent)
-                .expect("target/<profile>");
-            // `cargo test --workspace` (the project's test command) has built it already.
-            let built = profile_dir.join("chat-node");
-            if built.is_file() {
-                return built;
-            }
-            let mut build = Command::new(env!("CARGO"));
-            build.args(["build", "--quiet", "-p", "chat-node", "--bin", "chat-node"]);
-            if profile_dir
-                .file_name()
-                .is_some_and(|name| name == "release")
-            {
-                build.arg("--release");
-            }
-            let status = build.status().expect("cargo runs");
-            assert!(status.success(), "building chat-node failed");
-            let binary = profile_dir.join("chat-node");
-            assert!(binary.is_file(), "no {}", binary.display());
-            binary
-        })
-        .clone()
-}
 
 fn answered(status: &Value) -> bool {
     status.get("error").is_none() && status.get("id").is_some()
@@ -74,16 +40,6 @@ async fn poll_until(
         );
         tokio::time::sleep(POLL).await;
     }
-}
-
-/// Whether `pid` is a running process; a zombie (exited, not yet reaped by whichever process
-/// adopted it) is not.
-fn alive(pid: u64) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-        stat.rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().next())
-            .is_some_and(|state| state != "Z" && state != "X")
-    })
 }
 
 #[tokio::test]
@@ -128,8 +84,14 @@ async fn cluster_starts_kills_restarts_and_stops_nodes() {
     let config =
         std::fs::read_to_string(cluster.run_dir().join("2/node.toml")).expect("node 2 config");
     assert!(
-        config.contains("admin_port = 24002") && config.contains("enabled = false"),
-        "{config}"
+        config.contains("admin_port = 24002")
+            && config.contains("enabled = false")
+            && config.contains("addresses = []"),
+        "nodes only: no bootstrap, no nameserver: {config}"
+    );
+    assert!(
+        recorded.services.is_empty(),
+        "no services recorded: {recorded:?}"
     );
 
     let first_pid = statuses[1]["pid"].as_u64().expect("pid");
@@ -172,7 +134,8 @@ fn cluster_cli(args: &[&str]) -> Command {
     command
 }
 
-fn cli_status(run_dir: &str) -> Vec<Value> {
+/// `chat-cluster status`: `{"nodes": [...], "services": [...]}`.
+fn cli_status(run_dir: &str) -> Value {
     let output = cluster_cli(&["status", "--run-dir", run_dir])
         .output()
         .expect("status runs");
@@ -181,16 +144,22 @@ fn cli_status(run_dir: &str) -> Vec<Value> {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    serde_json::from_slice(&output.stdout).expect("a JSON array")
+    serde_json::from_slice(&output.stdout).expect("a JSON object")
 }
 
-fn cli_poll(run_dir: &str, what: &str, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+fn listed<'a>(status: &'a Value, key: &str) -> &'a [Value] {
+    status[key].as_array().map_or(&[], Vec::as_slice)
+}
+
+/// Polls `chat-cluster status` until `done` accepts the nodes' statuses; returns the whole
+/// answer.
+fn cli_poll(run_dir: &str, what: &str, done: impl Fn(&[Value]) -> bool) -> Value {
     let deadline = Instant::now() + DEADLINE;
     loop {
         if Path::new(run_dir).join("cluster.json").is_file() {
-            let statuses = cli_status(run_dir);
-            if done(&statuses) {
-                return statuses;
+            let status = cli_status(run_dir);
+            if done(listed(&status, "nodes")) {
+                return status;
             }
         }
         assert!(
@@ -235,6 +204,14 @@ fn cli_up_status_kill_start_and_ctrl_c() {
     let run_dir_text = run_dir.to_str().expect("utf-8").to_owned();
     let output_path = dir.path().join("up.out");
     let node_bin = node_binary();
+    let services = service_binaries();
+    let path_text = |path: Option<&std::path::PathBuf>| {
+        path.and_then(|path| path.to_str())
+            .expect("utf-8 path")
+            .to_owned()
+    };
+    let bootstrap_bin = path_text(services.bootstrap_bin.as_ref());
+    let nameserver_bin = path_text(services.nameserver_bin.as_ref());
     let mut up = UpProcess(
         cluster_cli(&[
             "up",
@@ -248,6 +225,10 @@ fn cli_up_status_kill_start_and_ctrl_c() {
             "21100",
             "--node-bin",
             node_bin.to_str().expect("utf-8"),
+            "--bootstrap-bin",
+            &bootstrap_bin,
+            "--nameserver-bin",
+            &nameserver_bin,
         ])
         .stdout(std::fs::File::create(&output_path).expect("output file"))
         .stderr(std::fs::File::create(dir.path().join("up.err")).expect("error file"))
@@ -255,10 +236,34 @@ fn cli_up_status_kill_start_and_ctrl_c() {
         .expect("chat-cluster up starts"),
     );
 
-    let statuses = cli_poll(&run_dir_text, "both nodes answering", |all| {
+    let status = cli_poll(&run_dir_text, "both nodes answering", |all| {
         all.len() == 2 && all.iter().all(answered)
     });
-    assert!(statuses.iter().all(|status| status["pid"].is_u64()));
+    assert!(listed(&status, "nodes")
+        .iter()
+        .all(|node| node["pid"].is_u64()));
+    let services = listed(&status, "services");
+    let names: Vec<&str> = services
+        .iter()
+        .filter_map(|service| service["service"].as_str())
+        .collect();
+    assert_eq!(names, ["bootstrap", "nameserver"], "{status:#}");
+    assert!(
+        services
+            .iter()
+            .all(|service| service["pid"].is_u64() && service.get("error").is_none()),
+        "both services answer: {status:#}"
+    );
+    assert_eq!(services[1]["http"], "http://127.0.0.1:25102/");
+    let service_pids: Vec<u64> = services
+        .iter()
+        .filter_map(|service| service["pid"].as_u64())
+        .collect();
+    let printed = std::fs::read_to_string(&output_path).expect("up output");
+    assert!(
+        printed.contains("open http://127.0.0.1:25102/ in a browser"),
+        "the front door is announced: {printed}"
+    );
 
     let killed = cluster_cli(&[
         "kill",
@@ -287,8 +292,8 @@ fn cli_up_status_kill_start_and_ctrl_c() {
         .status()
         .expect("start runs");
     assert!(started.success());
-    let statuses = cli_poll(&run_dir_text, "node 2 back", |all| answered(&all[1]));
-    let pids: Vec<u64> = statuses
+    let status = cli_poll(&run_dir_text, "node 2 back", |all| answered(&all[1]));
+    let pids: Vec<u64> = listed(&status, "nodes")
         .iter()
         .filter_map(|status| status["pid"].as_u64())
         .collect();
@@ -304,10 +309,16 @@ fn cli_up_status_kill_start_and_ctrl_c() {
             .map(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default())
             .collect::<Vec<_>>()
     );
-    // Node logs are on their stderr, so prefixed on ours.
-    let output = std::fs::read_to_string(dir.path().join("up.err")).expect("output");
     assert!(
-        output.lines().any(|line| line.starts_with("[1] ")),
-        "prefixed node output: {output}"
+        service_pids.iter().all(|&pid| !alive(pid)),
+        "both services stopped: {service_pids:?}"
     );
+    // Logs are on stderr, so prefixed on ours.
+    let output = std::fs::read_to_string(dir.path().join("up.err")).expect("output");
+    for prefix in ["[1] ", "[bootstrap] ", "[nameserver] "] {
+        assert!(
+            output.lines().any(|line| line.starts_with(prefix)),
+            "output prefixed {prefix:?}: {output}"
+        );
+    }
 }
