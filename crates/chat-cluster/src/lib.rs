@@ -160,7 +160,7 @@ pub enum ClusterError {
     #[error(transparent)]
     Topology(#[from] TopologyError),
     /// More nodes than the port plan has room for, or ports past 65535.
-    #[error("{nodes} nodes with base port {base_port} do not fit: at most {MAX_NODES} nodes, base port >= 1024, and base port + 3000 + nodes (+ 4002 with the services) <= 65535")]
+    #[error("{nodes} nodes with base port {base_port} do not fit: at most {MAX_NODES} nodes, base port >= 1024, and base port + 3000 + nodes (base port + 4002 with the services) <= 65535")]
     TooManyNodes {
         /// Nodes asked for.
         nodes: u64,

@@ -38,7 +38,7 @@ pub enum ServiceKind {
 }
 
 impl ServiceKind {
-    /// Every service, in start order (the reverse of nothing: nodes stop before both).
+    /// Every service, in start order.
     pub const ALL: [Self; 2] = [Self::Bootstrap, Self::Nameserver];
 
     /// Short name: the directory under the run directory, the output prefix, the JSON name.
