@@ -263,6 +263,7 @@ impl Topology {
     pub fn add_neighbor(&mut self, now: Instant, id: NodeId, host: String, control_port: u16) {
         if id == self.me {
             tracing::warn!(
+                target: "topology",
                 subsystem = "topology",
                 id,
                 "refusing to add this node as its own neighbour"
@@ -438,6 +439,7 @@ impl Topology {
         }
         self.stranger_heartbeats.remove(&from);
         tracing::info!(
+            target: "topology",
             subsystem = "topology",
             id = from,
             "heartbeats from a stranger: sending REJOIN"
@@ -462,6 +464,7 @@ impl Topology {
             return;
         }
         tracing::info!(
+            target: "topology",
             subsystem = "topology",
             id = from,
             "neighbour restarted: new handshake"
@@ -536,6 +539,7 @@ impl Topology {
         self.timers
             .set(Timer::Liveness(id), now + self.config.liveness_timeout);
         tracing::info!(
+            target: "topology",
             subsystem = "topology",
             id,
             "handshake complete: neighbour ON"
@@ -553,7 +557,7 @@ impl Topology {
         peer.on = true;
         self.timers
             .set(Timer::Liveness(id), now + self.config.liveness_timeout);
-        tracing::info!(subsystem = "topology", id, "neighbour heard again: ON");
+        tracing::info!(target: "topology", subsystem = "topology", id, "neighbour heard again: ON");
         self.events.push_back(TopologyEvent::NeighborOn { id });
     }
 
@@ -584,6 +588,7 @@ impl Topology {
             // A stranger that asked to join (or was sent a REJOIN) and went quiet: not ours
             // to chase forever.
             tracing::info!(
+                target: "topology",
                 subsystem = "topology",
                 id,
                 "stranger stopped answering: handshake abandoned"
@@ -608,7 +613,7 @@ impl Topology {
         peer.on = false;
         self.timers.stop(Timer::Liveness(id));
         self.timers.stop(Timer::LinkDownGrace(id));
-        tracing::info!(subsystem = "topology", id, ?reason, "neighbour OFF");
+        tracing::info!(target: "topology", subsystem = "topology", id, ?reason, "neighbour OFF");
         self.events
             .push_back(TopologyEvent::NeighborOff { id, reason });
     }

@@ -21,7 +21,7 @@ use tokio::sync::watch;
 
 use crate::config::{NeighborConfig, ResolvedConfig};
 use crate::lease::InputLease;
-use crate::metrics::{Metrics, Scope};
+use crate::metrics::Metrics;
 use crate::status::{ElectionStatus, NeighborState, NeighborStatus, NodeStatus};
 use crate::trace;
 
@@ -171,7 +171,7 @@ impl Driver {
             return;
         }
         self.clock.observe(envelope.header.lamport);
-        self.metrics.message_received(scope(&envelope.body));
+        self.metrics.message_received(envelope.scope());
         node.handle_message(now, from, &envelope.body);
     }
 
@@ -187,7 +187,7 @@ impl Driver {
     }
 
     fn send(&mut self, to: NodeId, body: Body) {
-        let scope = scope(&body);
+        let scope = body.scope();
         let envelope = Envelope::new(self.me, to, self.clock.tick(), body);
         match self.transport.send(to, envelope.encode()) {
             Ok(()) => self.metrics.message_sent(scope),
@@ -242,7 +242,6 @@ impl Driver {
             })
             .collect();
         let lamport = self.clock.now();
-        self.metrics.set_lamport(lamport);
         self.status.send_if_modified(|status| {
             let next = NodeStatus {
                 lamport,
@@ -272,16 +271,6 @@ impl Driver {
             changed
         });
         self.metrics.observe_status(&self.status.borrow());
-    }
-}
-
-fn scope(body: &Body) -> Scope {
-    match body {
-        Body::Topology(_) => Scope::Topology,
-        Body::Election(_) => Scope::Election,
-        Body::Heartbeat(_) => Scope::Heartbeat,
-        Body::Tree(_) => Scope::Tree,
-        Body::Data(_) => Scope::Data,
     }
 }
 

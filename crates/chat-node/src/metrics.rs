@@ -5,7 +5,6 @@
 //! [`Metrics::observe_status`], so they cannot drift from what `/status` says.
 
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
@@ -15,50 +14,27 @@ use prometheus_client::registry::Registry;
 
 use crate::status::NodeStatus;
 
-/// The message scopes counted separately (the wire's header scopes).
-#[allow(
-    dead_code,
-    reason = "constructed by the real driver; the stub sends nothing"
-)]
+/// The wire's message scopes, counted separately.
+pub(crate) use chat_wire::Scope;
+
+/// A scope as a Prometheus label value (its lowercase name); a newtype because neither the
+/// trait nor the type is ours.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(crate) enum Scope {
-    Topology,
-    Election,
-    Tree,
-    Heartbeat,
-    Data,
-}
+struct ScopeValue(Scope);
 
-impl Scope {
-    /// The label value: the scope's lowercase name.
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            Self::Topology => "topology",
-            Self::Election => "election",
-            Self::Tree => "tree",
-            Self::Heartbeat => "heartbeat",
-            Self::Data => "data",
-        }
-    }
-}
-
-impl EncodeLabelValue for Scope {
+impl EncodeLabelValue for ScopeValue {
     fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
-        encoder.write_str(self.as_str())
+        encoder.write_str(self.0.as_str())
     }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct ScopeLabel {
-    scope: Scope,
+    scope: ScopeValue,
 }
 
 /// Every metric of a node. Counters are monotone; call the methods from any task.
 #[derive(Debug)]
-#[allow(
-    dead_code,
-    reason = "bumped by the real driver; the stub sends nothing"
-)]
 pub(crate) struct Metrics {
     registry: Registry,
     messages_sent: Family<ScopeLabel, Counter>,
@@ -73,9 +49,6 @@ pub(crate) struct Metrics {
     lamport_gauge: Gauge,
     tree_epoch: Gauge,
     data_epoch: Gauge,
-    /// The Lamport time as a plain atomic: read by the log formatter on every line, and only
-    /// ever raised (the clock is monotone, the two writers may race).
-    lamport: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -84,10 +57,6 @@ impl Default for Metrics {
     }
 }
 
-#[allow(
-    dead_code,
-    reason = "called by the real driver; the stub sends nothing"
-)]
 impl Metrics {
     /// All metrics registered under the prefix `chat_node_`.
     pub(crate) fn new() -> Self {
@@ -153,21 +122,24 @@ impl Metrics {
             lamport_gauge,
             tree_epoch,
             data_epoch,
-            lamport: AtomicU64::new(0),
         }
     }
 
     /// A message of `scope` went out.
     pub(crate) fn message_sent(&self, scope: Scope) {
         self.messages_sent
-            .get_or_create(&ScopeLabel { scope })
+            .get_or_create(&ScopeLabel {
+                scope: ScopeValue(scope),
+            })
             .inc();
     }
 
     /// A message of `scope` came in and decoded.
     pub(crate) fn message_received(&self, scope: Scope) {
         self.messages_received
-            .get_or_create(&ScopeLabel { scope })
+            .get_or_create(&ScopeLabel {
+                scope: ScopeValue(scope),
+            })
             .inc();
     }
 
@@ -196,20 +168,6 @@ impl Metrics {
         self.role_changes.inc();
     }
 
-    /// Raises the Lamport time shown in logs and metrics (never lowers it).
-    pub(crate) fn set_lamport(&self, lamport: u64) {
-        let now = self
-            .lamport
-            .fetch_max(lamport, Ordering::Relaxed)
-            .max(lamport);
-        self.lamport_gauge.set(saturating_i64(now));
-    }
-
-    /// The latest Lamport time given to [`Metrics::set_lamport`] or seen in a status.
-    pub(crate) fn lamport(&self) -> u64 {
-        self.lamport.load(Ordering::Relaxed)
-    }
-
     /// Sets the gauges that mirror `/status`.
     pub(crate) fn observe_status(&self, status: &NodeStatus) {
         let (on, off) = status.neighbor_counts();
@@ -217,7 +175,7 @@ impl Metrics {
         self.neighbors_off.set(saturating_i64(off as u64));
         self.tree_epoch.set(saturating_i64(status.tree_epoch));
         self.data_epoch.set(saturating_i64(status.data_epoch));
-        self.set_lamport(status.lamport);
+        self.lamport_gauge.set(saturating_i64(status.lamport));
     }
 
     /// The OpenMetrics text of every metric.
@@ -322,17 +280,5 @@ mod tests {
             Some("7")
         );
         assert!(text.trim_end().ends_with("# EOF"), "{text}");
-    }
-
-    #[test]
-    fn lamport_never_goes_back() {
-        let metrics = Metrics::new();
-        metrics.set_lamport(10);
-        metrics.set_lamport(4);
-        assert_eq!(metrics.lamport(), 10);
-        assert_eq!(
-            value_of(&metrics.encode(), "chat_node_lamport").as_deref(),
-            Some("10")
-        );
     }
 }

@@ -13,28 +13,28 @@ pub(crate) fn record(trace: &Trace, metrics: &Metrics) {
         _ => {}
     }
     // The epoch ticks every few hundred milliseconds: useful when debugging, noise otherwise.
-    if matches!(trace.step, Step::EpochTick { .. }) {
-        tracing::debug!(target: "tree", subsystem = "tree", step_lamport = trace.lamport, "{:?}", trace.step);
-        return;
-    }
+    // Neighbours coming and going are logged by the topology machine itself, with the reason.
+    let detail = matches!(
+        trace.step,
+        Step::EpochTick { .. } | Step::NeighborOn { .. } | Step::NeighborOff { .. }
+    );
     let run = trace.run.map(|run| run.to_string());
-    let step = &trace.step;
-    // tracing needs the target as a constant, hence one arm per subsystem.
-    match trace.subsystem {
-        Subsystem::Election => tracing::info!(
-            target: "election", subsystem = "election",
-            run = run.as_deref(), round = trace.round, step_lamport = trace.lamport,
-            "{step:?}"
-        ),
-        Subsystem::Tree => tracing::info!(
-            target: "tree", subsystem = "tree",
-            run = run.as_deref(), round = trace.round, step_lamport = trace.lamport,
-            "{step:?}"
-        ),
-        Subsystem::Topology => tracing::info!(
-            target: "topology", subsystem = "topology",
-            run = run.as_deref(), step_lamport = trace.lamport,
-            "{step:?}"
-        ),
+    let (run, round, lamport, step) = (run.as_deref(), trace.round, trace.lamport, &trace.step);
+    // tracing needs the target and level as constants, hence one arm per combination.
+    macro_rules! log {
+        ($level:ident, $subsystem:literal) => {
+            tracing::$level!(
+                target: $subsystem, subsystem = $subsystem,
+                run, round, step_lamport = lamport, "{step:?}"
+            )
+        };
+    }
+    match (trace.subsystem, detail) {
+        (Subsystem::Election, false) => log!(info, "election"),
+        (Subsystem::Election, true) => log!(debug, "election"),
+        (Subsystem::Tree, false) => log!(info, "tree"),
+        (Subsystem::Tree, true) => log!(debug, "tree"),
+        (Subsystem::Topology, false) => log!(info, "topology"),
+        (Subsystem::Topology, true) => log!(debug, "topology"),
     }
 }
