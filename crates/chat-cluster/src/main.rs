@@ -60,10 +60,13 @@ enum Command {
         #[arg(long, conflicts_with_all = ["bootstrap_bin", "nameserver_bin"])]
         no_services: bool,
     },
-    /// Print `{"nodes": [every node's /status], "services": [bootstrap, nameserver]}`.
+    /// Print every node's /status as one JSON array (each with its `pid`).
     Status {
         #[arg(long, value_name = "DIR")]
         run_dir: PathBuf,
+        /// Print `{"nodes": [...], "services": [bootstrap, nameserver]}` instead.
+        #[arg(long)]
+        services: bool,
     },
     /// Send a signal to one node.
     Kill {
@@ -133,11 +136,16 @@ async fn run(command: Command) -> anyhow::Result<()> {
             };
             up(options).await
         }
-        Command::Status { run_dir } => {
+        Command::Status { run_dir, services } => {
             let file = ClusterFile::read(&run_dir)?;
             let nodes = chat_cluster::status_all(&file).await;
-            let services = chat_cluster::services::status_all(&file.services).await;
-            let status = serde_json::json!({ "nodes": nodes, "services": services });
+            // The bare array is the contract scripts rely on; services are asked for.
+            let status = if services {
+                let services = chat_cluster::services::status_all(&file.services).await;
+                serde_json::json!({ "nodes": nodes, "services": services })
+            } else {
+                serde_json::Value::from(nodes)
+            };
             println!("{}", serde_json::to_string_pretty(&status)?);
             Ok(())
         }
@@ -196,7 +204,7 @@ async fn up(options: ClusterOptions) -> anyhow::Result<()> {
             service.config.display()
         );
     }
-    eprintln!("chat-cluster: `chat-cluster status --run-dir {run_dir}` shows every node and service; Ctrl-C stops them all");
+    eprintln!("chat-cluster: `chat-cluster status --run-dir {run_dir}` shows every node (add --services for the bootstrap and nameserver); Ctrl-C stops them all");
     if let Some(front) = description
         .service(ServiceKind::Nameserver)
         .and_then(chat_cluster::ServiceRecord::http_url)

@@ -134,9 +134,9 @@ fn cluster_cli(args: &[&str]) -> Command {
     command
 }
 
-/// `chat-cluster status`: `{"nodes": [...], "services": [...]}`.
+/// `chat-cluster status --services`: `{"nodes": [...], "services": [...]}`.
 fn cli_status(run_dir: &str) -> Value {
-    let output = cluster_cli(&["status", "--run-dir", run_dir])
+    let output = cluster_cli(&["status", "--services", "--run-dir", run_dir])
         .output()
         .expect("status runs");
     assert!(
@@ -242,6 +242,14 @@ fn cli_up_status_kill_start_and_ctrl_c() {
     assert!(listed(&status, "nodes")
         .iter()
         .all(|node| node["pid"].is_u64()));
+    // Without --services: the contract, one JSON array of node statuses, each with its pid.
+    let output = cluster_cli(&["status", "--run-dir", &run_dir_text])
+        .output()
+        .expect("status runs");
+    let plain: Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    let plain = plain.as_array().expect("a JSON array");
+    assert_eq!(plain.len(), 2);
+    assert!(plain.iter().all(|node| node["pid"].is_u64()), "{plain:?}");
     let services = listed(&status, "services");
     let names: Vec<&str> = services
         .iter()
