@@ -44,8 +44,12 @@ pub(crate) async fn run(
         Transport::start(TransportConfig::new(config.id, bind.clone()))
             .with_context(|| format!("cannot open the control-plane socket {bind}"))?;
 
+    let data_epoch = durable_data_epoch(&config).await?;
     let now = Instant::now();
     let mut node = Node::with_clock(node_config(&config), clock.clone(), now);
+    // The election prefers the most up-to-date node, so a replica that outlived the writer
+    // takes over with everything it has.
+    node.set_data_epoch(data_epoch);
     for NeighborConfig { id, host, port } in &neighbors {
         node.add_neighbor(now, *id, host.clone(), *port);
     }
@@ -88,6 +92,34 @@ pub(crate) async fn run(
     driver.lease.withdraw().await;
     driver.transport.shutdown().await;
     Ok(())
+}
+
+/// The number of writes this node's database holds (0 for a new node). Opening the store
+/// also creates it and applies the migrations, so a bad state directory stops start-up here
+/// rather than on the first write.
+async fn durable_data_epoch(config: &ResolvedConfig) -> anyhow::Result<u64> {
+    let path = config.db_path.clone();
+    let epoch = tokio::task::spawn_blocking(move || {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create the state directory {}", dir.display()))?;
+        }
+        let store = chat_store::Store::open(&path)
+            .with_context(|| format!("cannot open the database {}", path.display()))?;
+        store
+            .current_epoch()
+            .with_context(|| format!("cannot read the epoch of {}", path.display()))
+    })
+    .await
+    .context("the database task failed")??;
+    tracing::info!(
+        target: "storage",
+        subsystem = "storage",
+        data_epoch = epoch,
+        path = %config.db_path.display(),
+        "database opened"
+    );
+    Ok(epoch)
 }
 
 /// The state machines' configuration, from the node's.

@@ -226,3 +226,34 @@ fn status_of_a_node_that_is_not_running_fails() {
     assert_eq!(output.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&output.stderr).contains("does not answer"));
 }
+
+#[tokio::test]
+async fn a_node_reports_the_data_epoch_of_its_database() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    // Three writes already in the node's database, as a replica would hold after a restart.
+    let state = dir.path().join("state");
+    std::fs::create_dir_all(&state).expect("state dir");
+    let store = chat_store::Store::open(state.join("chat.db")).expect("store opens");
+    for name in ["ada", "bob", "cyd"] {
+        store
+            .execute(&chat_store::Operation {
+                request_id: uuid::Uuid::new_v4(),
+                at_ms: 0,
+                change: chat_store::Change::RegisterUser {
+                    user_uuid: uuid::Uuid::new_v4(),
+                    username: name.to_owned(),
+                    tag: "123".to_owned(),
+                    secret: chat_store::SecretHash::new(format!("hash-of-{name}")),
+                },
+            })
+            .expect("write");
+    }
+    drop(store);
+
+    let node = RunningNode::start(dir.path());
+    let status = poll_status(&node, |s| s["ready"] == true).await;
+    assert_eq!(
+        status["data_epoch"], 3,
+        "the election key is the epoch on disk"
+    );
+}
