@@ -2,6 +2,7 @@
 //! every move of the election and the tree.
 
 use std::collections::VecDeque;
+use std::fmt;
 
 use chat_wire::{Body, Candidate, NodeId, RunId};
 
@@ -209,6 +210,73 @@ pub enum NodeEvent {
     },
     /// A protocol step (only produced when tracing is enabled).
     Trace(Trace),
+}
+
+/// One line of prose per step, so a node's log reads as the election's story.
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Step::RunStarted { reason } => write!(f, "started an election run: {reason}"),
+            Step::RunAdopted { from } => write!(f, "joined the stronger run announced by {from}"),
+            Step::LinksFixed { links } => write!(f, "links fixed: {links} take part"),
+            Step::RoundStarted {
+                status,
+                incoming,
+                outgoing,
+            } => write!(
+                f,
+                "round begins as {status:?}: {incoming} incoming, {outgoing} outgoing"
+            ),
+            Step::ProposalSent { candidate, to } => write!(
+                f,
+                "proposed node {} (data epoch {}) to {to} out-neighbours",
+                candidate.node, candidate.data_epoch
+            ),
+            Step::VoteSent { to, yes, prune } => write!(
+                f,
+                "voted {} to {to}{}",
+                if *yes { "YES" } else { "NO" },
+                if *prune { ", pruning the link" } else { "" }
+            ),
+            Step::Pruned { peer } => write!(f, "pruned the link to {peer}"),
+            Step::Won => write!(f, "won: this node leads"),
+            Step::Lost => write!(f, "lost: no links left"),
+            Step::ShoutSent { to } => write!(f, "SHOUT sent to {to} neighbours"),
+            Step::AnswerReceived { from, accepted } => write!(
+                f,
+                "{from} answered the SHOUT: {}",
+                if *accepted { "child" } else { "not a child" }
+            ),
+            Step::ParentChosen {
+                parent,
+                leader,
+                hops,
+            } => write!(
+                f,
+                "parent {parent} (leader {leader}, {hops} hops from the root)"
+            ),
+            Step::Orphaned { parent } => write!(f, "lost the way to the root through {parent}"),
+            Step::Healed { parent } => write!(f, "healed: adopted by {parent}"),
+            Step::TreeSettled { children } => write!(f, "tree settled with {children} children"),
+            Step::EpochTick { epoch } => write!(f, "tree epoch {epoch}"),
+            Step::NeighborOn { id } => write!(f, "neighbour {id} on"),
+            Step::NeighborOff { id } => write!(f, "neighbour {id} off"),
+            Step::RejoinStarted { id } => write!(f, "REJOIN handshake with stranger {id}"),
+        }
+    }
+}
+
+impl fmt::Display for StartReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StartReason::NoLeader => write!(f, "no leader heard"),
+            StartReason::NeighborLost(id) => write!(f, "neighbour {id} lost mid-run"),
+            StartReason::Inconsistent(id) => write!(f, "link to {id} out of step"),
+            StartReason::Stalled => write!(f, "the run stalled"),
+            StartReason::HealingFailed => write!(f, "nobody could adopt this orphan"),
+            StartReason::Merge(id) => write!(f, "neighbour {id} belongs to another tree"),
+        }
+    }
 }
 
 /// Where machines put what they produce; the owner drains it through `poll_*`.

@@ -25,7 +25,7 @@ pub(crate) fn record(trace: &Trace, metrics: &Metrics) {
         ($level:ident, $subsystem:literal) => {
             tracing::$level!(
                 target: $subsystem, subsystem = $subsystem,
-                run, round, step_lamport = lamport, "{step:?}"
+                run, round, step_lamport = lamport, "{step}"
             )
         };
     }
