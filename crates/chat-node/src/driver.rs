@@ -38,13 +38,13 @@ pub(crate) async fn run(
 ) -> anyhow::Result<()> {
     let started = Instant::now();
     let neighbors = crate::discovery::neighbors(&config).await?;
+    let data_epoch = durable_data_epoch(&config).await?;
 
     let bind = format!("tcp://{}:{}", config.bind_host, config.control_port);
     let (transport, mut events) =
         Transport::start(TransportConfig::new(config.id, bind.clone()))
             .with_context(|| format!("cannot open the control-plane socket {bind}"))?;
 
-    let data_epoch = durable_data_epoch(&config).await?;
     let now = Instant::now();
     let mut node = Node::with_clock(node_config(&config), clock.clone(), now);
     // The election prefers the most up-to-date node, so a replica that outlived the writer
@@ -73,11 +73,8 @@ pub(crate) async fn run(
     tokio::pin!(shutdown);
     loop {
         driver.drain(&mut node).await;
-        let deadline = node
-            .poll_timeout()
-            .map_or(Instant::now() + STATUS_REFRESH, |at| {
-                at.min(Instant::now() + STATUS_REFRESH)
-            });
+        let refresh = Instant::now() + STATUS_REFRESH;
+        let deadline = node.poll_timeout().map_or(refresh, |at| at.min(refresh));
         tokio::select! {
             biased;
             () = &mut shutdown => break,
