@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::assignment::{Neighbor, NodeAddress};
 use crate::proto;
@@ -63,6 +63,26 @@ impl BootstrapError {
             Self::Unreachable { .. } | Self::TimedOut { .. } => true,
             Self::Rejected { code, .. } => *code == tonic::Code::Unavailable,
             Self::InvalidAddress { .. } | Self::BadResponse { .. } => false,
+        }
+    }
+}
+
+impl From<chat_grpc::CallError> for BootstrapError {
+    fn from(error: chat_grpc::CallError) -> Self {
+        use chat_grpc::CallError;
+        match error {
+            CallError::InvalidAddress { addr, reason } => Self::InvalidAddress { addr, reason },
+            CallError::Unreachable { addr, source } => Self::Unreachable { addr, source },
+            CallError::TimedOut { addr, timeout } => Self::TimedOut { addr, timeout },
+            CallError::Rejected {
+                addr,
+                code,
+                message,
+            } => Self::Rejected {
+                addr,
+                code,
+                message,
+            },
         }
     }
 }
@@ -147,51 +167,13 @@ fn neighbor_from_proto(addr: &str, node: proto::NodeAddress) -> Result<Neighbor,
     })
 }
 
-/// The gRPC endpoint for `addr`; a bare `host:port` means plain-text HTTP/2.
-pub(crate) fn endpoint(addr: &str, timeout: Duration) -> Result<Endpoint, BootstrapError> {
-    let uri = if addr.contains("://") {
-        addr.to_owned()
-    } else {
-        format!("http://{addr}")
-    };
-    Endpoint::from_shared(uri)
-        .map(|e| e.connect_timeout(timeout).timeout(timeout))
-        .map_err(|e| BootstrapError::InvalidAddress {
-            addr: addr.to_owned(),
-            reason: e.to_string(),
-        })
-}
-
 /// Connects, runs one call, and maps every failure to a [`BootstrapError`], all within `timeout`.
 async fn call<T, F, Fut>(addr: &str, timeout: Duration, rpc: F) -> Result<T, BootstrapError>
 where
     F: FnOnce(BootstrapClient<Channel>) -> Fut,
     Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
 {
-    let endpoint = endpoint(addr, timeout)?;
-    let attempt = async {
-        let channel = endpoint
-            .connect()
-            .await
-            .map_err(|source| BootstrapError::Unreachable {
-                addr: addr.to_owned(),
-                source,
-            })?;
-        rpc(BootstrapClient::new(channel))
-            .await
-            .map_err(|status| BootstrapError::Rejected {
-                addr: addr.to_owned(),
-                code: status.code(),
-                message: status.message().to_owned(),
-            })
-    };
-    match tokio::time::timeout(timeout, attempt).await {
-        Ok(result) => result.map(tonic::Response::into_inner),
-        Err(_) => Err(BootstrapError::TimedOut {
-            addr: addr.to_owned(),
-            timeout,
-        }),
-    }
+    Ok(chat_grpc::call(addr, timeout, |channel| rpc(BootstrapClient::new(channel))).await?)
 }
 
 #[cfg(test)]
@@ -199,14 +181,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn bare_host_port_becomes_http_uri() {
-        let endpoint = endpoint("127.0.0.1:45999", Duration::from_secs(1)).expect("valid");
-        assert_eq!(endpoint.uri().to_string(), "http://127.0.0.1:45999/");
-    }
-
-    #[test]
     fn garbage_address_is_invalid() {
-        let err = endpoint("not an address", Duration::from_secs(1)).expect_err("invalid");
+        let err = BootstrapError::from(
+            chat_grpc::endpoint("not an address", Duration::from_secs(1)).expect_err("invalid"),
+        );
         assert!(matches!(err, BootstrapError::InvalidAddress { .. }));
         assert!(!err.is_unreachable());
     }

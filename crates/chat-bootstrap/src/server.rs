@@ -3,12 +3,10 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use chat_ops::LogSettings;
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
-use tonic::transport::server::TcpIncoming;
 
 use crate::proto::bootstrap_server::BootstrapServer as GrpcServer;
 use crate::registry_file::{RegistryFileError, RegistryStore};
@@ -114,20 +112,11 @@ impl BoundServer {
     /// Serves until `shutdown` completes, then finishes in-flight calls and returns.
     pub async fn serve(self, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
         tracing::info!(target: "bootstrap", subsystem = "bootstrap", addr = %self.local_addr, "serving");
-        let (stopping_tx, stopping) = tokio::sync::oneshot::channel::<()>();
-        let grpc = tonic::transport::Server::builder()
-            .add_service(GrpcServer::new(self.service))
-            .serve_with_incoming_shutdown(incoming(self.listener), async {
-                shutdown.await;
-                let _ = stopping_tx.send(());
-            });
-        tokio::pin!(grpc);
-        tokio::select! {
-            result = &mut grpc => result?,
-            () = grace_expired(stopping) => {
-                tracing::warn!(target: "bootstrap", subsystem = "bootstrap",
-                    "clients kept connections open past the shutdown grace period; closing them");
-            }
+        let router = tonic::transport::Server::builder().add_service(GrpcServer::new(self.service));
+        let drain = chat_grpc::serve_with_grace(router, self.listener, shutdown).await?;
+        if drain == chat_grpc::Drain::GraceExpired {
+            tracing::warn!(target: "bootstrap", subsystem = "bootstrap",
+                "clients kept connections open past the shutdown grace period; closing them");
         }
         tracing::info!(target: "bootstrap", subsystem = "bootstrap", "stopped");
         Ok(())
@@ -140,24 +129,4 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServerError> {
     bind(config).await?.serve(shutdown).await
-}
-
-/// The gRPC accept stream. Small request/response exchanges stall on Nagle's algorithm meeting
-/// delayed ACKs (tens of milliseconds per call) unless TCP_NODELAY is set.
-fn incoming(listener: TcpListener) -> TcpIncoming {
-    TcpIncoming::from(listener).with_nodelay(Some(true))
-}
-
-/// How long open client connections get to close after shutdown starts; a client that keeps
-/// its connection open must not keep the service from stopping.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
-
-/// Completes `SHUTDOWN_GRACE` after `stopping` fires; never when it is dropped unfired (the
-/// server finished by itself).
-async fn grace_expired(stopping: tokio::sync::oneshot::Receiver<()>) {
-    if stopping.await.is_ok() {
-        tokio::time::sleep(SHUTDOWN_GRACE).await;
-    } else {
-        std::future::pending::<()>().await;
-    }
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::proto;
 use crate::proto::nameserver_client::NameserverClient;
@@ -64,25 +64,23 @@ pub struct InputNode {
     pub expires_in: Duration,
 }
 
-fn endpoint(addr: &str, timeout: Duration) -> Result<Endpoint, NameserverError> {
-    let uri = if addr.contains("://") {
-        addr.to_owned()
-    } else {
-        format!("http://{addr}")
-    };
-    Endpoint::from_shared(uri)
-        .map(|e| e.connect_timeout(timeout).timeout(timeout))
-        .map_err(|e| NameserverError::InvalidAddress {
-            addr: addr.to_owned(),
-            reason: e.to_string(),
-        })
-}
-
-fn rejected(addr: &str, status: &tonic::Status) -> NameserverError {
-    NameserverError::Rejected {
-        addr: addr.to_owned(),
-        code: status.code(),
-        message: status.message().to_owned(),
+impl From<chat_grpc::CallError> for NameserverError {
+    fn from(error: chat_grpc::CallError) -> Self {
+        use chat_grpc::CallError;
+        match error {
+            CallError::InvalidAddress { addr, reason } => Self::InvalidAddress { addr, reason },
+            CallError::Unreachable { addr, source } => Self::Unreachable { addr, source },
+            CallError::TimedOut { addr, timeout } => Self::TimedOut { addr, timeout },
+            CallError::Rejected {
+                addr,
+                code,
+                message,
+            } => Self::Rejected {
+                addr,
+                code,
+                message,
+            },
+        }
     }
 }
 
@@ -93,26 +91,7 @@ where
     F: FnOnce(NameserverClient<Channel>) -> Fut,
     Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
 {
-    let endpoint = endpoint(addr, timeout)?;
-    let attempt = async {
-        let channel = endpoint
-            .connect()
-            .await
-            .map_err(|source| NameserverError::Unreachable {
-                addr: addr.to_owned(),
-                source,
-            })?;
-        rpc(NameserverClient::new(channel))
-            .await
-            .map_err(|status| rejected(addr, &status))
-    };
-    match tokio::time::timeout(timeout, attempt).await {
-        Ok(result) => result.map(tonic::Response::into_inner),
-        Err(_) => Err(NameserverError::TimedOut {
-            addr: addr.to_owned(),
-            timeout,
-        }),
-    }
+    Ok(chat_grpc::call(addr, timeout, |channel| rpc(NameserverClient::new(channel))).await?)
 }
 
 fn millis(d: Duration) -> u64 {
@@ -263,8 +242,8 @@ impl LeaseKeeper {
         let targets: Arc<[Target]> = nameservers
             .into_iter()
             .map(|addr| {
-                let channel = endpoint(&addr, call_timeout)
-                    .map_err(LeaseKeeperError::InvalidAddress)?
+                let channel = chat_grpc::endpoint(&addr, call_timeout)
+                    .map_err(|e| LeaseKeeperError::InvalidAddress(e.into()))?
                     .connect_lazy();
                 Ok(Target {
                     addr,
@@ -347,7 +326,7 @@ async fn stop_and_withdraw(
                     .await;
                 result
                     .map(|_| ())
-                    .map_err(|status| rejected(&target.addr, &status))
+                    .map_err(|status| chat_grpc::CallError::rejected(&target.addr, &status).into())
             })
         })
         .collect();

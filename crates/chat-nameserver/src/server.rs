@@ -8,7 +8,6 @@ use chat_ops::LogSettings;
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tonic::transport::server::TcpIncoming;
 
 use crate::lease::LeasePolicy;
 use crate::proto::nameserver_server::NameserverServer;
@@ -20,9 +19,6 @@ pub const DEFAULT_GRPC_PORT: u16 = 45998;
 /// Default HTTP port of the front door; loopback by default, so nothing is exposed to other
 /// hosts until the operator sets `http_listen` (e.g. `0.0.0.0:9999`).
 pub const DEFAULT_HTTP_PORT: u16 = 9999;
-
-/// How long open gRPC connections get to close after shutdown starts.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// How often expired leases are dropped (and logged); redirects never use an expired lease
 /// whatever this is, the sweep only frees memory and reports.
@@ -154,29 +150,18 @@ impl BoundServer {
             self.leases.clone(),
             stopped(stop_rx.clone()),
         ));
-        let sweeper = tokio::spawn(sweep(self.leases.clone(), stopped(stop_rx.clone())));
-        let grpc = tonic::transport::Server::builder()
-            .add_service(NameserverServer::new(NameserverService::new(self.leases)))
-            .serve_with_incoming_shutdown(incoming(self.grpc), stopped(stop_rx));
-
-        let grpc_result = {
-            tokio::pin!(grpc);
-            tokio::select! {
-                result = &mut grpc => result,
-                () = shutdown => {
-                    let _ = stop_tx.send(true);
-                    // A client that keeps its connection open must not keep us from stopping.
-                    match tokio::time::timeout(SHUTDOWN_GRACE, grpc).await {
-                        Ok(result) => result,
-                        Err(_) => {
-                            tracing::warn!(target: "nameserver", subsystem = "nameserver",
-                                "clients kept gRPC connections open past the shutdown grace period; closing them");
-                            Ok(())
-                        }
-                    }
-                }
-            }
-        };
+        let sweeper = tokio::spawn(sweep(self.leases.clone(), stopped(stop_rx)));
+        let router = tonic::transport::Server::builder()
+            .add_service(NameserverServer::new(NameserverService::new(self.leases)));
+        let grpc_result = chat_grpc::serve_with_grace(router, self.grpc, async {
+            shutdown.await;
+            let _ = stop_tx.send(true);
+        })
+        .await;
+        if matches!(grpc_result, Ok(chat_grpc::Drain::GraceExpired)) {
+            tracing::warn!(target: "nameserver", subsystem = "nameserver",
+                "clients kept gRPC connections open past the shutdown grace period; closing them");
+        }
         let _ = stop_tx.send(true);
         for task in [http, sweeper] {
             if let Err(e) = task.await {
@@ -184,7 +169,8 @@ impl BoundServer {
             }
         }
         tracing::info!(target: "nameserver", subsystem = "nameserver", "stopped");
-        Ok(grpc_result?)
+        grpc_result?;
+        Ok(())
     }
 }
 
@@ -206,10 +192,4 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServerError> {
     bind(config).await?.serve(shutdown).await
-}
-
-/// The gRPC accept stream. Small request/response exchanges stall on Nagle's algorithm meeting
-/// delayed ACKs (tens of milliseconds per call) unless TCP_NODELAY is set.
-fn incoming(listener: TcpListener) -> TcpIncoming {
-    TcpIncoming::from(listener).with_nodelay(Some(true))
 }

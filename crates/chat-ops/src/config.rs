@@ -273,6 +273,140 @@ impl<P: Provider> Provider for Named<P> {
     }
 }
 
+/// Checks every binary's test suite runs against its shipped configuration file (the one in
+/// `etc/chat-system/`, listing each key commented out with its default). For tests only: each
+/// function panics when its check fails. `load` is the binary's own loader given config files,
+/// e.g. `|files| config::load(files, no_flags())`; `scratch` is an empty directory to write
+/// derived files into.
+pub mod testing {
+    use std::fmt::Debug;
+    use std::path::{Path, PathBuf};
+
+    use figment::value::Value;
+    use serde::Serialize;
+
+    use super::ConfigError;
+
+    /// The shipped file, as it is, gives exactly the built-in defaults.
+    pub fn assert_shipped_file_gives_defaults<T>(
+        shipped: &Path,
+        load: impl Fn(&[PathBuf]) -> Result<T, ConfigError>,
+    ) where
+        T: Default + PartialEq + Debug,
+    {
+        let loaded = load(&[shipped.to_path_buf()]).expect("shipped file loads");
+        assert_eq!(loaded, T::default());
+    }
+
+    /// Every `#key = value` line of the shipped file is a valid key with its default value, and
+    /// every key of `T` has such a line.
+    pub fn assert_commented_settings_are_defaults<T>(
+        shipped: &Path,
+        scratch: &Path,
+        load: impl Fn(&[PathBuf]) -> Result<T, ConfigError>,
+    ) where
+        T: Default + PartialEq + Debug + Serialize,
+    {
+        let text = std::fs::read_to_string(shipped).expect("read shipped file");
+        // "#key = value" lines are settings; uncommenting them all must still give the defaults.
+        let uncommented: String = text
+            .lines()
+            .map(|line| match line.strip_prefix('#') {
+                Some(rest)
+                    if rest.starts_with(|c: char| c.is_ascii_lowercase())
+                        && rest.contains(" = ") =>
+                {
+                    rest
+                }
+                _ => line,
+            })
+            .map(|line| format!("{line}\n"))
+            .collect();
+        let file = scratch.join("uncommented.toml");
+        std::fs::write(&file, &uncommented).expect("write");
+        let loaded = load(&[file]).expect("uncommented file loads");
+        assert_eq!(loaded, T::default());
+
+        // And every key the configuration has appears as a setting line.
+        let defaults = Value::serialize(T::default()).expect("defaults as a value");
+        let mut keys = Vec::new();
+        collect_keys(&defaults, &mut keys);
+        for key in keys {
+            assert!(
+                text.contains(&format!("#{key} = ")),
+                "shipped file lacks a line for {key}"
+            );
+        }
+    }
+
+    fn collect_keys(value: &Value, keys: &mut Vec<String>) {
+        if let Value::Dict(_, dict) = value {
+            for (key, value) in dict {
+                match value {
+                    // Nested tables ([log]) list their own keys; empty maps (subsystems) have
+                    // none; an unset option has no line to uncomment.
+                    Value::Dict(..) => collect_keys(value, keys),
+                    Value::Empty(..) => {}
+                    _ => keys.push(key.clone()),
+                }
+            }
+        }
+    }
+
+    /// A value of the wrong type is reported with the file it came from.
+    pub fn assert_bad_value_names_its_file<T>(
+        scratch: &Path,
+        load: impl Fn(&[PathBuf]) -> Result<T, ConfigError>,
+    ) where
+        T: Debug,
+    {
+        let file = scratch.join("bad.toml");
+        std::fs::write(&file, "[log]\nlevel = 7\n").expect("write");
+        let err = load(std::slice::from_ref(&file)).expect_err("bad type");
+        assert!(
+            err.to_string().contains(&file.display().to_string()),
+            "{err}"
+        );
+    }
+
+    /// A misspelt key is an error, not silently ignored.
+    pub fn assert_unknown_key_is_an_error<T>(
+        scratch: &Path,
+        load: impl Fn(&[PathBuf]) -> Result<T, ConfigError>,
+    ) where
+        T: Debug,
+    {
+        let file = scratch.join("typo.toml");
+        std::fs::write(&file, "lisen = \"127.0.0.1:1\"\n").expect("write");
+        assert!(load(&[file]).is_err());
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[derive(Serialize)]
+        struct Sample {
+            listen: String,
+            unset: Option<u16>,
+            log: crate::LogSettings,
+        }
+
+        #[test]
+        fn keys_are_the_leaves_of_nested_tables() {
+            let sample = Sample {
+                listen: "127.0.0.1:1".into(),
+                unset: None,
+                log: crate::LogSettings::default(),
+            };
+            let mut keys = Vec::new();
+            collect_keys(&Value::serialize(sample).expect("value"), &mut keys);
+            keys.sort();
+            assert_eq!(keys, ["level", "listen"]);
+        }
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::result_large_err)] // figment::Jail closures must return figment::Error
 mod tests {
