@@ -279,6 +279,41 @@ impl<P: Provider> Provider for Named<P> {
 /// e.g. `|files| config::load(files, no_flags())`; `scratch` is an empty directory to write
 /// derived files into.
 pub mod testing {
+    /// Defines the four shipped-file tests in the calling test crate (which needs `tempfile` as a
+    /// dev-dependency): `shipped_config_tests!(path_to_shipped_file, load)`, where `load` is a
+    /// `fn(&[PathBuf]) -> Result<Config, ConfigError>`.
+    #[macro_export]
+    macro_rules! shipped_config_tests {
+        ($shipped:expr, $load:expr) => {
+            #[test]
+            fn shipped_file_as_is_gives_the_defaults() {
+                $crate::config::testing::assert_shipped_file_gives_defaults(&$shipped, $load);
+            }
+
+            #[test]
+            fn every_commented_setting_is_a_valid_key_with_its_default_value() {
+                let scratch = ::tempfile::tempdir().expect("tempdir");
+                $crate::config::testing::assert_commented_settings_are_defaults(
+                    &$shipped,
+                    scratch.path(),
+                    $load,
+                );
+            }
+
+            #[test]
+            fn bad_value_is_reported_with_its_file() {
+                let scratch = ::tempfile::tempdir().expect("tempdir");
+                $crate::config::testing::assert_bad_value_names_its_file(scratch.path(), $load);
+            }
+
+            #[test]
+            fn unknown_key_is_an_error() {
+                let scratch = ::tempfile::tempdir().expect("tempdir");
+                $crate::config::testing::assert_unknown_key_is_an_error(scratch.path(), $load);
+            }
+        };
+    }
+
     use std::fmt::Debug;
     use std::path::{Path, PathBuf};
 
