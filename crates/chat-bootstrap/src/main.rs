@@ -35,25 +35,12 @@ struct Flags {
 }
 
 fn main() -> ExitCode {
-    match run() {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            tracing::error!(target: "main", subsystem = "main", "{error:#}");
-            eprintln!("chat-bootstrap: {error:#}");
-            ExitCode::FAILURE
-        }
-    }
+    chat_ops::service::exit_code("chat-bootstrap", run())
 }
 
 fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let files = match cli.config {
-        Some(path) if !path.exists() => {
-            anyhow::bail!("config file {} does not exist", path.display())
-        }
-        Some(path) => vec![path],
-        None => vec![PathBuf::from(config::DEFAULT_CONFIG_FILE)],
-    };
+    let files = chat_ops::config::files_from_flag(cli.config, config::DEFAULT_CONFIG_FILE)?;
     let flags = chat_ops::config::command_line(Flags {
         listen: cli.listen,
         state_dir: cli.state_dir,

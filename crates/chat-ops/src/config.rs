@@ -53,6 +53,24 @@ pub fn command_line<T: Serialize>(flags: T) -> impl Provider {
     }
 }
 
+/// The configuration files a service reads: the one given with `--config`, which must exist,
+/// or else its default path (skipped by [`layered`] when absent).
+pub fn files_from_flag(
+    explicit: Option<PathBuf>,
+    default: &str,
+) -> Result<Vec<PathBuf>, MissingConfigFile> {
+    match explicit {
+        Some(path) if !path.exists() => Err(MissingConfigFile(path)),
+        Some(path) => Ok(vec![path]),
+        None => Ok(vec![PathBuf::from(default)]),
+    }
+}
+
+/// `--config` named a file that does not exist.
+#[derive(Debug, thiserror::Error)]
+#[error("config file {} does not exist", .0.display())]
+pub struct MissingConfigFile(pub PathBuf);
+
 /// Extracts `T`; on failure returns a [`ConfigError`] whose `Display` names each bad key, its
 /// value and the file or environment variable it came from.
 pub fn extract<T: DeserializeOwned>(figment: &Figment) -> Result<T, ConfigError> {

@@ -3,6 +3,7 @@
 //! when it stops. Outside systemd the notifications are no-ops.
 
 use std::future::Future;
+use std::process::ExitCode;
 
 use sd_notify::NotifyState;
 use tokio::signal::unix::{signal, SignalKind};
@@ -74,5 +75,19 @@ fn notify(states: &[NotifyState<'_>]) {
     }
     if let Err(error) = sd_notify::notify(states) {
         tracing::warn!(target: "main", subsystem = "main", %error, "cannot notify systemd");
+    }
+}
+
+/// A daemon's exit: success, or its error (with its causes) logged and printed as
+/// `<service>: <error>` on stderr (the alternate form, so an `anyhow` error shows its causes),
+/// and exit code 1.
+pub fn exit_code<E: std::fmt::Display>(service: &str, outcome: Result<(), E>) -> ExitCode {
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(target: "main", subsystem = "main", "{error:#}");
+            eprintln!("{service}: {error:#}");
+            ExitCode::FAILURE
+        }
     }
 }
