@@ -55,6 +55,7 @@ fn run() -> anyhow::Result<()> {
         let addr = bound.local_addr();
         tracing::info!(target: "main", subsystem = "main", %addr, state_dir = %config.state_dir.display(), "ready");
         chat_ops::service::notify_ready(&format!("listening on {addr}"));
+        chat_ops::service::spawn_runtime_watchdog();
         bound.serve(shutdown).await?;
         Ok(())
     })

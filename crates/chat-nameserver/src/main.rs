@@ -57,6 +57,7 @@ fn run() -> anyhow::Result<()> {
         tracing::info!(target: "main", subsystem = "main", %grpc, %http, "ready");
         let status = format!("redirecting on http://{http}, leases on {grpc}");
         chat_ops::service::notify_ready(&status);
+        chat_ops::service::spawn_runtime_watchdog();
         bound.serve(shutdown).await?;
         Ok(())
     })

@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use chat_ops::config::MissingConfigFile;
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::{ConfigFiles, FlagOverrides, LogLevelOverride};
@@ -70,9 +71,13 @@ pub(crate) struct NodeArgs {
 }
 
 impl NodeArgs {
-    /// The configuration files these flags select.
-    pub(crate) fn files(&self) -> ConfigFiles {
-        ConfigFiles::from_flag(self.config.as_deref())
+    /// The configuration files these flags select. A `--config` file must exist: an operator
+    /// who names one and mistypes it would otherwise run on the defaults without noticing.
+    pub(crate) fn files(&self) -> Result<ConfigFiles, MissingConfigFile> {
+        match &self.config {
+            Some(path) if !path.exists() => Err(MissingConfigFile(path.clone())),
+            explicit => Ok(ConfigFiles::from_flag(explicit.as_deref())),
+        }
     }
 
     /// The flags as the top configuration layer.
@@ -128,6 +133,23 @@ mod tests {
         assert_eq!(overrides.id, Some(4));
         assert_eq!(overrides.control_port, Some(46_100));
         assert_eq!(overrides.log.map(|log| log.level).as_deref(), Some("debug"));
+    }
+
+    #[test]
+    fn a_config_file_that_does_not_exist_is_an_error() {
+        let cli =
+            Cli::try_parse_from(["chat-node", "--id", "4", "--config", "/nonexistent/n.toml"])
+                .expect("parses");
+        let error = cli
+            .node
+            .files()
+            .expect_err("a missing --config file is refused");
+        assert_eq!(error.0, PathBuf::from("/nonexistent/n.toml"));
+        let defaults = Cli::try_parse_from(["chat-node", "--id", "4"]).expect("parses");
+        assert!(matches!(
+            defaults.node.files(),
+            Ok(ConfigFiles::Packaged(_))
+        ));
     }
 
     #[test]

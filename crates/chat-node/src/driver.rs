@@ -37,7 +37,12 @@ pub(crate) async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let started = Instant::now();
-    let neighbors = crate::discovery::neighbors(&config).await?;
+    tokio::pin!(shutdown);
+    // Discovery may wait for the bootstrap; a stop asked for meanwhile ends the node cleanly.
+    let neighbors = tokio::select! {
+        neighbors = crate::discovery::neighbors(&config) => neighbors?,
+        () = &mut shutdown => return Ok(()),
+    };
     let data_epoch = durable_data_epoch(&config).await?;
 
     let bind = format!("tcp://{}:{}", config.bind_host, config.control_port);
@@ -70,7 +75,6 @@ pub(crate) async fn run(
         "control plane listening on {bind}"
     );
 
-    tokio::pin!(shutdown);
     loop {
         driver.drain(&mut node).await;
         let refresh = Instant::now() + STATUS_REFRESH;

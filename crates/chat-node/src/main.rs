@@ -39,7 +39,14 @@ const STATUS_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let loaded = match config::load(&cli.node.files(), &cli.node.overrides()) {
+    let files = match cli.node.files() {
+        Ok(files) => files,
+        Err(error) => {
+            eprintln!("chat-node: {error}");
+            return ExitCode::from(EXIT_BAD_CONFIG);
+        }
+    };
+    let loaded = match config::load(&files, &cli.node.overrides()) {
         Ok(loaded) => loaded,
         Err(error) => {
             eprintln!("chat-node: {error}");
@@ -148,13 +155,25 @@ async fn shutdown_requested(mut stopping: watch::Receiver<bool>) {
 /// STATUS= whenever the summary changes, and READY=1 once the node has a role (it can serve
 /// from then on, so `systemctl start` returns when the node is useful). Does nothing outside
 /// systemd.
+///
+/// WATCHDOG=1 follows the control loop: the driver republishes the status (uptime included) on
+/// every turn of its loop, at least every half second, so status updates stop when the loop
+/// is stuck, the pings stop with them and systemd restarts the node (`WatchdogSec=`).
 async fn report_to_systemd(mut status: watch::Receiver<NodeStatus>) {
     if !chat_ops::service::under_systemd() {
         return;
     }
+    let watchdog_period = chat_ops::service::watchdog_ping_period();
+    let mut last_ping: Option<std::time::Instant> = None;
     let mut last = String::new();
     let mut ready_sent = false;
     loop {
+        if let Some(period) = watchdog_period {
+            if last_ping.is_none_or(|at| at.elapsed() >= period / 2) {
+                chat_ops::service::notify_watchdog();
+                last_ping = Some(std::time::Instant::now());
+            }
+        }
         let (summary, ready) = {
             let status = status.borrow_and_update();
             (status.summary_line(), status.ready)

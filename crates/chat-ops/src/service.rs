@@ -1,9 +1,15 @@
 //! The life cycle every chat-system daemon shares: turning SIGINT/SIGTERM into a shutdown
 //! future, and telling systemd (`Type=notify`) when the service is ready, what it is doing and
-//! when it stops. Outside systemd the notifications are no-ops.
+//! when it stops, and keeping its watchdog (`WatchdogSec=`) fed. Outside systemd the
+//! notifications are no-ops.
+//!
+//! Exit codes follow one rule for every binary: 0 after a clean stop, [`EXIT_BAD_CONFIG`] (2)
+//! for a configuration the service cannot start with (the units' `RestartPreventExitStatus=2`
+//! stops systemd from restarting into the same error), 1 for anything else.
 
 use std::future::Future;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use sd_notify::NotifyState;
 use tokio::signal::unix::{signal, SignalKind};
@@ -63,6 +69,35 @@ pub fn notify_stopping() {
     notify(&[NotifyState::Stopping]);
 }
 
+/// How often to send WATCHDOG=1 when systemd watches this process (`WatchdogSec=` in the
+/// unit): half the timeout, as sd_watchdog_enabled(3) advises. `None` when no watchdog is set.
+pub fn watchdog_ping_period() -> Option<Duration> {
+    sd_notify::watchdog_enabled().map(|timeout| timeout / 2)
+}
+
+/// WATCHDOG=1: "still alive". Call it from the loop whose progress means the service works
+/// (a node's control loop), at least every [`watchdog_ping_period`].
+pub fn notify_watchdog() {
+    notify(&[NotifyState::Watchdog]);
+}
+
+/// For a service whose health is its async runtime making progress (the bootstrap and the
+/// nameserver serve every request on it): a task that sends WATCHDOG=1 every
+/// [`watchdog_ping_period`], so a wedged runtime stops the pings and systemd restarts the
+/// service. Does nothing without a watchdog. Needs a tokio runtime.
+pub fn spawn_runtime_watchdog() {
+    let Some(period) = watchdog_ping_period() else {
+        return;
+    };
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(period);
+        loop {
+            ticks.tick().await;
+            notify_watchdog();
+        }
+    });
+}
+
 /// Whether systemd is listening for notifications at all (cheap; lets callers skip work).
 pub fn under_systemd() -> bool {
     std::env::var_os("NOTIFY_SOCKET").is_some()
@@ -78,16 +113,66 @@ fn notify(states: &[NotifyState<'_>]) {
     }
 }
 
+/// Exit code of a configuration the service cannot start with: a missing `--config` file, a
+/// bad key or value, a bad log level.
+pub const EXIT_BAD_CONFIG: u8 = 2;
+
 /// A daemon's exit: success, or its error (with its causes) logged and printed as
 /// `<service>: <error>` on stderr (the alternate form, so an `anyhow` error shows its causes),
-/// and exit code 1.
-pub fn exit_code<E: std::fmt::Display>(service: &str, outcome: Result<(), E>) -> ExitCode {
+/// and exit code [`EXIT_BAD_CONFIG`] when a configuration error is anywhere in its chain of
+/// causes, else 1.
+pub fn exit_code<E>(service: &str, outcome: Result<(), E>) -> ExitCode
+where
+    E: std::fmt::Display + AsRef<dyn std::error::Error + Send + Sync + 'static>,
+{
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!(target: "main", subsystem = "main", "{error:#}");
             eprintln!("{service}: {error:#}");
-            ExitCode::FAILURE
+            if is_config_error(error.as_ref()) {
+                ExitCode::from(EXIT_BAD_CONFIG)
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+    }
+}
+
+/// Whether `error` or one of its causes says the configuration is unusable.
+pub fn is_config_error(error: &(dyn std::error::Error + 'static)) -> bool {
+    std::iter::successors(Some(error), |error| error.source()).any(|error| {
+        error.is::<crate::ConfigError>()
+            || error.is::<crate::config::MissingConfigFile>()
+            || error.is::<crate::LoggingError>()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("cannot start")]
+    struct Wrapper(#[source] Box<dyn std::error::Error + Send + Sync>);
+
+    #[test]
+    fn configuration_errors_are_found_among_the_causes() {
+        let missing = crate::config::MissingConfigFile("/nonexistent.toml".into());
+        assert!(is_config_error(&missing));
+        let wrapped = Wrapper(Box::new(crate::config::MissingConfigFile(
+            "/nonexistent.toml".into(),
+        )));
+        assert!(is_config_error(&wrapped));
+        let io = Wrapper(Box::new(std::io::Error::other("port in use")));
+        assert!(!is_config_error(&io));
+    }
+
+    #[test]
+    fn no_watchdog_outside_systemd() {
+        // The test runner is not a service with WatchdogSec=.
+        if std::env::var_os("WATCHDOG_USEC").is_none() {
+            assert_eq!(watchdog_ping_period(), None);
         }
     }
 }

@@ -3,10 +3,24 @@
 //!
 //! - `cargo xtask run [--nodes N] [--topology T] [--run-dir DIR]`: the main job, a local
 //!   cluster of real processes on loopback.
-//! - `cargo xtask test`: formatting, lints and every test.
+//! - `cargo xtask test [--repeat N]`: formatting, lints, every test, then the Debian package
+//!   built from the tests' binaries and installed in a booted Debian container (see
+//!   [`container`]). `--repeat N` runs the test suite N times and reports which tests failed
+//!   and how often.
+//! - `cargo xtask deb`: the release package, `target/debian/chat-system_*.deb`, checked by
+//!   lintian.
+//! - `cargo xtask e2e [--deb PATH]`: the container test alone (packages the test build first
+//!   unless given a .deb).
 //! - `cargo xtask bench`: every benchmark (they print figures; none fails on a slow machine).
 
-use std::process::{Command, ExitCode};
+mod container;
+mod deb;
+mod repeat;
+mod system;
+
+use std::process::ExitCode;
+
+use crate::system::{cargo, ensure_system_packages, Needs};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -16,10 +30,15 @@ fn main() -> ExitCode {
     };
     let result = match task {
         "run" => run(rest),
-        "test" => test(),
+        "test" => test(rest),
+        "deb" => deb::release_package().map(|_| ()),
+        "e2e" => e2e(rest),
         "bench" => cargo(&["bench", "--workspace"]),
         "help" | "--help" | "-h" => {
-            println!("usage: cargo xtask <run|test|bench>");
+            println!(
+                "usage: cargo xtask <run|test [--repeat N]|deb|e2e [--deb PATH]|bench>\n\
+                 see crates/xtask/src/main.rs"
+            );
             Ok(())
         }
         other => Err(format!("unknown task `{other}`; try `cargo xtask help`")),
@@ -33,38 +52,27 @@ fn main() -> ExitCode {
     }
 }
 
-/// System packages the tasks need. libzmq and SQLite are built from source by their crates and
-/// .proto files are compiled in pure Rust, so the list is empty for now; later capabilities
-/// (a browser for page tests, systemd tooling for unit tests) add theirs here.
-const SYSTEM_PACKAGES: &[(&str, &str)] = &[];
-
-fn ensure_system_packages() -> Result<(), String> {
-    let missing: Vec<&str> = SYSTEM_PACKAGES
-        .iter()
-        .filter(|(binary, _)| !on_path(binary))
-        .map(|(_, package)| *package)
-        .collect();
-    if missing.is_empty() {
-        return Ok(());
+/// The value following `flag` in `args`, if the flag is there.
+fn flag_value<'a>(args: &'a [String], flag: &str) -> Result<Option<&'a str>, String> {
+    match args.iter().position(|arg| arg == flag) {
+        None => Ok(None),
+        Some(at) => args
+            .get(at + 1)
+            .map(|value| Some(value.as_str()))
+            .ok_or_else(|| format!("{flag} needs a value")),
     }
-    eprintln!("xtask: installing {}", missing.join(" "));
-    status(Command::new("apt-get").arg("update").arg("-qq"))?;
-    status(
-        Command::new("apt-get")
-            .args(["install", "-y", "-qq", "--no-install-recommends"])
-            .args(&missing)
-            .env("DEBIAN_FRONTEND", "noninteractive"),
-    )
 }
 
-fn on_path(binary: &str) -> bool {
-    std::env::var_os("PATH")
-        .map(|paths| std::env::split_paths(&paths).any(|dir| dir.join(binary).is_file()))
-        .unwrap_or(false)
-}
-
-fn test() -> Result<(), String> {
-    ensure_system_packages()?;
+fn test(rest: &[String]) -> Result<(), String> {
+    let repeat = match flag_value(rest, "--repeat")? {
+        None => 1,
+        Some(text) => text
+            .parse::<u32>()
+            .ok()
+            .filter(|n| *n >= 1)
+            .ok_or_else(|| format!("--repeat wants a number >= 1, not `{text}`"))?,
+    };
+    ensure_system_packages(Needs::Test)?;
     cargo(&["fmt", "--all", "--", "--check"])?;
     cargo(&[
         "clippy",
@@ -76,12 +84,28 @@ fn test() -> Result<(), String> {
     ])?;
     // Benchmarks are compiled (clippy --all-targets checks them) but not run here: they
     // measure, and in a debug build they would only cost time.
-    cargo(&["test", "--workspace", "--lib", "--bins", "--tests"])?;
-    cargo(&["test", "--workspace", "--doc"])
+    repeat::run_suite(
+        &["test", "--workspace", "--lib", "--bins", "--tests"],
+        repeat,
+    )?;
+    cargo(&["test", "--workspace", "--doc"])?;
+    // The package is made from the binaries the tests just built (one build for clippy, the
+    // tests and the package): the container test checks packaging and units, not speed.
+    let package = deb::test_package()?;
+    container::end_to_end(&package)
+}
+
+fn e2e(rest: &[String]) -> Result<(), String> {
+    ensure_system_packages(Needs::Test)?;
+    let package = match flag_value(rest, "--deb")? {
+        Some(path) => std::path::PathBuf::from(path),
+        None => deb::test_package()?,
+    };
+    container::end_to_end(&package)
 }
 
 fn run(rest: &[String]) -> Result<(), String> {
-    ensure_system_packages()?;
+    ensure_system_packages(Needs::Build)?;
     cargo(&["build", "--bins"])?;
     let mut args = vec!["run", "--quiet", "--bin", "chat-cluster", "--", "up"];
     let defaults = [
@@ -96,21 +120,4 @@ fn run(rest: &[String]) -> Result<(), String> {
     }
     args.extend(rest.iter().map(String::as_str));
     cargo(&args)
-}
-
-fn cargo(args: &[&str]) -> Result<(), String> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    status(Command::new(cargo).args(args))
-}
-
-fn status(command: &mut Command) -> Result<(), String> {
-    let shown = format!("{command:?}");
-    let status = command
-        .status()
-        .map_err(|e| format!("cannot start {shown}: {e}"))?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(format!("{shown} failed with {status}"))
-    }
 }
