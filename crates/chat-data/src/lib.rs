@@ -28,6 +28,9 @@
 //! * **Every answer** (writes and reads alike) is released only once its epoch is at or below the
 //!   known commit position and the entry there is still the one it reflected, so a client never
 //!   keeps an epoch a failover could take back.
+//! * **A new writer** whose log ends in an older term appends an empty entry (a term barrier)
+//!   first, so older entries commit without waiting for a fresh write. The store records an
+//!   entry with an empty payload in its log and applies nothing for it.
 //! * **Changes** from a committed batch go down the whole tree once the batch is majority-durable.
 //!
 //! # Driver contract

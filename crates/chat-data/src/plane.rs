@@ -15,6 +15,10 @@ use crate::NodeId;
 pub struct DataConfig {
     /// This node's id.
     pub node: NodeId,
+    /// Differs on every process start (the control plane's incarnation is fine): request ids
+    /// start from it, so a restarted input node never matches an answer meant for its
+    /// previous life.
+    pub incarnation: u64,
     /// How long an input node waits for an answer before answering `Unavailable`; also how
     /// long any node holds an answer waiting for its epoch to become majority-durable.
     pub request_timeout: Duration,
@@ -38,6 +42,7 @@ impl DataConfig {
     pub fn new(node: NodeId) -> Self {
         DataConfig {
             node,
+            incarnation: 0,
             request_timeout: Duration::from_secs(5),
             read_wait: Duration::from_millis(50),
             resend_interval: Duration::from_millis(100),
@@ -299,6 +304,7 @@ impl DataPlane {
         let durable = index.last();
         let commit = index.base().epoch;
         DataPlane {
+            next_seq: config.incarnation.wrapping_shl(32),
             next_tick: now + config.resend_interval,
             config,
             place: Place::default(),
@@ -311,7 +317,6 @@ impl DataPlane {
             commit_dirty: false,
             pending: HashMap::new(),
             deadlines: BTreeSet::new(),
-            next_seq: 0,
             waiting_reads: Vec::new(),
             local_reads: HashMap::new(),
             held: BTreeMap::new(),
@@ -420,6 +425,7 @@ impl DataPlane {
         self.place = place;
         if self.place.is_root {
             self.matched = self.log.last();
+            self.append_term_barrier();
         }
         self.update_own_position(now);
         self.positions_dirty = true;
@@ -621,6 +627,30 @@ impl DataPlane {
         self.update_own_position(now);
         self.run_ready_reads(now);
         self.flush();
+    }
+
+    /// A writable root whose log ends in an older term appends an empty entry of its own
+    /// term: the commit rule counts only current-term entries, so without it the older
+    /// entries (and any retried write that finds its id among them) would wait for the next
+    /// fresh write, possibly forever.
+    fn append_term_barrier(&mut self) {
+        let tail = self.log.last_position();
+        if !self.place.writable || tail.term >= self.place.term {
+            return;
+        }
+        let barrier = Entry {
+            position: Position::new(self.place.term, tail.epoch + 1),
+            payload: Vec::new(),
+        };
+        self.log.append(std::slice::from_ref(&barrier));
+        self.matched = self.log.last();
+        self.actions
+            .push_back(Action::AppendEntries(vec![barrier.clone()]));
+        self.send_to_children(Body::Entries {
+            prev: tail,
+            entries: vec![barrier],
+            commit: self.commit,
+        });
     }
 
     // ---- requests and responses ----------------------------------------------------------

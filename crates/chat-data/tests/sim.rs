@@ -205,8 +205,9 @@ struct Stats {
     crashes: u64,
 }
 
+/// The write id an entry carries (0 for a term barrier, which carries nothing).
 fn write_id(payload: &[u8]) -> u64 {
-    u64::from_le_bytes(payload.try_into().expect("sim payloads are 8 bytes"))
+    payload.try_into().map_or(0, u64::from_le_bytes)
 }
 
 impl Sim {
@@ -253,6 +254,7 @@ impl Sim {
 
     fn config(&self, node: NodeId) -> DataConfig {
         DataConfig {
+            incarnation: self.nodes.get(&node).map_or(0, |n| n.incarnation),
             cache_entries: self.scenario.cache_entries,
             max_entries_per_frame: 16,
             request_timeout: Duration::from_millis(1500),
@@ -375,7 +377,7 @@ impl Sim {
     fn check_writer_holds_acknowledged(&mut self, root: NodeId) {
         let log = &self.nodes[&root].store.log;
         let mut counts: HashMap<u64, usize> = HashMap::new();
-        for entry in log {
+        for entry in log.iter().filter(|e| !e.payload.is_empty()) {
             *counts.entry(write_id(&entry.payload)).or_default() += 1;
         }
         let bad: Vec<_> = self
