@@ -27,6 +27,9 @@ pub(crate) struct LogIndex {
     last: Epoch,
     cache: VecDeque<Entry>,
     cache_limit: usize,
+    /// Entries above this are never evicted: a child that needs them could not get them from
+    /// a snapshot (snapshots reflect committed state).
+    commit: Epoch,
 }
 
 impl LogIndex {
@@ -43,6 +46,7 @@ impl LogIndex {
             last: log.last.max(log.base.epoch),
             cache: VecDeque::new(),
             cache_limit: cache_limit.max(1),
+            commit: 0,
         };
         for entry in log.recent {
             let epoch = entry.position.epoch;
@@ -160,8 +164,19 @@ impl LogIndex {
         Some(self.cache.range(start..=end).cloned().collect())
     }
 
+    /// Entries up to `commit` are majority-durable and may leave the cache.
+    pub(crate) fn set_commit(&mut self, commit: Epoch) {
+        self.commit = commit;
+        self.trim_cache();
+    }
+
     fn trim_cache(&mut self) {
-        while self.cache.len() > self.cache_limit {
+        while self.cache.len() > self.cache_limit
+            && self
+                .cache
+                .front()
+                .is_some_and(|e| e.position.epoch <= self.commit)
+        {
             self.cache.pop_front();
         }
     }
@@ -200,6 +215,7 @@ mod tests {
     #[test]
     fn runs_track_terms_and_truncation() {
         let mut log = LogIndex::new(LocalLog::default(), 3);
+        log.set_commit(4);
         log.append(&[entry(1, 1), entry(1, 2), entry(2, 3), entry(2, 4)]);
         assert_eq!(log.term_at(0), Some(0));
         assert_eq!(log.term_at(2), Some(1));

@@ -300,7 +300,8 @@ pub struct DataPlane {
 impl DataPlane {
     /// A node's data plane over the local log as the store has it (durable and applied).
     pub fn new(now: Instant, config: DataConfig, log: LocalLog) -> Self {
-        let index = LogIndex::new(log, config.cache_entries);
+        let mut index = LogIndex::new(log, config.cache_entries);
+        index.set_commit(index.base().epoch);
         let durable = index.last();
         let commit = index.base().epoch;
         DataPlane {
@@ -622,6 +623,7 @@ impl DataPlane {
         self.durable = base.epoch;
         self.matched = if self.place.is_root { base.epoch } else { 0 };
         self.commit = self.commit.min(base.epoch);
+        self.log.set_commit(self.commit);
         self.snapshot_in = None;
         self.counters.snapshots_installed += 1;
         self.update_own_position(now);
@@ -810,8 +812,8 @@ impl DataPlane {
     }
 
     fn release(&mut self, now: Instant, position: Position, mut response: Response) {
-        let intact = position.epoch <= self.log.base().epoch
-            || self.log.term_at(position.epoch) == Some(position.term);
+        // Below a snapshot's base the entry can no longer be checked: say "retry".
+        let intact = self.log.term_at(position.epoch) == Some(position.term);
         if !intact {
             self.counters.answers_lost_term += 1;
             response.outcome = Err(RetryableError::Unavailable);
@@ -1211,6 +1213,7 @@ impl DataPlane {
 
     fn advance_commit(&mut self, now: Instant, commit: Epoch) {
         self.commit = commit;
+        self.log.set_commit(commit);
         self.commit_dirty = true;
         self.actions.push_back(Action::CommitAdvanced(commit));
         self.release_held(now);

