@@ -146,6 +146,7 @@ fn corrupt_registry_stops_start_up_with_the_file_named() {
 fn missing_config_file_is_an_error() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut child = spawn(&dir.path().join("absent.toml"));
-    assert!(!wait_exit(&mut child).success());
+    // Exit code 2, a configuration error: the unit's RestartPreventExitStatus=2 stops there.
+    assert_eq!(wait_exit(&mut child).code(), Some(2));
     assert!(stderr_of(child).contains("absent.toml"));
 }

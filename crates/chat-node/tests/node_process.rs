@@ -211,9 +211,26 @@ fn bad_configuration_exits_2_with_one_line_naming_key_value_and_file() {
 }
 
 #[test]
+fn a_config_file_that_does_not_exist_exits_2_naming_it() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let absent = dir.path().join("absent.toml");
+    let output = run_to_end(&[
+        "--id",
+        "4",
+        "--config",
+        absent.to_str().expect("utf-8 path"),
+    ]);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("absent.toml"), "{stderr}");
+}
+
+#[test]
 fn status_of_a_node_that_is_not_running_fails() {
     let [admin] = free_ports::<1>();
     let admin = admin.to_string();
+    // An empty file: the built-in defaults, without the machine's /etc/chat-system.
+    let config = tempfile::NamedTempFile::new().expect("temp file");
     let output = run_to_end(&[
         "status",
         "--id",
@@ -221,7 +238,7 @@ fn status_of_a_node_that_is_not_running_fails() {
         "--admin-port",
         &admin,
         "--config",
-        "/nonexistent.toml",
+        config.path().to_str().expect("utf-8 path"),
     ]);
     assert_eq!(output.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&output.stderr).contains("does not answer"));

@@ -155,8 +155,10 @@ fn scenario(container: &Container, deb: &str) -> Result<(), String> {
             let writer = container.writer()?;
             println!("  writer: chat-node@{writer}");
             container.run(&format!("systemctl stop {}", node_unit(writer)))?;
+            // Until writes need a majority, a node the stop cut off elects itself too: any
+            // other writer will do here; the restart below must then leave exactly one.
             let successor = container.poll("another writer", || {
-                Ok(container.writer().ok().filter(|id| *id != writer))
+                Ok(container.writers()?.into_iter().find(|id| *id != writer))
             })?;
             println!("  new writer: chat-node@{successor}");
             container.run(&format!("systemctl start {}", node_unit(writer)))?;
@@ -183,6 +185,39 @@ fn scenario(container: &Container, deb: &str) -> Result<(), String> {
         })?;
         println!("  chat-node@{victim}: {}", container.unit_state(&unit)?.1);
         Ok(())
+    })?;
+
+    step("a node started before the bootstrap waits for it", || {
+        // Node 6 is new: nothing cached, so it must reach the bootstrap to learn neighbours.
+        container.run("systemctl stop chat-bootstrap")?;
+        container.run("systemctl start --no-block chat-node@6")?;
+        let waiting = container.poll("node 6 waiting for the bootstrap", || {
+            let said = container.run(
+                "journalctl -q --no-pager -o cat -u chat-node@6 | grep 'waiting for it' || true",
+            )?;
+            let (state, _) = container.unit_state("chat-node@6.service")?;
+            Ok((state == "activating" && !said.trim().is_empty()).then_some(said))
+        })?;
+        println!("  chat-node@6 (activating): {}", waiting.trim());
+        container.run("systemctl start chat-bootstrap")?;
+        container.poll("node 6 active in a role once the bootstrap is back", || {
+            let (state, status) = container.unit_state("chat-node@6.service")?;
+            Ok((state == "active" && role_of(&status).is_some()).then_some(()))
+        })?;
+        println!(
+            "  chat-node@6: {}",
+            container.unit_state("chat-node@6.service")?.1
+        );
+        container.run("systemctl stop chat-node@6").map(drop)
+    })?;
+
+    step("no watchdog timeout", || {
+        let timeouts = container
+            .run("journalctl -q --no-pager -u 'chat-*' | grep -ci 'watchdog timeout' || true")?;
+        expect(
+            timeouts.trim() == "0",
+            format!("{} watchdog timeouts in the journal", timeouts.trim()),
+        )
     })?;
 
     step("systemd-analyze security and verify", || {
@@ -466,11 +501,17 @@ impl Container {
         container.init_pid = wait_for(Duration::from_secs(30), "the container's init", || {
             Ok(children_of(nspawn_pid).into_iter().next())
         })?;
-        // Returns once start-up is done ("running", or "degraded" if some unrelated unit
-        // failed, which is no concern of this test).
-        let state =
-            container.run_with_timeout("systemctl is-system-running --wait || true", 120)?;
-        eprintln!("xtask e2e: container's systemd is {}", state.trim());
+        // Start-up is done once the state is "running", or "degraded" if some unrelated unit
+        // failed, which is no concern of this test. Before systemd answers on its bus the
+        // state reads "offline", and `--wait` does not wait for that.
+        let state = wait_for(Duration::from_secs(120), "the container's boot", || {
+            let state = container.run("systemctl is-system-running || true")?;
+            let state = state.trim().to_owned();
+            Ok(["running", "degraded"]
+                .contains(&state.as_str())
+                .then_some(state))
+        })?;
+        eprintln!("xtask e2e: container's systemd is {state}");
         Ok(container)
     }
 
@@ -512,8 +553,8 @@ impl Container {
         Ok((state, status))
     }
 
-    /// The one node whose status says writer; an error if none or several do.
-    fn writer(&self) -> Result<u32, String> {
+    /// The active nodes whose status says writer.
+    fn writers(&self) -> Result<Vec<u32>, String> {
         let mut writers = Vec::new();
         for id in NODES {
             let (state, status) = self.unit_state(&node_unit(id))?;
@@ -521,7 +562,12 @@ impl Container {
                 writers.push(id);
             }
         }
-        match writers.as_slice() {
+        Ok(writers)
+    }
+
+    /// The one node whose status says writer; an error if none or several do.
+    fn writer(&self) -> Result<u32, String> {
+        match self.writers()?.as_slice() {
             [one] => Ok(*one),
             other => Err(format!("expected one writer, found {other:?}")),
         }

@@ -60,16 +60,24 @@ pub(crate) fn test_package() -> Result<PathBuf, String> {
 
 fn package(profile: Profile, out_dir: &Path) -> Result<PathBuf, String> {
     ensure_cargo_deb()?;
-    let mut build = vec!["build", "--bins", "--profile", profile.cargo_name()];
-    for binary in BINARIES {
-        build.extend(["-p", binary]);
+    match profile {
+        Profile::Release => {
+            let mut build = vec!["build", "--release", "--bins"];
+            for binary in BINARIES {
+                build.extend(["-p", binary]);
+            }
+            cargo(&build)?;
+        }
+        // Exactly the test suite's build (its feature set includes the dev-dependencies'),
+        // so after `cargo test` this compiles nothing.
+        Profile::Dev => cargo(&[crate::TEST_SUITE, &["--no-run"]].concat())?,
     }
-    cargo(&build)?;
     let bin_dir = system::target_dir().join(profile.dir());
     write_man_pages(&bin_dir)?;
     std::fs::create_dir_all(out_dir)
         .map_err(|e| format!("cannot create {}: {e}", out_dir.display()))?;
-    let printed = output(cargo_command().args([
+    let mut cargo_deb = cargo_command();
+    cargo_deb.args([
         "deb",
         "--package",
         PACKAGE_OWNER,
@@ -78,7 +86,12 @@ fn package(profile: Profile, out_dir: &Path) -> Result<PathBuf, String> {
         profile.cargo_name(),
         "--output",
         &out_dir.to_string_lossy(),
-    ]))?;
+    ]);
+    if profile == Profile::Dev {
+        // A package that lives for one test: compression time matters, size does not.
+        cargo_deb.arg("--fast");
+    }
+    let printed = output(&mut cargo_deb)?;
     // cargo-deb prints the path of the package it wrote as its last line.
     let deb = printed
         .lines()

@@ -52,6 +52,10 @@ fn main() -> ExitCode {
     }
 }
 
+/// The test suite (`cargo test` without the doc tests); its build is also what the test
+/// package is made from.
+const TEST_SUITE: &[&str] = &["test", "--workspace", "--lib", "--bins", "--tests"];
+
 /// The value following `flag` in `args`, if the flag is there.
 fn flag_value<'a>(args: &'a [String], flag: &str) -> Result<Option<&'a str>, String> {
     match args.iter().position(|arg| arg == flag) {
@@ -84,10 +88,7 @@ fn test(rest: &[String]) -> Result<(), String> {
     ])?;
     // Benchmarks are compiled (clippy --all-targets checks them) but not run here: they
     // measure, and in a debug build they would only cost time.
-    repeat::run_suite(
-        &["test", "--workspace", "--lib", "--bins", "--tests"],
-        repeat,
-    )?;
+    repeat::run_suite(TEST_SUITE, repeat)?;
     cargo(&["test", "--workspace", "--doc"])?;
     // The package is made from the binaries the tests just built (one build for clippy, the
     // tests and the package): the container test checks packaging and units, not speed.
