@@ -3,7 +3,10 @@
 use std::future::Future;
 use std::time::Duration;
 
+use chat_secret::KeyRing;
 use tonic::transport::{Channel, Endpoint};
+
+use crate::AuthChannel;
 
 /// Why a call failed. Each names the address called.
 #[derive(Debug, thiserror::Error)]
@@ -98,6 +101,26 @@ where
             timeout,
         }),
     }
+}
+
+/// [`call`], with the call signed by `keys` (the cluster secret's services keys) for a server
+/// guarded by a [`ServiceGuard`](crate::ServiceGuard); `None` calls unsigned, as [`call`].
+/// `rpc` builds its client on the [`AuthChannel`] it is given:
+/// `|channel| async move { FooClient::new(channel).method(request).await }`.
+pub async fn call_authenticated<T, F, Fut>(
+    addr: &str,
+    timeout: Duration,
+    keys: Option<&KeyRing>,
+    rpc: F,
+) -> Result<T, CallError>
+where
+    F: FnOnce(AuthChannel) -> Fut,
+    Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+{
+    call(addr, timeout, |channel| {
+        rpc(AuthChannel::new(channel, keys.cloned()))
+    })
+    .await
 }
 
 #[cfg(test)]

@@ -1,12 +1,19 @@
 //! tonic plumbing shared by the bootstrap and the nameserver: client calls with a deadline
 //! ([`call`], [`endpoint`], [`CallError`]), and servers with TCP_NODELAY and a bounded
-//! shutdown grace ([`serve_with_grace`]).
+//! shutdown grace ([`serve_with_grace`]), and calls that only holders of the cluster secret can
+//! make ([`ServiceGuard`] on the server, [`AuthChannel`] or [`call_authenticated`] on the
+//! client).
 //!
 //! Each service keeps its own error type, naming itself in its messages; it converts a
 //! [`CallError`] with one `From` impl.
 
+mod auth;
 mod client;
 mod server;
 
-pub use client::{call, endpoint, CallError};
+pub use auth::{
+    AuthChannel, AuthError, Guarded, ServiceGuard, CHALLENGE_HEADER, MAX_OUTSTANDING_NONCES,
+    NONCE_LIFETIME, PROOF_HEADER,
+};
+pub use client::{call, call_authenticated, endpoint, CallError};
 pub use server::{incoming, serve_with_grace, Drain, SHUTDOWN_GRACE};

@@ -4,6 +4,7 @@
 
 use std::time::{Duration, Instant};
 
+use chat_secret::{ClusterSecret, KeyRing, Purpose};
 use chat_transport::{Transport, TransportConfig, TransportEvent, TransportHandle};
 use tokio::sync::mpsc::Receiver;
 
@@ -14,8 +15,31 @@ const STALL: Duration = Duration::from_secs(3);
 
 type Events = Receiver<TransportEvent>;
 
-fn config(node_id: u64, queue: usize) -> TransportConfig {
-    let mut config = TransportConfig::new(node_id, "tcp://127.0.0.1:*");
+/// Whether the wire is sealed with the cluster secret, and how each figure is labelled.
+#[derive(Clone, Copy)]
+enum Wire {
+    Clear,
+    Sealed,
+}
+
+impl Wire {
+    fn keys(self) -> Option<KeyRing> {
+        match self {
+            Wire::Clear => None,
+            Wire::Sealed => Some(ClusterSecret::from_parts([7; 32], None).keys(Purpose::Wire)),
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Wire::Clear => "clear",
+            Wire::Sealed => "sealed",
+        }
+    }
+}
+
+fn config(node_id: u64, queue: usize, wire: Wire) -> TransportConfig {
+    let mut config = TransportConfig::new(node_id, "tcp://127.0.0.1:*").with_security(wire.keys());
     config.send_queue = queue;
     config.event_queue = queue.min(65_536);
     let hwm = i32::try_from(queue).unwrap_or(i32::MAX);
@@ -25,9 +49,9 @@ fn config(node_id: u64, queue: usize) -> TransportConfig {
 }
 
 /// Two transports connected both ways, links up.
-async fn pair(queue: usize) -> ((TransportHandle, Events), (TransportHandle, Events)) {
-    let (a, mut a_events) = Transport::start(config(1, queue)).expect("start a");
-    let (b, mut b_events) = Transport::start(config(2, queue)).expect("start b");
+async fn pair(queue: usize, wire: Wire) -> ((TransportHandle, Events), (TransportHandle, Events)) {
+    let (a, mut a_events) = Transport::start(config(1, queue, wire)).expect("start a");
+    let (b, mut b_events) = Transport::start(config(2, queue, wire)).expect("start b");
     a.connect(2, b.local_endpoint().to_owned())
         .expect("connect");
     b.connect(1, a.local_endpoint().to_owned())
@@ -62,8 +86,9 @@ fn percentile(sorted: &[Duration], fraction: f64) -> Duration {
     sorted[index.min(sorted.len() - 1)]
 }
 
-async fn round_trip_latency() {
-    let ((a, mut a_events), (b, mut b_events)) = pair(4096).await;
+async fn round_trip_latency(wire: Wire) {
+    let label = wire.label();
+    let ((a, mut a_events), (b, mut b_events)) = pair(4096, wire).await;
     let echo = tokio::spawn(async move {
         while let Some(event) = b_events.recv().await {
             if let TransportEvent::Received { from, payload } = event {
@@ -93,14 +118,17 @@ async fn round_trip_latency() {
     samples.sort();
     let mean = samples.iter().sum::<Duration>() / samples.len() as u32;
     println!(
-        "bench round_trip_latency_8B_median: {:.1} us",
+        "bench round_trip_latency_8B_median ({label}): {:.1} us",
         micros(percentile(&samples, 0.5))
     );
     println!(
-        "bench round_trip_latency_8B_p99: {:.1} us",
+        "bench round_trip_latency_8B_p99 ({label}): {:.1} us",
         micros(percentile(&samples, 0.99))
     );
-    println!("bench round_trip_latency_8B_mean: {:.1} us", micros(mean));
+    println!(
+        "bench round_trip_latency_8B_mean ({label}): {:.1} us",
+        micros(mean)
+    );
     a.shutdown().await;
     echo.abort();
 }
@@ -109,8 +137,9 @@ fn micros(duration: Duration) -> f64 {
     duration.as_secs_f64() * 1e6
 }
 
-async fn one_way_throughput(payload_bytes: usize, messages: usize) {
-    let ((a, _a_events), (b, mut b_events)) = pair(messages).await;
+async fn one_way_throughput(payload_bytes: usize, messages: usize, wire: Wire) {
+    let label = wire.label();
+    let ((a, _a_events), (b, mut b_events)) = pair(messages, wire).await;
     let payload = vec![0x5a; payload_bytes];
 
     let started = Instant::now();
@@ -138,7 +167,7 @@ async fn one_way_throughput(payload_bytes: usize, messages: usize) {
     let rate = received as f64 / seconds;
     let stats = a.stats();
     println!(
-        "bench one_way_throughput_{payload_bytes}B: {rate:.0} msg/s ({:.1} MB/s, {received}/{messages} received, dropped queue {} pipe {})",
+        "bench one_way_throughput_{payload_bytes}B ({label}): {rate:.0} msg/s ({:.1} MB/s, {received}/{messages} received, dropped queue {} pipe {})",
         rate * payload_bytes as f64 / 1e6,
         stats.dropped_queue_full,
         stats.dropped_pipe_full,
@@ -154,8 +183,15 @@ fn main() {
         .build()
         .expect("tokio runtime");
     runtime.block_on(async {
-        round_trip_latency().await;
-        one_way_throughput(100, 200_000).await;
-        one_way_throughput(4096, 50_000).await;
+        // Clear and sealed alternate, so a load change on the machine hits both alike.
+        for wire in [Wire::Clear, Wire::Sealed] {
+            round_trip_latency(wire).await;
+        }
+        for wire in [Wire::Clear, Wire::Sealed, Wire::Clear, Wire::Sealed] {
+            one_way_throughput(100, 200_000, wire).await;
+        }
+        for wire in [Wire::Clear, Wire::Sealed] {
+            one_way_throughput(4096, 50_000, wire).await;
+        }
     });
 }

@@ -1,5 +1,7 @@
 //! Settings of one transport socket.
 
+use chat_secret::KeyRing;
+
 /// Settings of one [`Transport`](crate::Transport): which node we are, where we listen, and
 /// how the socket trades memory against loss.
 ///
@@ -41,9 +43,17 @@ pub struct TransportConfig {
     /// How long a connection may stay silent after a ZMTP heartbeat before ZeroMQ drops it
     /// (`ZMQ_HEARTBEAT_TIMEOUT`). Ignored when `heartbeat_ivl_ms` is 0.
     pub heartbeat_timeout_ms: i32,
-    /// Largest inbound message ZeroMQ accepts (`ZMQ_MAXMSGSIZE`), in bytes; a peer sending
-    /// more is disconnected. Protects the node's memory from a broken or hostile peer.
+    /// Largest payload this transport sends or delivers, in bytes. A larger send is dropped
+    /// and counted (`dropped_oversized`), a larger received payload too (`refused_oversized`).
+    /// ZeroMQ itself disconnects a peer whose frame exceeds twice this (`ZMQ_MAXMSGSIZE`), so
+    /// a broken or hostile peer cannot make the node buffer more. See
+    /// [`TransportConfig::control_plane`] for the small bound the control plane needs.
     pub max_message_bytes: i64,
+    /// The wire keys (`Purpose::Wire` of the cluster secret) that seal and authenticate every
+    /// frame; `None` sends payloads in the clear as before. Every node of a cluster must use
+    /// the same choice: a sealed transport refuses clear frames, and a clear one delivers
+    /// handshake frames as payloads. See the [crate documentation](crate#the-sealed-wire).
+    pub security: Option<KeyRing>,
 }
 
 impl TransportConfig {
@@ -63,6 +73,27 @@ impl TransportConfig {
             heartbeat_ivl_ms: 1000,
             heartbeat_timeout_ms: 3000,
             max_message_bytes: 16 * 1024 * 1024,
+            security: None,
         }
     }
+
+    /// Settings for a control-plane socket: as [`new`](TransportConfig::new), but with
+    /// payloads bounded to [`CONTROL_PLANE_MAX_MESSAGE_BYTES`], since election and tree
+    /// messages are a few hundred bytes and a peer must not make the node queue 16 MiB frames
+    /// by the thousand.
+    pub fn control_plane(node_id: u64, bind: impl Into<String>) -> Self {
+        TransportConfig {
+            max_message_bytes: CONTROL_PLANE_MAX_MESSAGE_BYTES,
+            ..Self::new(node_id, bind)
+        }
+    }
+
+    /// Turns the sealed wire on with `keys` (see [`security`](TransportConfig::security)).
+    pub fn with_security(mut self, keys: Option<KeyRing>) -> Self {
+        self.security = keys;
+        self
+    }
 }
+
+/// Payload bound of [`TransportConfig::control_plane`]: 64 KiB.
+pub const CONTROL_PLANE_MAX_MESSAGE_BYTES: i64 = 64 * 1024;

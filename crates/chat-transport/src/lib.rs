@@ -32,6 +32,22 @@
 //! with another frame count, or whose identity is not `node-<id>` in canonical decimal, is
 //! dropped and counted in [`TransportStats::bad_frames`].
 //!
+//! # The sealed wire
+//!
+//! With [`TransportConfig::security`] set to the cluster secret's wire keys, every frame is
+//! sealed: each direction of each link first runs a handshake (HELLO, WELCOME) in which both
+//! ends contribute a fresh random nonce and agree on a key both hold, then every payload
+//! travels as a DATA frame sealed with ChaCha20-Poly1305 under the session's key, its header
+//! (kind, session, counter) authenticated as associated data. Sends wait for the handshake in
+//! a per-peer queue bounded by the send high-water mark. What a peer without the secret sends
+//! is refused and counted ([`TransportStats::refused_unauthenticated`]), and nothing it sends
+//! is delivered; an altered frame is refused ([`TransportStats::refused_tampered`]), a
+//! replayed one too ([`TransportStats::refused_replayed`]), and a session recorded earlier
+//! cannot be replayed to a restarted node, whose fresh nonce makes a new key. ZeroMQ
+//! identities are still what routes, so a peer without the secret can still take over an
+//! identity's connection (a denial of service, which an on-path attacker has anyway), but
+//! never read or inject traffic. docs/decisions.md says why this and not ZeroMQ CURVE.
+//!
 //! # Threads and queues
 //!
 //! ZeroMQ sockets are not thread-safe, so one thread owns the sockets. [`TransportHandle`]s
@@ -64,6 +80,7 @@ mod config;
 mod error;
 mod identity;
 mod monitor;
+mod secure;
 mod stats;
 mod worker;
 
@@ -74,13 +91,14 @@ use std::thread::JoinHandle;
 
 use tokio::sync::{mpsc, watch};
 
-pub use config::TransportConfig;
+pub use config::{TransportConfig, CONTROL_PLANE_MAX_MESSAGE_BYTES};
 pub use error::TransportError;
 pub use identity::{node_identity, parse_node_identity};
 pub use stats::TransportStats;
 
 use error::zmq_error;
 use identity::validate_peer_endpoint;
+use secure::SecureLinks;
 use stats::{bump, Counters};
 use worker::{Command, Outgoing, Wakeup, Worker};
 
@@ -186,6 +204,11 @@ impl Transport {
             counters: Arc::clone(&counters),
             exited: exited_tx,
             node_id: config.node_id,
+            max_message_bytes: usize::try_from(config.max_message_bytes).unwrap_or(usize::MAX),
+            secure: config.security.clone().map(|keys| {
+                let pending = usize::try_from(config.send_hwm).unwrap_or(1);
+                SecureLinks::new(config.node_id, keys, pending)
+            }),
         };
         let thread = std::thread::Builder::new()
             .name(format!("zmq-node-{}", config.node_id))
@@ -235,8 +258,14 @@ fn configure_router(router: &zmq::Socket, config: &TransportConfig) -> Result<()
     router
         .set_reconnect_ivl_max(config.reconnect_ivl_max_ms)
         .map_err(zmq_error("set_reconnect_ivl_max"))?;
+    // The hard cap: twice the payload bound plus the seal's overhead, so payloads between
+    // the two are still read and refused with a count instead of a silent disconnect.
+    let hard_cap = config
+        .max_message_bytes
+        .saturating_mul(2)
+        .saturating_add(secure::DATA_OVERHEAD as i64);
     router
-        .set_maxmsgsize(config.max_message_bytes)
+        .set_maxmsgsize(hard_cap)
         .map_err(zmq_error("set_maxmsgsize"))?;
     if config.heartbeat_ivl_ms > 0 {
         router

@@ -12,13 +12,15 @@ use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::Arc;
+use std::time::Instant;
 
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, watch};
 
 use crate::identity::{node_identity, parse_node_identity};
 use crate::monitor::{parse_monitor_event, ClosedLink, ConnectPlan, LinkChange, LinkTracker};
-use crate::stats::{bump, Counters};
+use crate::secure::{kind, Refusal, SecureLinks};
+use crate::stats::{add, bump, Counters};
 use crate::TransportEvent;
 
 /// How long the thread waits before retrying to hand events to a full consumer queue.
@@ -106,6 +108,10 @@ pub(crate) struct Worker {
     /// Dropped when the thread ends, which tells `shutdown().await` the sockets are closed.
     pub(crate) exited: watch::Sender<()>,
     pub(crate) node_id: u64,
+    /// Payloads larger than this are neither sent nor delivered.
+    pub(crate) max_message_bytes: usize,
+    /// The sealed wire's state, when it is on; moved into the loop's state at start.
+    pub(crate) secure: Option<SecureLinks>,
 }
 
 /// Per-run state of the socket thread.
@@ -117,6 +123,8 @@ struct Loop {
     outbox: VecDeque<TransportEvent>,
     /// The consumer dropped its receiver: events are discarded from then on.
     consumer_gone: bool,
+    /// Sessions of the sealed wire, when it is on.
+    secure: Option<SecureLinks>,
 }
 
 impl Loop {
@@ -134,11 +142,12 @@ struct Readiness {
 
 impl Worker {
     /// Runs until a stop is requested or every handle is gone, then closes the sockets.
-    pub(crate) fn run(self) {
+    pub(crate) fn run(mut self) {
         let mut state = Loop {
             links: LinkTracker::default(),
             outbox: VecDeque::new(),
             consumer_gone: false,
+            secure: self.secure.take(),
         };
         loop {
             let ready = match self.poll(&state) {
@@ -155,7 +164,8 @@ impl Worker {
                 break;
             }
             let handles_gone = self.apply_commands(&mut state);
-            self.send_queued();
+            self.send_queued(&mut state);
+            self.retry_handshakes(&mut state);
             if ready.monitor {
                 self.read_monitor(&mut state);
             }
@@ -172,7 +182,7 @@ impl Worker {
         }
         // Best effort for what was queued before the stop; the linger bounds how long the
         // context waits for it below.
-        self.send_queued();
+        self.send_queued(&mut state);
         let Worker {
             inbound,
             outbound,
@@ -202,7 +212,19 @@ impl Worker {
             self.monitor.as_poll_item(zmq::POLLIN),
             zmq::PollItem::from_fd(self.wake_reader.as_raw_fd(), zmq::POLLIN),
         ];
-        let timeout = if waiting { CONSUMER_RETRY_MS } else { -1 };
+        let mut timeout = if waiting { CONSUMER_RETRY_MS } else { -1 };
+        if let Some(retry) = state.secure.as_ref().and_then(SecureLinks::next_retry) {
+            let until_retry = retry.saturating_duration_since(Instant::now()).as_millis();
+            // Round up: waking a millisecond early would find nothing due and spin.
+            let until_retry = i64::try_from(until_retry)
+                .unwrap_or(i64::MAX)
+                .saturating_add(1);
+            timeout = if timeout < 0 {
+                until_retry
+            } else {
+                timeout.min(until_retry)
+            };
+        }
         zmq::poll(&mut items, timeout)?;
         Ok(Readiness {
             inbound: items[0].is_readable(),
@@ -270,8 +292,12 @@ impl Worker {
         }
     }
 
-    /// Queues a link change for the consumer.
+    /// Queues a link change for the consumer. A link that went down may lead to a restarted
+    /// peer, which has forgotten our sealed session: the next send shakes hands again.
     fn report(&self, state: &mut Loop, change: LinkChange) {
+        if let (LinkChange::Down(peer), Some(secure)) = (change, state.secure.as_mut()) {
+            add(&self.counters.dropped_unroutable, secure.reset_sender(peer));
+        }
         let (event, counter, what) = match change {
             LinkChange::Up(peer) => (
                 TransportEvent::LinkUp { peer },
@@ -294,30 +320,88 @@ impl Worker {
         state.outbox.push_back(event);
     }
 
-    fn send_queued(&self) {
+    /// Repeats due HELLOs of the sealed wire and gives up the hopeless ones.
+    fn retry_handshakes(&self, state: &mut Loop) {
+        let Some(secure) = state.secure.as_mut() else {
+            return;
+        };
+        let (hellos, dropped) = secure.retry_handshakes(Instant::now());
+        add(&self.counters.dropped_handshake_pending, dropped);
+        for (peer, hello) in hellos {
+            self.send_sealed_frames(state, peer, vec![hello]);
+        }
+    }
+
+    fn send_queued(&self, state: &mut Loop) {
         while let Ok(outgoing) = self.sends.try_recv() {
-            self.send_one(outgoing);
+            self.send_one(state, outgoing);
+        }
+    }
+
+    /// Sends one payload: as it is, or sealed (which may first take a handshake).
+    fn send_one(&self, state: &mut Loop, Outgoing { peer, payload }: Outgoing) {
+        if payload.len() > self.max_message_bytes {
+            bump(&self.counters.dropped_oversized);
+            return;
+        }
+        let Some(secure) = state.secure.as_mut() else {
+            let result = self.send_frame(peer, &payload);
+            self.count_message_send(peer, result, 1);
+            return;
+        };
+        let output = secure.send(peer, payload, Instant::now());
+        add(
+            &self.counters.dropped_handshake_pending,
+            output.dropped_pending,
+        );
+        self.send_sealed_frames(state, peer, output.frames);
+    }
+
+    /// Sends sealed-wire frames to `peer`. DATA frames are messages and counted as such; a
+    /// HELLO that cannot go out ends the handshake, and the payloads waiting for it are
+    /// counted as the HELLO failed.
+    fn send_sealed_frames(&self, state: &mut Loop, peer: u64, frames: Vec<Vec<u8>>) {
+        for frame in frames {
+            let result = self.send_frame(peer, &frame);
+            match frame.first().copied() {
+                Some(kind::DATA) => self.count_message_send(peer, result, 1),
+                Some(kind::HELLO) if result.is_err() => {
+                    let waiting = state
+                        .secure
+                        .as_mut()
+                        .map_or(0, |secure| secure.reset_sender(peer));
+                    self.count_message_send(peer, result, waiting);
+                }
+                _ => {
+                    if let Err(error) = result {
+                        tracing::debug!(subsystem = "transport", node = self.node_id, peer,
+                            %error, "handshake frame not sent");
+                    }
+                }
+            }
         }
     }
 
     /// Sends over our own connection to the peer if it is up, else over the one the peer
     /// opened to us (so a node can answer a peer it never connected to, as data-plane
     /// parents answer children).
-    fn send_one(&self, Outgoing { peer, payload }: Outgoing) {
+    fn send_frame(&self, peer: u64, frame: &[u8]) -> Result<(), zmq::Error> {
         let identity = node_identity(peer);
-        let result = match send_frames(&self.outbound, identity.as_bytes(), &payload) {
-            Err(zmq::Error::EHOSTUNREACH) => {
-                send_frames(&self.inbound, identity.as_bytes(), &payload)
-            }
+        match send_frames(&self.outbound, identity.as_bytes(), frame) {
+            Err(zmq::Error::EHOSTUNREACH) => send_frames(&self.inbound, identity.as_bytes(), frame),
             other => other,
-        };
+        }
+    }
+
+    /// Counts the outcome of sending `messages` messages to `peer`.
+    fn count_message_send(&self, peer: u64, result: Result<(), zmq::Error>, messages: u64) {
         match result {
-            Ok(()) => bump(&self.counters.sent),
+            Ok(()) => add(&self.counters.sent, messages),
             // ROUTER_MANDATORY turns "no such peer" into this error instead of a silent drop.
-            Err(zmq::Error::EHOSTUNREACH) => bump(&self.counters.dropped_unroutable),
-            Err(zmq::Error::EAGAIN) => bump(&self.counters.dropped_pipe_full),
+            Err(zmq::Error::EHOSTUNREACH) => add(&self.counters.dropped_unroutable, messages),
+            Err(zmq::Error::EAGAIN) => add(&self.counters.dropped_pipe_full, messages),
             Err(error) => {
-                bump(&self.counters.send_errors);
+                add(&self.counters.send_errors, messages);
                 tracing::warn!(subsystem = "transport", node = self.node_id, peer, %error,
                     "send failed");
             }
@@ -336,28 +420,8 @@ impl Worker {
             };
             tracing::trace!(subsystem = "transport", node = self.node_id,
                 event = event.event, endpoint = %event.endpoint, "monitor event");
-            match state.links.on_event(&event) {
-                Some(LinkChange::Up(peer)) => {
-                    bump(&self.counters.link_ups);
-                    tracing::debug!(
-                        subsystem = "transport",
-                        node = self.node_id,
-                        peer,
-                        "link up"
-                    );
-                    state.outbox.push_back(TransportEvent::LinkUp { peer });
-                }
-                Some(LinkChange::Down(peer)) => {
-                    bump(&self.counters.link_downs);
-                    tracing::debug!(
-                        subsystem = "transport",
-                        node = self.node_id,
-                        peer,
-                        "link down"
-                    );
-                    state.outbox.push_back(TransportEvent::LinkDown { peer });
-                }
-                None => {}
+            if let Some(change) = state.links.on_event(&event) {
+                self.report(state, change);
             }
         }
     }
@@ -368,9 +432,18 @@ impl Worker {
                 return;
             }
             match self.receive_one(socket) {
-                Ok(Some(event)) => {
+                Ok(Some((from, frame))) => {
+                    let Some(payload) = self.open(state, from, frame) else {
+                        continue;
+                    };
+                    if payload.len() > self.max_message_bytes {
+                        bump(&self.counters.refused_oversized);
+                        continue;
+                    }
                     bump(&self.counters.received);
-                    state.outbox.push_back(event);
+                    state
+                        .outbox
+                        .push_back(TransportEvent::Received { from, payload });
                     self.flush_outbox(state);
                 }
                 Ok(None) => bump(&self.counters.bad_frames),
@@ -384,9 +457,40 @@ impl Worker {
         }
     }
 
-    /// Reads one whole multipart message: `Some` if it is `[node-<id>, payload]`, `None` if
-    /// it is malformed (every part is consumed either way, so the next read starts clean).
-    fn receive_one(&self, socket: &zmq::Socket) -> Result<Option<TransportEvent>, zmq::Error> {
+    /// The payload of a frame received from `from`: the frame itself on a clear wire; on a
+    /// sealed one, the opened payload of a DATA frame, after answering handshake frames and
+    /// counting refusals.
+    fn open(&self, state: &mut Loop, from: u64, frame: Vec<u8>) -> Option<Vec<u8>> {
+        let Some(secure) = state.secure.as_mut() else {
+            return Some(frame);
+        };
+        let output = secure.receive(from, frame, Instant::now());
+        if output.session_opened {
+            bump(&self.counters.sessions_opened);
+        }
+        if let Some(refusal) = output.refused {
+            let counter = match refusal {
+                Refusal::Unauthenticated => &self.counters.refused_unauthenticated,
+                Refusal::Tampered => &self.counters.refused_tampered,
+                Refusal::Replayed => &self.counters.refused_replayed,
+            };
+            bump(counter);
+            tracing::debug!(
+                subsystem = "transport",
+                node = self.node_id,
+                peer = from,
+                ?refusal,
+                "refused a frame"
+            );
+        }
+        self.send_sealed_frames(state, from, output.frames);
+        output.deliver
+    }
+
+    /// Reads one whole multipart message: `Some((sender, frame))` if it is
+    /// `[node-<id>, frame]`, `None` if it is malformed (every part is consumed either way, so
+    /// the next read starts clean).
+    fn receive_one(&self, socket: &zmq::Socket) -> Result<Option<(u64, Vec<u8>)>, zmq::Error> {
         let identity = socket.recv_bytes(zmq::DONTWAIT)?;
         let payload = if socket.get_rcvmore()? {
             Some(socket.recv_bytes(zmq::DONTWAIT)?)
@@ -406,7 +510,7 @@ impl Worker {
                 identity = %String::from_utf8_lossy(&identity), "dropped a malformed message");
             return Ok(None);
         };
-        Ok(Some(TransportEvent::Received { from, payload }))
+        Ok(Some((from, payload)))
     }
 
     fn flush_outbox(&self, state: &mut Loop) {

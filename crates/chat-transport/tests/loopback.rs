@@ -1,20 +1,12 @@
 //! Two real transports on loopback sockets: delivery, drops, link events, bad input and
 //! shutdown.
 
-use std::future::Future;
-use std::time::Duration;
+mod support;
 
 use chat_transport::{
     Transport, TransportConfig, TransportError, TransportEvent, TransportHandle, TransportStats,
 };
-use tokio::sync::mpsc::Receiver;
-use tokio::time::{timeout_at, Instant};
-
-/// Upper bound for anything a test waits for; reached only when the behaviour is broken, so
-/// it is generous rather than a speed requirement.
-const PATIENCE: Duration = Duration::from_secs(20);
-
-type Events = Receiver<TransportEvent>;
+use support::*;
 
 fn config(node_id: u64, bind: &str) -> TransportConfig {
     let mut config = TransportConfig::new(node_id, bind);
@@ -32,70 +24,6 @@ fn start_on(node_id: u64, bind: &str) -> (TransportHandle, Events) {
     Transport::start(config(node_id, bind)).expect("transport starts")
 }
 
-/// Receives events until one matches `wanted`; returns the ones received before it.
-async fn events_until(
-    events: &mut Events,
-    what: &str,
-    wanted: impl Fn(&TransportEvent) -> bool,
-) -> Vec<TransportEvent> {
-    let deadline = Instant::now() + PATIENCE;
-    let mut before = Vec::new();
-    loop {
-        match timeout_at(deadline, events.recv()).await {
-            Ok(Some(event)) if wanted(&event) => return before,
-            Ok(Some(event)) => before.push(event),
-            Ok(None) => panic!("event stream ended while waiting for {what}; saw {before:?}"),
-            Err(_) => panic!("no {what} within {PATIENCE:?}; saw {before:?}"),
-        }
-    }
-}
-
-async fn expect_link_up(events: &mut Events, peer: u64) -> Vec<TransportEvent> {
-    events_until(events, &format!("LinkUp of {peer}"), |event| {
-        *event == TransportEvent::LinkUp { peer }
-    })
-    .await
-}
-
-async fn expect_received(events: &mut Events, from: u64) -> Vec<u8> {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        match timeout_at(deadline, events.recv()).await {
-            Ok(Some(TransportEvent::Received {
-                from: sender,
-                payload,
-            })) if sender == from => return payload,
-            Ok(Some(_)) => {}
-            Ok(None) => panic!("event stream ended while waiting for a message from {from}"),
-            Err(_) => panic!("no message from {from} within {PATIENCE:?}"),
-        }
-    }
-}
-
-/// Polls the transport's counters until `done` holds; returns the last snapshot.
-async fn stats_until(
-    transport: &TransportHandle,
-    what: &str,
-    done: impl Fn(&TransportStats) -> bool,
-) -> TransportStats {
-    poll_until(what, || {
-        let stats = transport.stats();
-        done(&stats).then_some(stats)
-    })
-    .await
-}
-
-async fn poll_until<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        if let Some(value) = check() {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "not {what} within {PATIENCE:?}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
 /// Two transports connected to each other, both links up.
 async fn connected_pair(
     a_id: u64,
@@ -110,13 +38,6 @@ async fn connected_pair(
     expect_link_up(&mut a_events, b_id).await;
     expect_link_up(&mut b_events, a_id).await;
     ((a, a_events), (b, b_events))
-}
-
-/// Bounds a whole test, so a broken transport fails it instead of hanging the suite.
-async fn with_patience<F: Future>(future: F) -> F::Output {
-    tokio::time::timeout(PATIENCE * 3, future)
-        .await
-        .expect("test finished")
 }
 
 #[tokio::test]
