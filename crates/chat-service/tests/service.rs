@@ -812,3 +812,79 @@ async fn any_dispatcher_gets_the_service_traits() {
     recorder.my_groups(alice.uuid, 0).await.unwrap();
     assert_eq!(*recorder.1.lock().unwrap(), vec![true, false, false]);
 }
+
+#[tokio::test]
+async fn the_group_committer_answers_each_request_of_a_mixed_batch() {
+    let n = node(true);
+    let alice = n.register("alice", "123").await;
+    let bob = n.register("bob", "123").await;
+    let group = n
+        .service
+        .create_group(id(), alice.uuid, "g")
+        .await
+        .unwrap()
+        .value;
+    let store = Arc::clone(n.service.store());
+    let (batches, mut committed) = tokio::sync::mpsc::channel(16);
+    let committer = chat_service::GroupCommitter::start(
+        Arc::clone(&store),
+        chat_service::CommitterConfig {
+            queue: 64,
+            max_batch: 64,
+        },
+        Some(batches),
+    )
+    .unwrap();
+    // Alice may post to the group, bob (not a member) may not: interleaved, concurrently.
+    let tasks: Vec<_> = (0..20)
+        .map(|i| {
+            let committer = committer.clone();
+            let sender = if i % 2 == 0 { alice.uuid } else { bob.uuid };
+            tokio::spawn(async move {
+                let request = Request::SendToGroup {
+                    message_id: Uuid::new_v4(),
+                    acting_user: sender,
+                    group: group.uuid,
+                    content: format!("m{i}"),
+                };
+                (i, committer.submit(7, request, 0).await)
+            })
+        })
+        .collect();
+    let mut epochs = Vec::new();
+    for task in tasks {
+        let (i, answer) = task.await.unwrap();
+        if i % 2 == 0 {
+            epochs.push(answer.unwrap().epoch);
+        } else {
+            forbidden(answer);
+        }
+    }
+    epochs.sort_unstable();
+    assert_eq!(epochs, (4..14).collect::<Vec<u64>>());
+    let mut notices = 0;
+    while let Ok(batch) = committed.try_recv() {
+        assert_eq!(batch.entry.term, 7);
+        assert!(batch.notices.iter().all(|n| n.audience == vec![alice.uuid]));
+        notices += batch.notices.len();
+    }
+    assert_eq!(notices, 10);
+    assert_eq!(store.election_key().term, 7);
+    // A write stamped with an older term is refused as not the writer.
+    let stale = committer
+        .submit(
+            6,
+            Request::SendToGroup {
+                message_id: Uuid::new_v4(),
+                acting_user: alice.uuid,
+                group: group.uuid,
+                content: "late".into(),
+            },
+            0,
+        )
+        .await;
+    assert!(
+        matches!(stale, Err(ServiceError::NotWriter(_))),
+        "{stale:?}"
+    );
+}
