@@ -256,6 +256,7 @@ async fn a_node_reports_the_data_epoch_of_its_database() {
             .execute(&chat_store::Operation {
                 request_id: uuid::Uuid::new_v4(),
                 at_ms: 0,
+                fingerprint: chat_store::Fingerprint::default(),
                 change: chat_store::Change::RegisterUser {
                     user_uuid: uuid::Uuid::new_v4(),
                     username: name.to_owned(),

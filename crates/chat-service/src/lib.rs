@@ -2,56 +2,74 @@
 //!
 //! # Shape
 //! - [`Request`] / [`Response`] / [`ServiceError`]: one typed enum each, serde, carried as
-//!   bytes over the data plane ([`encode`], [`decode`]; bad bytes, invalid UTF-8 included,
-//!   decode to [`ServiceError::InvalidInput`]). [`Request::is_write`] says which requests only
-//!   the writer may serve. Every answer is a [`Reply`]: the value plus the epoch it reflects.
-//! - [`LocalService::handle`]`(request, min_epoch)`: the one dispatcher over this node's
-//!   [`chat_store::Store`]. SQLite and bcrypt run on tokio's blocking pool.
+//!   bytes over the data plane ([`encode`], [`decode`]; bad bytes decode to
+//!   [`ServiceError::InvalidInput`]). [`Request::is_write`] says which requests only the writer
+//!   serves; [`Request::request_id`] and [`Request::fingerprint`] bind a write's retry key to
+//!   its kind, acting user and parameters. Every answer is a [`Reply`]: the value, the epoch it
+//!   reflects, and `replayed` (a retried write's stored answer).
 //! - [`Dispatcher`]: anything that answers a request. [`AuthService`], [`UserService`],
 //!   [`GroupService`] and [`MessageService`] are implemented once for every dispatcher, so the
-//!   data-plane proxy gets them by implementing `dispatch` alone.
+//!   data-plane proxy gets them by implementing `dispatch` alone. [`AtLeast`] makes any
+//!   dispatcher's requests, writes included, carry the client's `min_epoch`.
+//! - [`LocalService::handle`]`(request, min_epoch)`: reads from this node's store; writes
+//!   through its [`GroupCommitter`] when it is the writer.
+//! - [`GroupCommitter`]: the writer's thread. `submit(term, request, min_epoch)` queues a
+//!   write on a bounded channel; the thread drains up to `max_batch`, commits them in one
+//!   transaction ([`chat_store::Store::commit_batch`], one savepoint per request), sends the
+//!   [`CommittedBatch`] (log entry + change notices) to the data plane, then answers.
+//!
+//! # Errors
+//! [`ServiceError`] tells apart the node-level answers a proxy acts on
+//! ([`ServiceError::NotWriter`]: pass on / retry; [`ServiceError::ReplicaBehind`]: pass up;
+//! [`ServiceError::Storage`]) from the user-facing ones, each with one JSON code
+//! ([`ServiceError::code`]) and HTTP status.
 //!
 //! # Consistency
-//! A read is refused with [`ServiceError::Unavailable`] when the local database is behind the
-//! client's `min_epoch` (so the request can go on towards the writer); a write on a node
-//! configured with `accepts_writes = false` likewise. Reads run in one SQLite transaction, so a
-//! reply's epoch matches its rows.
+//! A read on a node behind the client's `min_epoch` is [`ServiceError::ReplicaBehind`]; a
+//! write on a non-writer is [`ServiceError::NotWriter`]. Reads run in one SQLite transaction,
+//! so a reply's epoch matches its rows.
 //!
 //! # Authorisation (module `authz`, decided here and nowhere else)
-//! The acting user is named in each request by the input node and must still exist (a session
-//! can outlive its account). Only members see a group, its members and its chat, and only
-//! members post to it or add members. Anyone may leave; only the owner (the creator, then the
-//! longest-standing member once the owner leaves) removes others or deletes the group. A user
-//! deletes only their own account, which ends their memberships and frees `username#tag`.
-//! Checks and the write they guard run under the store's writer lock, so no other write can
-//! slip in between.
-//!
-//! # Retries
-//! Writes carry a client-chosen id (`request_id`, or `message_id` for sends). A repeated id
-//! returns the first result at the first epoch and writes nothing; an id reused for another
-//! kind of request is a [`ServiceError::Conflict`].
+//! The acting user must still exist (else [`ServiceError::Unauthenticated`]). Only members see
+//! a group, its members and its chat, and only members post to it or add members. Anyone may
+//! leave; only the owner removes others or deletes the group. A user deletes only their own
+//! account. Decisions run on the writer inside the batch's transaction, so no other write can
+//! slip in between a check and its change.
 //!
 //! # Validation (module [`validate`])
-//! Username: 1 to 32 letters, digits, `_ - .`. Tag: 3 to 6 ASCII digits, the whole string.
-//! Password: 8 to 72 bytes. Group name: 1 to 64 characters after trimming. Message: 1 to 4096
-//! characters, not blank. Page: 1 to 500 messages.
+//! Username: 1 to 32 letters, digits, `_ - .`, not all dots. Tag: 3 to 6 ASCII digits, the
+//! whole string, kept as text. Password: 8 to 72 bytes. Group name: 1 to 64 characters after
+//! trimming. Message: 1 to 4000 characters after trimming (stored trimmed). Page: at least 1;
+//! more than 200 reads as 200.
 //!
-//! # Secrets
-//! Passwords travel as [`Password`] (redacted `Debug`), are hashed with bcrypt (cost
-//! [`ServiceConfig::bcrypt_cost`], default 12) and the hash goes only into the store. No
-//! [`Response`] carries a hash. A login for an unknown name verifies against a decoy hash so
-//! timing does not reveal which accounts exist.
+//! # Passwords
+//! bcrypt never runs on the writer: [`AuthService::register`] hashes where it is called (the
+//! input node) and sends the hash; [`AuthService::login`] reads the user and hash
+//! ([`Request::Credentials`]) and verifies where it is called, against a decoy hash when the
+//! user does not exist, so timing does not tell. Both run on tokio's blocking pool, at most one
+//! hash per CPU ([`PasswordHasher`], from [`Dispatcher::password_hasher`]).
 
 mod authz;
+mod committer;
+mod decide;
 mod error;
+mod hasher;
 mod local;
 mod protocol;
 mod traits;
 pub mod validate;
 
+pub use committer::{CommittedBatch, CommitterConfig, GroupCommitter};
 pub use error::ServiceError;
+pub use hasher::PasswordHasher;
 pub use local::{LocalService, ServiceConfig};
-pub use protocol::{decode, encode, ChatPage, Members, Password, Reply, Request, Response};
-pub use traits::{AuthService, Dispatcher, GroupService, MessageService, UserService};
+pub use protocol::{
+    decode, encode, ChatPage, ChatRef, Credentials, Members, Password, Reply, Request, Response,
+    UserProfile,
+};
+pub use traits::{AtLeast, AuthService, Dispatcher, GroupService, MessageService, UserService};
 
-pub use chat_store::{Epoch, Group, Membership, Message, Page, Recipient, User};
+pub use chat_store::{
+    ChangeNotice, ChatSummary, ChatWith, Entry, EntryId, Epoch, Group, Membership, Message, Page,
+    ReadPosition, Recipient, Term, User,
+};

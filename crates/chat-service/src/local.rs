@@ -1,27 +1,34 @@
-//! The local implementation: requests served from this node's store.
+//! The local implementation: reads served from this node's store, writes through its group
+//! committer when this node is the writer.
 
-use std::sync::{Arc, OnceLock};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
-use chat_store::{
-    private_chat_id, Change, Epoch, Operation, Page, ReadView, Recipient, SecretHash, Store, User,
-    Written,
-};
+use chat_store::{private_chat_id, Epoch, Page, ReadView, Store, Term};
 use uuid::Uuid;
 
 use crate::authz;
+use crate::committer::{CommitterConfig, GroupCommitter};
+use crate::decide::{acting_user, chat_id, live_group};
 use crate::error::ServiceError;
-use crate::protocol::{ChatPage, Members, Password, Reply, Request, Response};
+use crate::hasher::PasswordHasher;
+use crate::protocol::{
+    ChatPage, ChatRef, Credentials, Members, Reply, Request, Response, UserProfile,
+};
 use crate::traits::Dispatcher;
 use crate::validate;
 
 /// Settings of a [`LocalService`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ServiceConfig {
-    /// bcrypt work factor, 4 to 31. Each step doubles the time per hash.
+    /// bcrypt work factor, 4 to 31, for the passwords this node hashes and verifies (as the
+    /// node users talk to). Each step doubles the time per hash.
     pub bcrypt_cost: u32,
-    /// True on the writer. A replica answers writes with [`ServiceError::Unavailable`].
+    /// True on the writer: writes go through a [`GroupCommitter`] it starts. Otherwise writes
+    /// are [`ServiceError::NotWriter`].
     pub accepts_writes: bool,
+    /// The writer's queue and batch sizes.
+    pub committer: CommitterConfig,
 }
 
 impl Default for ServiceConfig {
@@ -29,27 +36,19 @@ impl Default for ServiceConfig {
         Self {
             bcrypt_cost: bcrypt::DEFAULT_COST,
             accepts_writes: true,
+            committer: CommitterConfig::default(),
         }
     }
 }
 
-/// Serves [`Request`]s from a [`Store`]. Cheap to clone; blocking work (SQLite, bcrypt) runs
-/// on tokio's blocking pool, never on the async threads.
+/// Serves [`Request`]s from a [`Store`]. Cheap to clone; reads run on tokio's blocking pool,
+/// writes on the group committer's thread, never on the async threads.
 #[derive(Debug, Clone)]
 pub struct LocalService {
     store: Arc<Store>,
-    config: ServiceConfig,
-    /// A hash verified against when a login names no user, so that a wrong name costs as much
-    /// time as a wrong password and response times do not reveal which accounts exist.
-    decoy_hash: Arc<OnceLock<String>>,
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |elapsed| {
-            i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX)
-        })
+    hasher: Arc<PasswordHasher>,
+    committer: Option<GroupCommitter>,
+    term: Arc<AtomicU64>,
 }
 
 async fn blocking<T: Send + 'static>(
@@ -57,19 +56,8 @@ async fn blocking<T: Send + 'static>(
 ) -> Result<T, ServiceError> {
     tokio::task::spawn_blocking(work).await.map_err(|e| {
         tracing::error!(subsystem = "data", error = %e, "blocking task failed");
-        ServiceError::unavailable("The server failed to complete the request.")
+        ServiceError::Storage("The server failed to complete the request.".to_owned())
     })?
-}
-
-/// The acting user must still exist: a session can outlive its account.
-fn acting_user(view: &mut ReadView<'_>, uuid: Uuid) -> Result<User, ServiceError> {
-    view.user(uuid)?
-        .ok_or_else(|| ServiceError::forbidden("Your account no longer exists; log in again."))
-}
-
-fn live_group(view: &mut ReadView<'_>, uuid: Uuid) -> Result<chat_store::Group, ServiceError> {
-    view.group(uuid)?
-        .ok_or_else(|| ServiceError::not_found("The group was not found."))
 }
 
 fn chat_page(view: &mut ReadView<'_>, chat_id: &str, page: Page) -> Result<Response, ServiceError> {
@@ -81,52 +69,45 @@ fn chat_page(view: &mut ReadView<'_>, chat_id: &str, page: Page) -> Result<Respo
     Ok(Response::Chat(ChatPage { messages, authors }))
 }
 
-/// The response a committed write gives, for its first application and for every retry. A
-/// retry whose stored result has another kind reused the id of a different request.
-fn written_response(
-    written: Written,
-    expected: fn(&Written) -> bool,
-) -> Result<Response, ServiceError> {
-    if !expected(&written) {
-        return Err(ServiceError::conflict(
-            "This request id was already used for a different request.",
-        ));
-    }
-    Ok(match written {
-        Written::User(user) => Response::User(user),
-        Written::Group(group) => Response::Group(group),
-        Written::Membership(membership) => Response::Membership(membership),
-        Written::Message(message) => Response::Message(message),
-    })
-}
-
-fn is_user(written: &Written) -> bool {
-    matches!(written, Written::User(_))
-}
-fn is_group(written: &Written) -> bool {
-    matches!(written, Written::Group(_))
-}
-fn is_membership(written: &Written) -> bool {
-    matches!(written, Written::Membership(_))
-}
-fn is_message(written: &Written) -> bool {
-    matches!(written, Written::Message(_))
-}
-
 impl LocalService {
-    /// A service over `store`. Fails if the bcrypt cost is outside 4 to 31.
+    /// A service over `store`; on a writer (`accepts_writes`) it starts the group committer,
+    /// writing in the store's current term until [`LocalService::set_term`].
     pub fn new(store: Arc<Store>, config: ServiceConfig) -> Result<Self, ServiceError> {
-        if !(4..=31).contains(&config.bcrypt_cost) {
-            return Err(ServiceError::invalid(format!(
-                "bcrypt cost {} is outside 4..=31",
-                config.bcrypt_cost
-            )));
-        }
+        let hasher = Arc::new(PasswordHasher::new(config.bcrypt_cost)?);
+        let committer = if config.accepts_writes {
+            Some(GroupCommitter::start(
+                Arc::clone(&store),
+                config.committer,
+                None,
+            )?)
+        } else {
+            None
+        };
+        let term = Arc::new(AtomicU64::new(store.election_key().term));
         Ok(Self {
             store,
-            config,
-            decoy_hash: Arc::new(OnceLock::new()),
+            hasher,
+            committer,
+            term,
         })
+    }
+
+    /// A service whose writes go through `committer` (the node driver's, which also
+    /// replicates the batches).
+    pub fn with_committer(
+        store: Arc<Store>,
+        config: ServiceConfig,
+        committer: Option<GroupCommitter>,
+    ) -> Result<Self, ServiceError> {
+        let mut service = Self::new(
+            store,
+            ServiceConfig {
+                accepts_writes: false,
+                ..config
+            },
+        )?;
+        service.committer = committer;
+        Ok(service)
     }
 
     /// The store this service works on (the node also replicates through it).
@@ -134,27 +115,48 @@ impl LocalService {
         &self.store
     }
 
-    /// Serves one request. Reads are refused with [`ServiceError::Unavailable`] when this
-    /// database is behind `min_epoch` (the client has seen newer data elsewhere); writes are
-    /// refused when this node is not the writer. Returns the answer and its epoch.
+    /// The term this node writes in (set when it becomes the writer).
+    pub fn set_term(&self, term: Term) {
+        self.term.store(term, Ordering::SeqCst);
+    }
+
+    /// Serves one request. A read is refused with [`ServiceError::ReplicaBehind`] when this
+    /// database is behind `min_epoch` (the client has seen newer data elsewhere); a write is
+    /// [`ServiceError::NotWriter`] when this node is not the writer, and
+    /// [`ServiceError::ReplicaBehind`] when even the writer is behind `min_epoch`. Returns the
+    /// answer and its epoch.
     pub async fn handle(&self, request: Request, min_epoch: Epoch) -> Result<Reply, ServiceError> {
-        if request.is_write() && !self.config.accepts_writes {
-            return Err(ServiceError::unavailable(
-                "This node does not accept writes.",
-            ));
+        if request.is_write() {
+            let Some(committer) = &self.committer else {
+                return Err(ServiceError::NotWriter(
+                    "This node does not accept writes.".to_owned(),
+                ));
+            };
+            let term = self.term.load(Ordering::SeqCst);
+            return committer.submit(term, request, min_epoch).await;
+        }
+        let have = self.store.applied_epoch();
+        if have < min_epoch {
+            return Err(ServiceError::ReplicaBehind {
+                have,
+                want: min_epoch,
+            });
         }
         match request {
-            Request::Register {
-                request_id,
-                username,
-                tag,
-                password,
-            } => self.register(request_id, username, tag, password).await,
-            Request::Login {
-                username,
-                tag,
-                password,
-            } => self.login(username, tag, password, min_epoch).await,
+            Request::Credentials { username, tag } => {
+                validate::username(&username)?;
+                validate::tag(&tag)?;
+                self.read(min_epoch, move |view| {
+                    let found = view.credentials(&username, &tag)?.ok_or_else(|| {
+                        ServiceError::not_found(format!("No user is called {username}#{tag}."))
+                    })?;
+                    Ok(Response::Credentials(Credentials {
+                        user: found.0,
+                        hash: found.1,
+                    }))
+                })
+                .await
+            }
             Request::GetUser {
                 acting_user: actor,
                 username,
@@ -171,6 +173,26 @@ impl LocalService {
                 })
                 .await
             }
+            Request::UserProfile {
+                acting_user: actor,
+                username,
+                tag,
+            } => {
+                validate::username(&username)?;
+                validate::tag(&tag)?;
+                self.read(min_epoch, move |view| {
+                    acting_user(view, actor)?;
+                    let user = view.user_by_name_tag(&username, &tag)?.ok_or_else(|| {
+                        ServiceError::not_found(format!("No user is called {username}#{tag}."))
+                    })?;
+                    let shared_groups = view.shared_groups(actor, user.uuid)?;
+                    Ok(Response::Profile(UserProfile {
+                        user,
+                        shared_groups,
+                    }))
+                })
+                .await
+            }
             Request::SearchUsers {
                 acting_user: actor,
                 username,
@@ -184,31 +206,10 @@ impl LocalService {
                 })
                 .await
             }
-            Request::DeleteAccount {
-                request_id,
-                acting_user: actor,
-                user,
-            } => {
-                authz::delete_account(actor, user)?;
-                self.write(request_id, is_user, move |view| {
+            Request::Chats { acting_user: actor } => {
+                self.read(min_epoch, move |view| {
                     acting_user(view, actor)?;
-                    Ok(Change::DeleteUser { user_uuid: user })
-                })
-                .await
-            }
-            Request::CreateGroup {
-                request_id,
-                acting_user: actor,
-                name,
-            } => {
-                let name = validate::group_name(&name)?;
-                self.write(request_id, is_group, move |view| {
-                    acting_user(view, actor)?;
-                    Ok(Change::CreateGroup {
-                        group_uuid: Uuid::new_v4(),
-                        name,
-                        creator_uuid: actor,
-                    })
+                    Ok(Response::Chats(view.chats(actor)?))
                 })
                 .await
             }
@@ -244,125 +245,18 @@ impl LocalService {
                 })
                 .await
             }
-            Request::AddMember {
-                request_id,
-                acting_user: actor,
-                group,
-                username,
-                tag,
-            } => {
-                validate::username(&username)?;
-                validate::tag(&tag)?;
-                self.write(request_id, is_membership, move |view| {
-                    acting_user(view, actor)?;
-                    let group = live_group(view, group)?;
-                    authz::add_member(view.is_member(group.uuid, actor)?)?;
-                    let user = view.user_by_name_tag(&username, &tag)?.ok_or_else(|| {
-                        ServiceError::not_found(format!("No user is called {username}#{tag}."))
-                    })?;
-                    if view.is_member(group.uuid, user.uuid)? {
-                        return Err(ServiceError::conflict(format!(
-                            "{username}#{tag} is already a member."
-                        )));
-                    }
-                    Ok(Change::AddMember {
-                        group_uuid: group.uuid,
-                        user_uuid: user.uuid,
-                    })
-                })
-                .await
-            }
-            Request::RemoveMember {
-                request_id,
-                acting_user: actor,
-                group,
-                user,
-            } => {
-                self.write(request_id, is_group, move |view| {
-                    acting_user(view, actor)?;
-                    let group = live_group(view, group)?;
-                    let actor_is_member = view.is_member(group.uuid, actor)?;
-                    authz::remove_member(actor, user, group.owner_uuid, actor_is_member)?;
-                    if !view.is_member(group.uuid, user)? {
-                        return Err(ServiceError::not_found("That user is not a member."));
-                    }
-                    Ok(Change::RemoveMember {
-                        group_uuid: group.uuid,
-                        user_uuid: user,
-                    })
-                })
-                .await
-            }
-            Request::DeleteGroup {
-                request_id,
-                acting_user: actor,
-                group,
-            } => {
-                self.write(request_id, is_group, move |view| {
-                    acting_user(view, actor)?;
-                    let group = live_group(view, group)?;
-                    authz::delete_group(actor, group.owner_uuid)?;
-                    Ok(Change::DeleteGroup {
-                        group_uuid: group.uuid,
-                    })
-                })
-                .await
-            }
-            Request::SendPrivate {
-                message_id,
-                acting_user: actor,
-                to,
-                content,
-            } => {
-                validate::message_content(&content)?;
-                authz::private_chat(actor, to)?;
-                self.write(message_id, is_message, move |view| {
-                    acting_user(view, actor)?;
-                    if view.user(to)?.is_none() {
-                        return Err(ServiceError::not_found("The user was not found."));
-                    }
-                    Ok(Change::SendMessage {
-                        message_uuid: message_id,
-                        sender_uuid: actor,
-                        recipient: Recipient::User(to),
-                        content,
-                    })
-                })
-                .await
-            }
-            Request::SendToGroup {
-                message_id,
-                acting_user: actor,
-                group,
-                content,
-            } => {
-                validate::message_content(&content)?;
-                self.write(message_id, is_message, move |view| {
-                    acting_user(view, actor)?;
-                    let group = live_group(view, group)?;
-                    authz::member_access(view.is_member(group.uuid, actor)?)?;
-                    Ok(Change::SendMessage {
-                        message_uuid: message_id,
-                        sender_uuid: actor,
-                        recipient: Recipient::Group(group.uuid),
-                        content,
-                    })
-                })
-                .await
-            }
             Request::ReadPrivate {
                 acting_user: actor,
                 other,
                 page,
             } => {
-                validate::page(page)?;
+                let page = validate::page(page)?;
                 authz::private_chat(actor, other)?;
                 self.read(min_epoch, move |view| {
                     acting_user(view, actor)?;
-                    if view.user_including_deleted(other)?.is_none() {
-                        return Err(ServiceError::not_found("The user was not found."));
-                    }
-                    chat_page(view, &private_chat_id(actor, other), page)
+                    let chat = chat_id(view, actor, ChatRef::User(other))?;
+                    debug_assert_eq!(chat, private_chat_id(actor, other));
+                    chat_page(view, &chat, page)
                 })
                 .await
             }
@@ -371,15 +265,17 @@ impl LocalService {
                 group,
                 page,
             } => {
-                validate::page(page)?;
+                let page = validate::page(page)?;
                 self.read(min_epoch, move |view| {
                     acting_user(view, actor)?;
-                    let group = live_group(view, group)?;
-                    authz::member_access(view.is_member(group.uuid, actor)?)?;
-                    chat_page(view, &group.uuid.to_string(), page)
+                    let chat = chat_id(view, actor, ChatRef::Group(group))?;
+                    chat_page(view, &chat, page)
                 })
                 .await
             }
+            write => Err(ServiceError::invalid(format!(
+                "{write:?} is not a read request."
+            ))),
         }
     }
 
@@ -395,143 +291,12 @@ impl LocalService {
         let (outcome, epoch) =
             blocking(move || store.read(|view| Ok::<_, ServiceError>(query(view)))).await?;
         if epoch < min_epoch {
-            return Err(ServiceError::unavailable(
-                "This node has not caught up with your latest changes yet.",
-            ));
-        }
-        Ok(Reply {
-            value: outcome?,
-            epoch,
-        })
-    }
-
-    /// Holds the writer while `decide` checks the rules and picks the change, then commits it.
-    /// A request id applied before returns its first result without deciding again.
-    async fn write(
-        &self,
-        request_id: Uuid,
-        expected: fn(&Written) -> bool,
-        decide: impl FnOnce(&mut ReadView<'_>) -> Result<Change, ServiceError> + Send + 'static,
-    ) -> Result<Reply, ServiceError> {
-        let store = Arc::clone(&self.store);
-        let at_ms = now_ms();
-        let committed = blocking(move || {
-            store.write(|session| {
-                if let Some(first) = session.view().applied(request_id)? {
-                    return Ok(first);
-                }
-                let change = decide(&mut session.view())?;
-                Ok(session.commit(&Operation {
-                    request_id,
-                    at_ms,
-                    change,
-                })?)
-            })
-        })
-        .await?;
-        Ok(Reply {
-            value: written_response(committed.written, expected)?,
-            epoch: committed.epoch,
-        })
-    }
-
-    async fn register(
-        &self,
-        request_id: Uuid,
-        username: String,
-        tag: String,
-        password: Password,
-    ) -> Result<Reply, ServiceError> {
-        validate::username(&username)?;
-        validate::tag(&tag)?;
-        validate::password(password.expose())?;
-        // Cheap checks before the expensive hash; repeated under the writer lock below.
-        let store = Arc::clone(&self.store);
-        let (name, tg) = (username.clone(), tag.clone());
-        let (early, _) = blocking(move || {
-            store.read(|view| {
-                if let Some(first) = view.applied(request_id)? {
-                    return Ok(Some(first));
-                }
-                if view.user_by_name_tag(&name, &tg)?.is_some() {
-                    return Err(ServiceError::conflict(format!(
-                        "{name}#{tg} is already taken."
-                    )));
-                }
-                Ok(None)
-            })
-        })
-        .await?;
-        if let Some(first) = early {
-            return Ok(Reply {
-                value: written_response(first.written, is_user)?,
-                epoch: first.epoch,
+            return Err(ServiceError::ReplicaBehind {
+                have: epoch,
+                want: min_epoch,
             });
         }
-        let cost = self.config.bcrypt_cost;
-        let hash = blocking(move || {
-            bcrypt::hash(password.expose(), cost).map_err(|e| {
-                tracing::error!(subsystem = "data", error = %e, "bcrypt failed");
-                ServiceError::unavailable("Registration failed; try again later.")
-            })
-        })
-        .await?;
-        self.write(request_id, is_user, move |view| {
-            if view.user_by_name_tag(&username, &tag)?.is_some() {
-                return Err(ServiceError::conflict(format!(
-                    "{username}#{tag} is already taken."
-                )));
-            }
-            Ok(Change::RegisterUser {
-                user_uuid: Uuid::new_v4(),
-                username,
-                tag,
-                secret: SecretHash::new(hash),
-            })
-        })
-        .await
-    }
-
-    async fn login(
-        &self,
-        username: String,
-        tag: String,
-        password: Password,
-        min_epoch: Epoch,
-    ) -> Result<Reply, ServiceError> {
-        validate::username(&username)?;
-        validate::tag(&tag)?;
-        let store = Arc::clone(&self.store);
-        let (found, epoch) =
-            blocking(move || store.read(|view| Ok(view.credentials(&username, &tag)?))).await?;
-        if epoch < min_epoch {
-            return Err(ServiceError::unavailable(
-                "This node has not caught up with your latest changes yet.",
-            ));
-        }
-        let cost = self.config.bcrypt_cost;
-        let decoy = Arc::clone(&self.decoy_hash);
-        let user = blocking(move || {
-            let (user, hash) = match found {
-                Some((user, secret)) => (Some(user), secret.expose().to_owned()),
-                None => (
-                    None,
-                    decoy
-                        .get_or_init(|| bcrypt::hash("decoy password", cost).unwrap_or_default())
-                        .clone(),
-                ),
-            };
-            // A malformed stored hash counts as a mismatch: the user gets the same answer.
-            let matches = bcrypt::verify(password.expose(), &hash).unwrap_or(false);
-            Ok(user.filter(|_| matches))
-        })
-        .await?;
-        let user =
-            user.ok_or_else(|| ServiceError::forbidden("Wrong username, tag or password."))?;
-        Ok(Reply {
-            value: Response::User(user),
-            epoch,
-        })
+        Ok(Reply::new(outcome?, epoch))
     }
 }
 
@@ -542,5 +307,9 @@ impl Dispatcher for LocalService {
         min_epoch: Epoch,
     ) -> impl std::future::Future<Output = Result<Reply, ServiceError>> + Send {
         self.handle(request, min_epoch)
+    }
+
+    fn password_hasher(&self) -> &Arc<PasswordHasher> {
+        &self.hasher
     }
 }

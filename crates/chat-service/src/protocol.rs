@@ -2,7 +2,10 @@
 
 use std::fmt;
 
-use chat_store::{Epoch, Group, Membership, Message, Page, User};
+use chat_store::{
+    ChatSummary, Epoch, Fingerprint, Group, Membership, Message, Page, ReadPosition, SecretHash,
+    User,
+};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -37,7 +40,9 @@ impl fmt::Debug for Password {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Request {
-    /// Create an account.
+    /// Create an account. The password was hashed by the node the user talks to (bcrypt
+    /// never runs on the writer); a retry carries another salt, so the hash is not part of
+    /// the request's fingerprint.
     Register {
         /// Retry key.
         request_id: Uuid,
@@ -45,17 +50,41 @@ pub enum Request {
         username: String,
         /// Tag part.
         tag: String,
-        /// Plain password, hashed by the writer.
-        password: Password,
+        /// bcrypt hash of the password.
+        password_hash: SecretHash,
     },
-    /// Check credentials.
-    Login {
+    /// The live user `username#tag` with their password hash, for the caller to verify a
+    /// login ([`Response::Credentials`]); no such user is [`ServiceError::NotFound`].
+    Credentials {
         /// Name part.
         username: String,
         /// Tag part.
         tag: String,
-        /// Plain password.
-        password: Password,
+    },
+    /// A user by `username#tag` with the groups the caller shares with them.
+    UserProfile {
+        /// Caller.
+        acting_user: Uuid,
+        /// Name part.
+        username: String,
+        /// Tag part.
+        tag: String,
+    },
+    /// The caller's chats (private and groups), each with its newest message and unread count.
+    Chats {
+        /// Caller.
+        acting_user: Uuid,
+    },
+    /// Moves the caller's read position in a chat forward.
+    MarkRead {
+        /// Retry key.
+        request_id: Uuid,
+        /// Caller.
+        acting_user: Uuid,
+        /// The chat.
+        chat: ChatRef,
+        /// Epoch of the newest message the caller has seen there.
+        read_epoch: Epoch,
     },
     /// Look up one live user by `username#tag`.
     GetUser {
@@ -185,12 +214,23 @@ pub enum Request {
     },
 }
 
+/// A chat, as the caller names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "id", rename_all = "snake_case")]
+pub enum ChatRef {
+    /// The private chat with this user.
+    User(Uuid),
+    /// This group's chat.
+    Group(Uuid),
+}
+
 impl Request {
     /// Whether the request changes data, so only the writer may serve it. Reads may be served
     /// by any replica that has reached the caller's `min_epoch`.
     pub fn is_write(&self) -> bool {
         match self {
             Request::Register { .. }
+            | Request::MarkRead { .. }
             | Request::DeleteAccount { .. }
             | Request::CreateGroup { .. }
             | Request::AddMember { .. }
@@ -198,7 +238,9 @@ impl Request {
             | Request::DeleteGroup { .. }
             | Request::SendPrivate { .. }
             | Request::SendToGroup { .. } => true,
-            Request::Login { .. }
+            Request::Credentials { .. }
+            | Request::UserProfile { .. }
+            | Request::Chats { .. }
             | Request::GetUser { .. }
             | Request::SearchUsers { .. }
             | Request::GetGroup { .. }
@@ -208,6 +250,121 @@ impl Request {
             | Request::ReadGroup { .. } => false,
         }
     }
+
+    /// A write's retry key (`request_id`, or `message_id` for sends); None for reads.
+    pub fn request_id(&self) -> Option<Uuid> {
+        match *self {
+            Request::Register { request_id, .. }
+            | Request::MarkRead { request_id, .. }
+            | Request::DeleteAccount { request_id, .. }
+            | Request::CreateGroup { request_id, .. }
+            | Request::AddMember { request_id, .. }
+            | Request::RemoveMember { request_id, .. }
+            | Request::DeleteGroup { request_id, .. } => Some(request_id),
+            Request::SendPrivate { message_id, .. } | Request::SendToGroup { message_id, .. } => {
+                Some(message_id)
+            }
+            _ => None,
+        }
+    }
+
+    /// What a replay of this write's id must match: its kind, acting user and parameters
+    /// (not the retry key itself, and not a password hash, whose salt differs on every try).
+    pub fn fingerprint(&self) -> Fingerprint {
+        fn id(uuid: &Uuid) -> &[u8] {
+            uuid.as_bytes()
+        }
+        let epoch_bytes;
+        let parts: Vec<&[u8]> = match self {
+            Request::Register { username, tag, .. } => {
+                vec![b"register", username.as_bytes(), tag.as_bytes()]
+            }
+            Request::MarkRead {
+                acting_user,
+                chat,
+                read_epoch,
+                ..
+            } => {
+                epoch_bytes = read_epoch.to_le_bytes();
+                let (kind, target): (&[u8], &Uuid) = match chat {
+                    ChatRef::User(user) => (b"user", user),
+                    ChatRef::Group(group) => (b"group", group),
+                };
+                vec![
+                    b"mark_read",
+                    id(acting_user),
+                    kind,
+                    id(target),
+                    &epoch_bytes,
+                ]
+            }
+            Request::DeleteAccount {
+                acting_user, user, ..
+            } => vec![b"delete_account", id(acting_user), id(user)],
+            Request::CreateGroup {
+                acting_user, name, ..
+            } => vec![b"create_group", id(acting_user), name.as_bytes()],
+            Request::AddMember {
+                acting_user,
+                group,
+                username,
+                tag,
+                ..
+            } => vec![
+                b"add_member",
+                id(acting_user),
+                id(group),
+                username.as_bytes(),
+                tag.as_bytes(),
+            ],
+            Request::RemoveMember {
+                acting_user,
+                group,
+                user,
+                ..
+            } => vec![b"remove_member", id(acting_user), id(group), id(user)],
+            Request::DeleteGroup {
+                acting_user, group, ..
+            } => vec![b"delete_group", id(acting_user), id(group)],
+            Request::SendPrivate {
+                acting_user,
+                to,
+                content,
+                ..
+            } => vec![b"send_private", id(acting_user), id(to), content.as_bytes()],
+            Request::SendToGroup {
+                acting_user,
+                group,
+                content,
+                ..
+            } => vec![
+                b"send_to_group",
+                id(acting_user),
+                id(group),
+                content.as_bytes(),
+            ],
+            _ => vec![b"read"],
+        };
+        Fingerprint::of(&parts)
+    }
+}
+
+/// A user's login data, for the node that verifies the password (never shown to users).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Credentials {
+    /// The account.
+    pub user: User,
+    /// Its bcrypt hash (redacted in `Debug`).
+    pub hash: SecretHash,
+}
+
+/// A user with the groups the caller shares with them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserProfile {
+    /// The user.
+    pub user: User,
+    /// Live groups both the caller and the user belong to, in the caller's joining order.
+    pub shared_groups: Vec<Group>,
 }
 
 /// A group with its members.
@@ -230,7 +387,7 @@ pub struct ChatPage {
 }
 
 /// A successful answer. Which variant answers which request is fixed (see the service
-/// traits); a password hash is never part of any variant.
+/// traits); only [`Response::Credentials`] carries a password hash, and only between nodes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", content = "value", rename_all = "snake_case")]
 pub enum Response {
@@ -250,6 +407,14 @@ pub enum Response {
     Message(Message),
     /// ReadPrivate, ReadGroup.
     Chat(ChatPage),
+    /// Credentials.
+    Credentials(Credentials),
+    /// UserProfile.
+    Profile(UserProfile),
+    /// Chats.
+    Chats(Vec<ChatSummary>),
+    /// MarkRead.
+    ReadPosition(ReadPosition),
 }
 
 /// An answer with the database epoch it reflects: the epoch a write committed at, or the
@@ -261,6 +426,21 @@ pub struct Reply<T = Response> {
     pub value: T,
     /// Its epoch.
     pub epoch: Epoch,
+    /// True when a write's request id had been applied before: this is the stored answer and
+    /// nothing was written now (the JSON API answers 200 instead of 201).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub replayed: bool,
+}
+
+impl<T> Reply<T> {
+    /// A fresh answer (not a replay).
+    pub fn new(value: T, epoch: Epoch) -> Self {
+        Self {
+            value,
+            epoch,
+            replayed: false,
+        }
+    }
 }
 
 impl Reply {
@@ -270,16 +450,20 @@ impl Reply {
         self,
         pick: impl FnOnce(Response) -> Option<T>,
     ) -> Result<Reply<T>, ServiceError> {
-        let epoch = self.epoch;
+        let (epoch, replayed) = (self.epoch, self.replayed);
         match pick(self.value) {
-            Some(value) => Ok(Reply { value, epoch }),
+            Some(value) => Ok(Reply {
+                value,
+                epoch,
+                replayed,
+            }),
             None => {
                 tracing::error!(
                     subsystem = "data",
                     "response of the wrong kind for its request"
                 );
-                Err(ServiceError::unavailable(
-                    "The server sent an unexpected answer.",
+                Err(ServiceError::Storage(
+                    "The server sent an unexpected answer.".to_owned(),
                 ))
             }
         }

@@ -2,12 +2,17 @@
 //! [`Request`]: the local service today, the data-plane proxy later.
 
 use std::future::Future;
+use std::sync::Arc;
 
-use chat_store::{Epoch, Group, Membership, Message, Page, User};
+use chat_store::{ChatSummary, Epoch, Group, Membership, Message, Page, ReadPosition, User};
 use uuid::Uuid;
 
 use crate::error::ServiceError;
-use crate::protocol::{ChatPage, Members, Password, Reply, Request, Response};
+use crate::hasher::PasswordHasher;
+use crate::protocol::{
+    ChatPage, ChatRef, Members, Password, Reply, Request, Response, UserProfile,
+};
+use crate::validate;
 
 /// Something that answers requests: [`crate::LocalService`], or a proxy that sends them over
 /// the data plane. Implementing it gives [`AuthService`], [`UserService`], [`GroupService`]
@@ -20,11 +25,49 @@ pub trait Dispatcher: Send + Sync {
         request: Request,
         min_epoch: Epoch,
     ) -> impl Future<Output = Result<Reply, ServiceError>> + Send;
+
+    /// Where [`AuthService`] hashes and verifies passwords: on the node that calls it (the
+    /// input node), never on the writer. The process-wide default (cost 12, one hash per CPU)
+    /// unless the dispatcher brings its own.
+    fn password_hasher(&self) -> &Arc<PasswordHasher> {
+        PasswordHasher::shared()
+    }
+}
+
+/// A dispatcher whose requests, writes included, carry at least `min_epoch` (the newest epoch
+/// the client has seen): a write then reaches only a writer that has that epoch, and a read
+/// only a node that has applied it. `AtLeast::new(&proxy, epoch).send_private(..)`.
+#[derive(Debug, Clone, Copy)]
+pub struct AtLeast<'a, D> {
+    inner: &'a D,
+    min_epoch: Epoch,
+}
+
+impl<'a, D: Dispatcher> AtLeast<'a, D> {
+    /// Wraps `inner`.
+    pub fn new(inner: &'a D, min_epoch: Epoch) -> Self {
+        Self { inner, min_epoch }
+    }
+}
+
+impl<D: Dispatcher> Dispatcher for AtLeast<'_, D> {
+    fn dispatch(
+        &self,
+        request: Request,
+        min_epoch: Epoch,
+    ) -> impl Future<Output = Result<Reply, ServiceError>> + Send {
+        self.inner.dispatch(request, min_epoch.max(self.min_epoch))
+    }
+
+    fn password_hasher(&self) -> &Arc<PasswordHasher> {
+        self.inner.password_hasher()
+    }
 }
 
 /// Registration and login.
 pub trait AuthService {
-    /// Creates an account; `request_id` makes a retry return the same account.
+    /// Creates an account; `request_id` makes a retry return the same account. Validates,
+    /// then hashes here (the calling node), and sends only the hash to the writer.
     fn register(
         &self,
         request_id: Uuid,
@@ -33,7 +76,9 @@ pub trait AuthService {
         password: &str,
     ) -> impl Future<Output = Result<Reply<User>, ServiceError>> + Send;
 
-    /// Checks credentials; a wrong name, tag or password is [`ServiceError::Forbidden`].
+    /// Checks credentials: reads the user and hash (from any fresh-enough node) and verifies
+    /// here; a wrong name, tag or password is [`ServiceError::Unauthenticated`], taking the
+    /// same time whether or not the account exists.
     fn login(
         &self,
         username: &str,
@@ -53,6 +98,15 @@ pub trait UserService {
         tag: &str,
         min_epoch: Epoch,
     ) -> impl Future<Output = Result<Reply<User>, ServiceError>> + Send;
+
+    /// The live user `username#tag` with the groups the caller shares with them.
+    fn user_profile(
+        &self,
+        acting_user: Uuid,
+        username: &str,
+        tag: &str,
+        min_epoch: Epoch,
+    ) -> impl Future<Output = Result<Reply<UserProfile>, ServiceError>> + Send;
 
     /// Live users called exactly `username` (an empty list is not an error).
     fn search_users(
@@ -170,6 +224,24 @@ pub trait MessageService {
         page: Page,
         min_epoch: Epoch,
     ) -> impl Future<Output = Result<Reply<ChatPage>, ServiceError>> + Send;
+
+    /// The caller's private chats and groups, each with its newest message and unread count,
+    /// most recent activity first.
+    fn chats(
+        &self,
+        acting_user: Uuid,
+        min_epoch: Epoch,
+    ) -> impl Future<Output = Result<Reply<Vec<ChatSummary>>, ServiceError>> + Send;
+
+    /// Moves the caller's read position in a chat forward to `read_epoch` (the epoch of the
+    /// newest message they were shown); never back.
+    fn mark_read(
+        &self,
+        request_id: Uuid,
+        acting_user: Uuid,
+        chat: ChatRef,
+        read_epoch: Epoch,
+    ) -> impl Future<Output = Result<Reply<ReadPosition>, ServiceError>> + Send;
 }
 
 /// Sends `request` and takes the one response variant it must produce.
@@ -221,13 +293,21 @@ impl<D: Dispatcher> AuthService for D {
         tag: &str,
         password: &str,
     ) -> impl Future<Output = Result<Reply<User>, ServiceError>> + Send {
-        let request = Request::Register {
-            request_id,
-            username: username.to_owned(),
-            tag: tag.to_owned(),
-            password: Password::new(password),
-        };
-        call(self, request, ANY_EPOCH, user)
+        let (username, tag, password) =
+            (username.to_owned(), tag.to_owned(), Password::new(password));
+        async move {
+            validate::username(&username)?;
+            validate::tag(&tag)?;
+            validate::password(password.expose())?;
+            let password_hash = self.password_hasher().hash(password).await?;
+            let request = Request::Register {
+                request_id,
+                username,
+                tag,
+                password_hash,
+            };
+            call(self, request, ANY_EPOCH, user).await
+        }
     }
 
     fn login(
@@ -237,12 +317,35 @@ impl<D: Dispatcher> AuthService for D {
         password: &str,
         min_epoch: Epoch,
     ) -> impl Future<Output = Result<Reply<User>, ServiceError>> + Send {
-        let request = Request::Login {
-            username: username.to_owned(),
-            tag: tag.to_owned(),
-            password: Password::new(password),
-        };
-        call(self, request, min_epoch, user)
+        let (username, tag, password) =
+            (username.to_owned(), tag.to_owned(), Password::new(password));
+        async move {
+            let wrong = || ServiceError::unauthenticated("Wrong username, tag or password.");
+            if validate::username(&username).is_err() || validate::tag(&tag).is_err() {
+                return Err(wrong());
+            }
+            let request = Request::Credentials { username, tag };
+            let found = match call(self, request, min_epoch, |response| match response {
+                Response::Credentials(credentials) => Some(credentials),
+                _ => None,
+            })
+            .await
+            {
+                Ok(reply) => Some(reply),
+                Err(ServiceError::NotFound(_)) => None,
+                Err(other) => return Err(other),
+            };
+            let hash = found.as_ref().map(|reply| reply.value.hash.clone());
+            let matches = self.password_hasher().verify(password, hash).await?;
+            match found {
+                Some(reply) if matches => Ok(Reply {
+                    value: reply.value.user,
+                    epoch: reply.epoch,
+                    replayed: false,
+                }),
+                _ => Err(wrong()),
+            }
+        }
     }
 }
 
@@ -260,6 +363,24 @@ impl<D: Dispatcher> UserService for D {
             tag: tag.to_owned(),
         };
         call(self, request, min_epoch, user)
+    }
+
+    fn user_profile(
+        &self,
+        acting_user: Uuid,
+        username: &str,
+        tag: &str,
+        min_epoch: Epoch,
+    ) -> impl Future<Output = Result<Reply<UserProfile>, ServiceError>> + Send {
+        let request = Request::UserProfile {
+            acting_user,
+            username: username.to_owned(),
+            tag: tag.to_owned(),
+        };
+        call(self, request, min_epoch, |response| match response {
+            Response::Profile(profile) => Some(profile),
+            _ => None,
+        })
     }
 
     fn search_users(
@@ -478,5 +599,40 @@ impl<D: Dispatcher> MessageService for D {
             min_epoch,
             chat,
         )
+    }
+
+    fn chats(
+        &self,
+        acting_user: Uuid,
+        min_epoch: Epoch,
+    ) -> impl Future<Output = Result<Reply<Vec<ChatSummary>>, ServiceError>> + Send {
+        call(
+            self,
+            Request::Chats { acting_user },
+            min_epoch,
+            |response| match response {
+                Response::Chats(chats) => Some(chats),
+                _ => None,
+            },
+        )
+    }
+
+    fn mark_read(
+        &self,
+        request_id: Uuid,
+        acting_user: Uuid,
+        chat: ChatRef,
+        read_epoch: Epoch,
+    ) -> impl Future<Output = Result<Reply<ReadPosition>, ServiceError>> + Send {
+        let request = Request::MarkRead {
+            request_id,
+            acting_user,
+            chat,
+            read_epoch,
+        };
+        call(self, request, ANY_EPOCH, |response| match response {
+            Response::ReadPosition(position) => Some(position),
+            _ => None,
+        })
     }
 }

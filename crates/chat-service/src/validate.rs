@@ -14,15 +14,18 @@ pub const PASSWORD_MIN_BYTES: usize = 8;
 pub const PASSWORD_MAX_BYTES: usize = 72;
 /// Longest group name, in characters.
 pub const GROUP_NAME_MAX_CHARS: usize = 64;
-/// Longest message, in characters.
-pub const MESSAGE_MAX_CHARS: usize = 4096;
-/// Largest page of messages one read returns.
-pub const PAGE_MAX: u32 = 500;
+/// Longest message, in characters after trimming.
+pub const MESSAGE_MAX_CHARS: usize = 4000;
+/// Largest page of messages one read returns; a larger page is read as this many.
+pub const PAGE_MAX: u32 = 200;
+/// The page size the JSON API uses when the client names none.
+pub const PAGE_DEFAULT: u32 = 50;
 /// Most users one search returns.
 pub const SEARCH_MAX: u32 = 50;
 
-/// Letters and digits of any script, plus `_`, `-` and `.`: nothing that needs escaping in a
-/// URL path segment or could be confused with the `#` separator.
+/// Letters and digits of any script, plus `_`, `-` and `.`, not all dots (`.` and `..` would
+/// be path segments): nothing that needs escaping in a URL path segment or could be confused
+/// with the `#` separator.
 pub fn username(name: &str) -> Result<(), ServiceError> {
     let count = name.chars().count();
     if count == 0 || count > USERNAME_MAX_CHARS {
@@ -36,6 +39,11 @@ pub fn username(name: &str) -> Result<(), ServiceError> {
     {
         return Err(ServiceError::invalid(
             "The username may contain only letters, digits, '_', '-' and '.'.",
+        ));
+    }
+    if name.chars().all(|c| c == '.') {
+        return Err(ServiceError::invalid(
+            "The username may not consist of dots only.",
         ));
     }
     Ok(())
@@ -56,7 +64,8 @@ pub fn tag(tag: &str) -> Result<(), ServiceError> {
 pub fn password(password: &str) -> Result<(), ServiceError> {
     if !(PASSWORD_MIN_BYTES..=PASSWORD_MAX_BYTES).contains(&password.len()) {
         return Err(ServiceError::invalid(format!(
-            "The password must be {PASSWORD_MIN_BYTES} to {PASSWORD_MAX_BYTES} bytes long."
+            "The password must be {PASSWORD_MIN_BYTES} to {PASSWORD_MAX_BYTES} bytes long \
+             ({PASSWORD_MAX_BYTES} bytes is bcrypt's limit)."
         )));
     }
     if password.contains('\0') {
@@ -89,10 +98,11 @@ pub fn group_name(name: &str) -> Result<String, ServiceError> {
     Ok(name.to_owned())
 }
 
-/// 1 to 4096 characters, not only whitespace, no control characters except line breaks and
-/// tabs. Stored as sent (not trimmed), so a message reads as it was written.
-pub fn message_content(content: &str) -> Result<(), ServiceError> {
-    if content.trim().is_empty() {
+/// 1 to 4000 characters after trimming, no control characters except line breaks and tabs.
+/// Returns the trimmed text, which is what is stored.
+pub fn message_content(content: &str) -> Result<String, ServiceError> {
+    let content = content.trim();
+    if content.is_empty() {
         return Err(ServiceError::invalid("The message is empty."));
     }
     if content.chars().count() > MESSAGE_MAX_CHARS {
@@ -105,17 +115,14 @@ pub fn message_content(content: &str) -> Result<(), ServiceError> {
             "The message may not contain control characters.",
         ));
     }
-    Ok(())
+    Ok(content.to_owned())
 }
 
-/// A page of 1 to 500 messages.
-pub fn page(page: Page) -> Result<(), ServiceError> {
-    if (1..=PAGE_MAX).contains(&page.limit()) {
-        Ok(())
-    } else {
-        Err(ServiceError::invalid(format!(
-            "A page holds 1 to {PAGE_MAX} messages."
-        )))
+/// A page of at least one message; more than 200 is read as 200.
+pub fn page(page: Page) -> Result<Page, ServiceError> {
+    match page.limit() {
+        0 => Err(ServiceError::invalid("A page holds at least one message.")),
+        limit => Ok(page.with_limit(limit.min(PAGE_MAX))),
     }
 }
 
@@ -137,7 +144,7 @@ mod tests {
 
     #[test]
     fn usernames_allow_letters_digits_and_three_marks() {
-        for good in ["alice", "Élodie_2", "a.b-c", "名前"] {
+        for good in ["alice", "Élodie_2", "a.b-c", "名前", ".a", "_"] {
             assert_eq!(username(good), Ok(()), "{good}");
         }
         let long = "x".repeat(USERNAME_MAX_CHARS + 1);
@@ -147,6 +154,8 @@ mod tests {
             "a#b",
             "a/b",
             "x'; DROP TABLE users; --",
+            ".",
+            "...",
             long.as_str(),
         ] {
             assert!(username(bad).is_err(), "{bad:?}");
@@ -163,12 +172,16 @@ mod tests {
     }
 
     #[test]
-    fn messages_are_one_to_4096_characters_of_text() {
+    fn messages_are_one_to_4000_characters_of_text_after_trimming() {
         assert!(message_content("").is_err());
         assert!(message_content(" \n\t").is_err());
-        assert_eq!(message_content("line one\nline two\ttab"), Ok(()));
-        assert_eq!(message_content(&"é".repeat(MESSAGE_MAX_CHARS)), Ok(()));
-        assert!(message_content(&"x".repeat(10_000)).is_err());
+        assert_eq!(
+            message_content(" line one\nline two\ttab\n"),
+            Ok("line one\nline two\ttab".to_owned())
+        );
+        let longest = "é".repeat(MESSAGE_MAX_CHARS);
+        assert_eq!(message_content(&format!("  {longest}  ")), Ok(longest));
+        assert!(message_content(&"x".repeat(MESSAGE_MAX_CHARS + 1)).is_err());
         assert!(message_content("bell\u{7}").is_err());
     }
 
@@ -181,19 +194,27 @@ mod tests {
     }
 
     #[test]
-    fn pages_hold_one_to_500() {
+    fn pages_hold_at_least_one_and_more_than_200_reads_as_200() {
         assert!(page(Page::Newest { limit: 0 }).is_err());
         assert_eq!(
             page(Page::Since {
                 epoch: 3,
-                limit: 500
+                limit: 200
             }),
-            Ok(())
+            Ok(Page::Since {
+                epoch: 3,
+                limit: 200
+            })
         );
-        assert!(page(Page::Before {
-            epoch: 3,
-            limit: 501
-        })
-        .is_err());
+        assert_eq!(
+            page(Page::Before {
+                epoch: 3,
+                limit: 501
+            }),
+            Ok(Page::Before {
+                epoch: 3,
+                limit: 200
+            })
+        );
     }
 }

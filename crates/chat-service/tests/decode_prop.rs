@@ -1,7 +1,8 @@
 //! Property: any bytes from the data plane decode to a value or to `InvalidInput`, never a
 //! panic; every request survives an encode/decode round trip.
 
-use chat_service::{decode, encode, Page, Password, Reply, Request, ServiceError};
+use chat_service::{decode, encode, ChatRef, Page, Reply, Request, ServiceError};
+use chat_store::SecretHash;
 use proptest::prelude::*;
 use uuid::Uuid;
 
@@ -14,7 +15,7 @@ fn request() -> impl Strategy<Value = Request> {
                     request_id: a,
                     username: text.clone(),
                     tag: other.clone(),
-                    password: Password::new(text.clone()),
+                    password_hash: SecretHash::new(text.clone()),
                 }),
                 Just(Request::SendToGroup {
                     message_id: a,
@@ -26,6 +27,17 @@ fn request() -> impl Strategy<Value = Request> {
                     acting_user: a,
                     other: b,
                     page: Page::Since { epoch, limit }
+                }),
+                Just(Request::MarkRead {
+                    request_id: a,
+                    acting_user: b,
+                    chat: ChatRef::Group(a),
+                    read_epoch: epoch,
+                }),
+                Just(Request::ReadGroup {
+                    acting_user: a,
+                    group: b,
+                    page: Page::BeforeMessage { message: a, limit }
                 }),
                 Just(Request::AddMember {
                     request_id: a,

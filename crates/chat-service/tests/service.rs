@@ -28,6 +28,7 @@ fn node(accepts_writes: bool) -> Node {
     let config = ServiceConfig {
         bcrypt_cost: 4,
         accepts_writes,
+        ..ServiceConfig::default()
     };
     Node {
         _dir: dir,
@@ -67,6 +68,13 @@ fn not_found<T: std::fmt::Debug>(result: Result<T, ServiceError>) {
     );
 }
 
+fn unauthenticated<T: std::fmt::Debug>(result: Result<T, ServiceError>) {
+    assert!(
+        matches!(result, Err(ServiceError::Unauthenticated(_))),
+        "expected Unauthenticated: {result:?}"
+    );
+}
+
 fn invalid<T: std::fmt::Debug>(result: Result<T, ServiceError>) {
     assert!(
         matches!(result, Err(ServiceError::InvalidInput(_))),
@@ -100,10 +108,10 @@ async fn register_and_login() {
     let login = n.service.login("alice", "123", PASSWORD, 0).await.unwrap();
     assert_eq!(login.value, reply.value);
     assert_eq!(login.epoch, 1);
-    forbidden(n.service.login("alice", "123", "wrong password", 0).await);
-    forbidden(n.service.login("alice", "124", PASSWORD, 0).await);
-    forbidden(n.service.login("nobody", "123", PASSWORD, 0).await);
-    invalid(n.service.login("alice", "1234567x", PASSWORD, 0).await);
+    unauthenticated(n.service.login("alice", "123", "wrong password", 0).await);
+    unauthenticated(n.service.login("alice", "124", PASSWORD, 0).await);
+    unauthenticated(n.service.login("nobody", "123", PASSWORD, 0).await);
+    unauthenticated(n.service.login("alice", "1234567x", PASSWORD, 0).await);
     conflict(
         n.service
             .register(id(), "alice", "123", "another password")
@@ -126,20 +134,37 @@ async fn no_response_carries_a_password_hash() {
     let hash = n.snapshot().secrets[0].hash.expose().to_owned();
     assert!(hash.starts_with("$2"));
     for reply in [reg, login] {
-        let bytes = encode(&Reply {
-            value: Response::User(reply.value),
-            epoch: reply.epoch,
-        })
-        .unwrap();
+        let bytes = encode(&Reply::new(Response::User(reply.value), reply.epoch)).unwrap();
         let text = String::from_utf8(bytes).unwrap();
         assert!(!text.contains(&hash) && !text.contains("$2"), "{text}");
     }
-    let request = Request::Login {
-        username: "a".into(),
+    assert!(!format!("{:?}", chat_service::Password::new(PASSWORD)).contains(PASSWORD));
+    // The credentials read (between nodes only) carry the hash, redacted in logs.
+    let credentials = n
+        .service
+        .handle(
+            Request::Credentials {
+                username: "alice".into(),
+                tag: "123".into(),
+            },
+            0,
+        )
+        .await
+        .unwrap();
+    assert!(!format!("{credentials:?}").contains(&hash));
+    // The writer stores the hash it was given: the input node hashed.
+    let request = Request::Register {
+        request_id: id(),
+        username: "bob".into(),
         tag: "123".into(),
-        password: chat_service::Password::new(PASSWORD),
+        password_hash: chat_store::SecretHash::new("$2b$04$precomputed".into()),
     };
-    assert!(!format!("{request:?}").contains(PASSWORD));
+    n.service.handle(request, 0).await.unwrap();
+    assert!(n
+        .snapshot()
+        .secrets
+        .iter()
+        .any(|s| s.hash.expose() == "$2b$04$precomputed"));
 }
 
 #[tokio::test]
@@ -174,7 +199,7 @@ async fn users_are_found_by_name_tag_and_by_name() {
         .value
         .is_empty());
     // An unknown acting user (a forged or stale session) gets nothing.
-    forbidden(n.service.search_users(id(), "alice", 0).await);
+    unauthenticated(n.service.search_users(id(), "alice", 0).await);
 }
 
 #[tokio::test]
@@ -212,9 +237,9 @@ async fn a_user_deletes_only_their_own_account_which_ends_memberships_and_frees_
         .value
         .members;
     assert_eq!(members, vec![alice.clone()]);
-    forbidden(n.service.login("bob", "123", PASSWORD, 0).await);
-    forbidden(n.service.my_groups(bob.uuid, 0).await);
-    forbidden(
+    unauthenticated(n.service.login("bob", "123", PASSWORD, 0).await);
+    unauthenticated(n.service.my_groups(bob.uuid, 0).await);
+    unauthenticated(
         n.service
             .send_private(id(), bob.uuid, alice.uuid, "from beyond")
             .await,
@@ -516,7 +541,11 @@ async fn retried_writes_return_the_first_result_and_write_once() {
         .register(register_id, "alice", "123", PASSWORD)
         .await
         .unwrap();
-    assert_eq!(first, again);
+    assert_eq!((&first.value, first.epoch), (&again.value, again.epoch));
+    assert!(
+        !first.replayed && again.replayed,
+        "a replay says so (200, not 201)"
+    );
     let alice = first.value;
     let bob = n.register("bob", "123").await;
 
@@ -532,7 +561,14 @@ async fn retried_writes_return_the_first_result_and_write_once() {
         .send_private(message_id, alice.uuid, bob.uuid, "once")
         .await
         .unwrap();
-    assert_eq!(sent, retried);
+    assert_eq!((&sent.value, sent.epoch), (&retried.value, retried.epoch));
+    assert!(retried.replayed);
+    // The same message id with other content is another request: refused.
+    conflict(
+        n.service
+            .send_private(message_id, alice.uuid, bob.uuid, "twice")
+            .await,
+    );
     assert_eq!(n.service.store().current_epoch().unwrap(), epoch);
     let group_id = id();
     let group = n
@@ -544,8 +580,9 @@ async fn retried_writes_return_the_first_result_and_write_once() {
         n.service
             .create_group(group_id, alice.uuid, "g")
             .await
-            .unwrap(),
-        group
+            .unwrap()
+            .value,
+        group.value
     );
     // The same id for another kind of request is refused, not misread as a retry.
     conflict(
@@ -614,7 +651,7 @@ async fn bad_inputs_give_typed_errors_and_change_nothing() {
             .remove_member(id(), alice.uuid, id(), alice.uuid)
             .await,
     );
-    forbidden(n.service.create_group(id(), id(), "g").await);
+    unauthenticated(n.service.create_group(id(), id(), "g").await);
     assert_eq!(n.snapshot(), before);
 
     // Metacharacters where free text is allowed are stored verbatim, not executed.
@@ -682,21 +719,30 @@ async fn a_replica_refuses_writes_and_reads_it_is_not_fresh_enough_for() {
         .send_private(id(), alice.uuid, bob.uuid, "hi")
         .await;
     assert!(
-        matches!(refused, Err(ServiceError::Unavailable(_))),
+        matches!(refused, Err(ServiceError::NotWriter(_))),
         "{refused:?}"
     );
+    assert!(refused.as_ref().is_err_and(ServiceError::should_pass_on));
     let behind = replica
         .service
         .read_private(alice.uuid, bob.uuid, Page::Newest { limit: 5 }, sent.epoch)
         .await;
     assert!(
-        matches!(behind, Err(ServiceError::Unavailable(_))),
+        matches!(
+            behind,
+            Err(ServiceError::ReplicaBehind { have: 0, want: 3 })
+        ),
         "{behind:?}"
     );
+    assert_eq!(behind.unwrap_err().code(), "unavailable");
 
-    for (epoch, op) in writer.service.store().operations_since(0, 100).unwrap() {
-        replica.service.store().apply(epoch, &op).unwrap();
-    }
+    let writer_store = writer.service.store();
+    let entries = writer_store.entries_after(0, 100).unwrap();
+    replica
+        .service
+        .store()
+        .append_entries(&entries, writer_store.applied_epoch())
+        .unwrap();
     let read = replica
         .service
         .read_private(alice.uuid, bob.uuid, Page::Newest { limit: 5 }, sent.epoch)
@@ -747,6 +793,10 @@ impl Dispatcher for Recorder {
         self.1.lock().unwrap().push(request.is_write());
         self.0.handle(request, min_epoch).await
     }
+
+    fn password_hasher(&self) -> &Arc<chat_service::PasswordHasher> {
+        self.0.password_hasher()
+    }
 }
 
 #[tokio::test]
@@ -761,4 +811,80 @@ async fn any_dispatcher_gets_the_service_traits() {
     recorder.login("alice", "123", PASSWORD, 0).await.unwrap();
     recorder.my_groups(alice.uuid, 0).await.unwrap();
     assert_eq!(*recorder.1.lock().unwrap(), vec![true, false, false]);
+}
+
+#[tokio::test]
+async fn the_group_committer_answers_each_request_of_a_mixed_batch() {
+    let n = node(true);
+    let alice = n.register("alice", "123").await;
+    let bob = n.register("bob", "123").await;
+    let group = n
+        .service
+        .create_group(id(), alice.uuid, "g")
+        .await
+        .unwrap()
+        .value;
+    let store = Arc::clone(n.service.store());
+    let (batches, mut committed) = tokio::sync::mpsc::channel(16);
+    let committer = chat_service::GroupCommitter::start(
+        Arc::clone(&store),
+        chat_service::CommitterConfig {
+            queue: 64,
+            max_batch: 64,
+        },
+        Some(batches),
+    )
+    .unwrap();
+    // Alice may post to the group, bob (not a member) may not: interleaved, concurrently.
+    let tasks: Vec<_> = (0..20)
+        .map(|i| {
+            let committer = committer.clone();
+            let sender = if i % 2 == 0 { alice.uuid } else { bob.uuid };
+            tokio::spawn(async move {
+                let request = Request::SendToGroup {
+                    message_id: Uuid::new_v4(),
+                    acting_user: sender,
+                    group: group.uuid,
+                    content: format!("m{i}"),
+                };
+                (i, committer.submit(7, request, 0).await)
+            })
+        })
+        .collect();
+    let mut epochs = Vec::new();
+    for task in tasks {
+        let (i, answer) = task.await.unwrap();
+        if i % 2 == 0 {
+            epochs.push(answer.unwrap().epoch);
+        } else {
+            forbidden(answer);
+        }
+    }
+    epochs.sort_unstable();
+    assert_eq!(epochs, (4..14).collect::<Vec<u64>>());
+    let mut notices = 0;
+    while let Ok(batch) = committed.try_recv() {
+        assert_eq!(batch.entry.term, 7);
+        assert!(batch.notices.iter().all(|n| n.audience == vec![alice.uuid]));
+        notices += batch.notices.len();
+    }
+    assert_eq!(notices, 10);
+    assert_eq!(store.election_key().term, 7);
+    // A write stamped with an older term is refused as not the writer.
+    let stale = committer
+        .submit(
+            6,
+            Request::SendToGroup {
+                message_id: Uuid::new_v4(),
+                acting_user: alice.uuid,
+                group: group.uuid,
+                content: "late".into(),
+            },
+            0,
+        )
+        .await;
+    assert!(
+        matches!(stale, Err(ServiceError::NotWriter(_))),
+        "{stale:?}"
+    );
 }

@@ -4,8 +4,8 @@
 use std::time::{Duration, Instant};
 
 use chat_store::{
-    private_chat_id, Change, Durability, Operation, Page, Recipient, SecretHash, Store,
-    StoreOptions,
+    private_chat_id, Change, Durability, Fingerprint, Operation, Page, Recipient, SecretHash,
+    Store, StoreOptions,
 };
 use uuid::Uuid;
 
@@ -23,6 +23,7 @@ fn register(store: &Store, username: &str) -> Uuid {
         .execute(&Operation {
             request_id: Uuid::new_v4(),
             at_ms: 0,
+            fingerprint: Fingerprint::default(),
             change: Change::RegisterUser {
                 user_uuid,
                 username: username.to_owned(),
@@ -39,6 +40,7 @@ fn message(sender: Uuid, receiver: Uuid, i: usize) -> Operation {
     Operation {
         request_id: message_uuid,
         at_ms: i64::try_from(i).unwrap_or(i64::MAX),
+        fingerprint: Fingerprint::default(),
         change: Change::SendMessage {
             message_uuid,
             sender_uuid: sender,
@@ -72,9 +74,7 @@ fn batched_writes(store: &Store, a: Uuid, b: Uuid, total: usize, batch: usize) -
         let ops: Vec<Operation> = (sent..(sent + batch).min(total))
             .map(|i| message(a, b, i))
             .collect();
-        store
-            .write(|session| session.commit_batch(&ops))
-            .expect("batch");
+        store.commit_batch(1, 0, ops.clone()).expect("batch");
         sent += ops.len();
     }
     start.elapsed()
@@ -111,19 +111,36 @@ fn main() {
     );
 
     let start = Instant::now();
-    let log = store.operations_since(0, 10_000).expect("log");
+    let log = store.entries_after(0, 1_000).expect("log");
+    let ops: usize = log.iter().map(|entry| entry.ops.len()).sum();
     println!(
         "bench replication log read: {:.0} operations/s",
-        per_second(log.len(), start.elapsed())
+        per_second(ops, start.elapsed())
     );
+    let follower = open(&dir, "follower.db", Durability::Full);
     let start = Instant::now();
-    let snapshot = store.snapshot().expect("snapshot");
-    let snap_time = start.elapsed();
-    let replica = open(&dir, "replica.db", Durability::Full);
-    let start = Instant::now();
-    replica.restore_snapshot(&snapshot).expect("restore");
+    for chunk in log.chunks(10) {
+        let commit = chunk.last().map_or(0, |entry| entry.epoch);
+        follower.append_entries(chunk, commit).expect("append");
+    }
     println!(
-        "bench snapshot of 100k messages: take {:.0} ms, restore {:.0} ms",
+        "bench follower append+apply, 10 entries of 100 ops per fsync: {:.0} operations/s",
+        per_second(ops, start.elapsed())
+    );
+
+    let start = Instant::now();
+    let mut reader = store.snapshot_reader().expect("snapshot");
+    let replica = open(&dir, "replica.db", Durability::Full);
+    let mut receiving = replica.snapshot_writer().expect("sink");
+    while let Some(chunk) = reader.next_chunk(256 * 1024).expect("chunk") {
+        receiving.write_chunk(&chunk).expect("write");
+    }
+    let snap_time = start.elapsed();
+    let start = Instant::now();
+    replica.restore_from(receiving).expect("restore");
+    println!(
+        "bench snapshot of 100k messages ({} KiB): take and stream {:.0} ms, restore {:.0} ms",
+        reader.size() / 1024,
         snap_time.as_secs_f64() * 1e3,
         start.elapsed().as_secs_f64() * 1e3
     );

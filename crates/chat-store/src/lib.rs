@@ -1,71 +1,95 @@
-//! Storage for the chat domain: SQLite through diesel, with epochs and a replication log.
+//! Storage for the chat domain: SQLite through diesel, with epochs, a replicated log of
+//! (term, epoch) entries, group commit and streamed snapshots.
 //!
 //! # Schema
 //! `migrations/` at the workspace root, embedded ([`MIGRATIONS`]) and applied by
-//! [`Store::open`]. Tables: `users` (uuid, username, tag, created/deleted time, epoch),
-//! `user_secrets` (bcrypt hash, kept apart from users), `chat_groups` (uuid, name, creator,
-//! owner, created/deleted time, epoch), `group_members` (group, user, joined time, epoch),
-//! `messages` (uuid, chat id, sender, receiver user *or* group, content, time, epoch),
-//! `system_state` (the single row holding `current_epoch`), `replication_log` (epoch →
-//! serialised [`Operation`]) and `applied_requests` (request id → epoch and first result).
-//! `username#tag` is unique among live users only, so deleting an account frees its name.
-//! Deletes of users and groups are soft (rows stay, `deleted_at_ms` is set); reads hide them.
+//! [`Store::open`]. Tables: `users`, `user_secrets` (bcrypt hashes, kept apart from users),
+//! `chat_groups`, `group_members`, `messages`, `chat_reads` (each user's read position per
+//! chat), `system_state` (the applied epoch and the log's base `(term, epoch)`),
+//! `replication_log` (`epoch INTEGER PRIMARY KEY`: one row per entry, keyed by its last
+//! epoch) and `applied_requests` (`epoch INTEGER PRIMARY KEY`, unique request id, fingerprint,
+//! small answer). `username#tag` is unique among live users only. Deletes of users and groups
+//! are soft.
+//!
+//! # Epochs, entries, terms
+//! Every write is one epoch; every row a write touches carries it. The writer commits writes
+//! in batches ([`Store::commit_batch`]): one transaction, one fsync, one log [`Entry`] holding
+//! the batch's [`Operation`]s at consecutive epochs, stamped with the writer's [`Term`]. The
+//! id of the last durable entry, `(term, epoch)` ([`EntryId`], ordered by term then epoch), is
+//! the node's election key ([`Store::election_key`]).
+//!
+//! # The writer: group commit
+//! [`Store::commit_batch`]`(term, at_ms, requests)` takes anything implementing
+//! [`WriteRequest`] (a request id, a [`Fingerprint`], and a decision against the rows). Each
+//! request is decided in its own SAVEPOINT, so a refusal rolls back that request only. Per
+//! write: one look-up of the request id, the request's own reads, its rows and one
+//! remembered-answer row; per batch: one log row, one epoch update. It returns per-request
+//! answers, the batch's entry (to replicate) and [`ChangeNotice`]s `(chat id, epoch,
+//! audience)` with each chat's members at commit time. [`Store::writer_statements`] counts
+//! the statements (the bench divides by writes).
+//!
+//! # Followers
+//! - [`Store::append_entries`]`(entries, commit)`: appends in order (entries already held are
+//!   skipped; a gap is [`StoreError::Gap`]; an entry held in another term is
+//!   [`StoreError::Diverged`]), then applies the log up to `commit` (the writer's
+//!   majority-acknowledged epoch), in one fsynced transaction, so the returned
+//!   [`AppendOutcome::durable`] may be reported upward. Rows only ever hold committed entries
+//!   on a follower; [`Store::apply_committed`] moves the commit point alone.
+//! - [`Store::entries_after`]`(epoch, n)`: catch-up for the node below
+//!   ([`StoreError::LogTrimmed`] when gone: send a snapshot).
+//! - [`Store::last_common_epoch`] / [`Store::term_at`] find where two logs part;
+//!   [`Store::truncate_after`]`(keep_through, committed_floor)` drops a deposed writer's
+//!   suffix, refusing below the floor ([`StoreError::BelowCommitted`]) and below the applied
+//!   rows ([`StoreError::SnapshotNeeded`]: a deposed writer's own applied suffix needs a
+//!   snapshot).
+//!
+//! # Snapshots
+//! [`Store::snapshot_reader`] takes a consistent copy with `VACUUM INTO` a temporary file
+//! beside the database and streams it in chunks ([`SnapshotReader::next_chunk`]);
+//! [`Store::snapshot_writer`] + [`Store::restore_from`] receive chunks into a file, check it
+//! (`quick_check`, schema version), attach it and copy it in one transaction. The log base
+//! becomes the snapshot's id. Nothing holds the whole database in memory. ([`Store::snapshot`]
+//! is an in-memory comparison of contents for tests.)
+//!
+//! # Trimming and retries
+//! The log trims itself: once it holds more than twice [`StoreOptions::log_retention`]
+//! epochs, the applied entries older than the retention go (never unapplied ones, so a node
+//! can always continue). Remembered request ids are independent of the log: the writer
+//! forgets them after [`StoreOptions::request_retention`] and says so in an entry
+//! (`forget_requests_through`), so every node forgets the same ones and a retry replays as
+//! long as its id is remembered anywhere. A replay answers the first result only when the
+//! request's [`Fingerprint`] (kind, acting user, parameters) matches; otherwise
+//! [`StoreError::RequestIdReused`].
 //!
 //! # Connections
-//! WAL journal, a busy timeout, foreign keys on. One writer connection behind a mutex
-//! ([`Store::write`] holds it for a whole check-then-commit sequence, so checks cannot go
-//! stale); reads use a small pool of `query_only` connections, each read in one transaction so
-//! its rows and its epoch agree ([`Store::read`]). Every call blocks: async callers go through
-//! `spawn_blocking`.
-//!
-//! # Epochs
-//! `current_epoch` is the number of writes applied. A write is one transaction that
-//! 1. computes `epoch = current + 1`,
-//! 2. applies its [`Change`], stamping `epoch` on every row it creates or modifies (a user on
-//!    register/delete; a group on create/delete/member change/owner change; a membership on
-//!    add; a message on send),
-//! 3. sets `current_epoch = epoch`,
-//! 4. appends `(epoch, operation)` to `replication_log` and `(request id, epoch, result)` to
-//!    `applied_requests`.
-//!
-//! The writer puts every value the change needs into the [`Operation`] (uuids, time, hash), so
-//! applying it elsewhere gives identical rows.
-//!
-//! # Replication
-//! - Catch-up: a replica at epoch E calls the writer's [`Store::operations_since`]`(E, n)`
-//!   and applies each with [`Store::apply`]`(epoch, op)`, which is idempotent (an epoch at or
-//!   below the replica's does nothing) and refuses to skip ([`StoreError::Gap`]).
-//! - Full: when the log no longer reaches back ([`StoreError::LogTrimmed`], after
-//!   [`Store::trim_log`]) or the replica is new, [`Store::snapshot`] →
-//!   [`Store::restore_snapshot`]. A [`Snapshot`] is the whole contents and compares equal
-//!   exactly when two databases hold the same data.
-//!
-//! # Retries
-//! Every operation carries a client-chosen `request_id` (a message's uuid for sends). A second
-//! commit with an applied id returns the first [`Committed`] and does not move the epoch. Ids
-//! are remembered as long as the log is (trimming forgets both).
+//! WAL journal, a busy timeout, foreign keys on. One writer connection behind a mutex with the
+//! log's position cached beside it; reads use a small pool of `query_only` connections, each
+//! read in one transaction so its rows and its epoch agree ([`Store::read`]). Every call
+//! blocks: async callers go through `spawn_blocking` or a thread of their own.
 //!
 //! # Secrets
 //! Password hashes are a [`SecretHash`] (redacted `Debug`). They leave this crate only in
-//! [`Change::RegisterUser`], in [`Snapshot::secrets`] (replication to replicas) and through
-//! [`ReadView::credentials`] for the service to verify a login; [`User`] has no hash field.
+//! [`Change::RegisterUser`], in snapshots and through [`ReadView::credentials`].
 //!
-//! Authorisation is not decided here (see `chat-service`); the store checks only that the rows
-//! an operation needs exist and that it breaks no uniqueness rule.
+//! Authorisation is not decided here (see `chat-service`); the store applies decided changes,
+//! and the schema's constraints catch what a decision missed.
 
 mod error;
 mod model;
 mod operation;
 mod queries;
 mod schema;
+mod snapshot;
 mod store;
 
 pub use error::StoreError;
 pub use model::{
-    private_chat_id, Epoch, Group, Membership, Message, Page, Recipient, SecretHash, User,
+    private_chat_id, ChatSummary, ChatWith, Epoch, Fingerprint, Group, Membership, Message, Page,
+    ReadPosition, Recipient, SecretHash, Term, User,
 };
-pub use operation::{Change, Committed, Operation, Written};
+pub use operation::{Change, ChangeNotice, Committed, Entry, EntryId, Operation, Written};
+pub use snapshot::{SnapshotReader, SnapshotWriter};
 pub use store::{
-    Applied, AppliedRequest, Durability, ReadView, Snapshot, Store, StoreOptions, UserSecret,
-    WriteSession, MIGRATIONS,
+    AppendOutcome, AppliedRequest, BatchOutcome, Durability, ReadView, Snapshot, Store,
+    StoreOptions, StoredReadPosition, UserSecret, WriteRequest, MIGRATIONS,
 };

@@ -12,6 +12,9 @@ use crate::schema::{chat_groups, group_members, messages, users};
 /// The number of writes applied to a database. Each write adds exactly one.
 pub type Epoch = u64;
 
+/// The election term a log entry was written in: it only grows along a log.
+pub type Term = u64;
+
 /// A registered account. Never carries the password hash.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct User {
@@ -114,17 +117,129 @@ pub enum Page {
         /// How many messages at most.
         limit: u32,
     },
+    /// The newest `limit` messages older than the message `message` of the same chat
+    /// (scrolling back by message id). An id not in the chat is
+    /// [`StoreError::UnknownMessage`].
+    BeforeMessage {
+        /// Exclusive upper bound: a message of this chat.
+        message: Uuid,
+        /// How many messages at most.
+        limit: u32,
+    },
 }
 
 impl Page {
     /// The page size asked for.
     pub fn limit(&self) -> u32 {
         match *self {
-            Page::Newest { limit } | Page::Before { limit, .. } | Page::Since { limit, .. } => {
-                limit
-            }
+            Page::Newest { limit }
+            | Page::Before { limit, .. }
+            | Page::Since { limit, .. }
+            | Page::BeforeMessage { limit, .. } => limit,
         }
     }
+
+    /// The same page with another size.
+    pub fn with_limit(self, limit: u32) -> Page {
+        match self {
+            Page::Newest { .. } => Page::Newest { limit },
+            Page::Before { epoch, .. } => Page::Before { epoch, limit },
+            Page::Since { epoch, .. } => Page::Since { epoch, limit },
+            Page::BeforeMessage { message, .. } => Page::BeforeMessage { message, limit },
+        }
+    }
+}
+
+/// A digest of a write request's kind, acting user and parameters (SHA-256, first 16 bytes,
+/// hex). A replayed request id answers with the stored result only when the fingerprints
+/// match; the caller chooses what goes in (never a salted hash, which differs on every retry).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Fingerprint(pub [u8; 16]);
+
+impl Fingerprint {
+    /// The fingerprint of `parts`, each length-prefixed so `["ab", "c"]` and `["a", "bc"]`
+    /// differ.
+    pub fn of(parts: &[&[u8]]) -> Self {
+        use sha2::{Digest, Sha256};
+        let mut hasher = Sha256::new();
+        for part in parts {
+            hasher.update((part.len() as u64).to_le_bytes());
+            hasher.update(part);
+        }
+        let digest = hasher.finalize();
+        let mut bytes = [0u8; 16];
+        bytes.copy_from_slice(&digest[..16]);
+        Self(bytes)
+    }
+
+    /// Lower-case hex, as stored.
+    pub fn to_hex(&self) -> String {
+        self.0.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// Parses [`Fingerprint::to_hex`] output.
+    pub fn from_hex(text: &str) -> Option<Self> {
+        if text.len() != 32 || !text.is_ascii() {
+            return None;
+        }
+        let mut bytes = [0u8; 16];
+        for (i, byte) in bytes.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).ok()?;
+        }
+        Some(Self(bytes))
+    }
+}
+
+impl Serialize for Fingerprint {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.to_hex())
+    }
+}
+
+impl<'de> Deserialize<'de> for Fingerprint {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        Fingerprint::from_hex(&text)
+            .ok_or_else(|| serde::de::Error::custom("a fingerprint is 32 hex digits"))
+    }
+}
+
+/// Where a user has read a chat up to, and how much is new.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadPosition {
+    /// The reader.
+    pub user_uuid: Uuid,
+    /// The chat ([`private_chat_id`] or a group uuid).
+    pub chat_id: String,
+    /// Epoch of the newest message the user has seen in it.
+    pub read_epoch: Epoch,
+}
+
+/// Which chat a [`ChatSummary`] is about.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "value", rename_all = "snake_case")]
+pub enum ChatWith {
+    /// A private chat with this user (deleted accounts included: their history stays).
+    User(User),
+    /// A group chat.
+    Group(Group),
+}
+
+/// One entry of a user's chat list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatSummary {
+    /// The chat id.
+    pub chat_id: String,
+    /// The other user or the group.
+    pub with: ChatWith,
+    /// The newest message, if any.
+    pub newest: Option<Message>,
+    /// Its author.
+    pub newest_author: Option<User>,
+    /// Messages from others newer than the user's read position.
+    pub unread: u64,
+    /// The user's read position in this chat (0: never read).
+    pub read_epoch: Epoch,
 }
 
 /// The chat id of the private chat between two users: both uuids in lexicographic order joined

@@ -10,8 +10,8 @@ use uuid::Uuid;
 
 use crate::error::StoreError;
 use crate::model::{
-    epoch_to_sql, private_chat_id, Epoch, Group, GroupRow, Membership, MembershipRow, Message,
-    MessageRow, Recipient, SecretHash, User, UserRow,
+    epoch_to_sql, private_chat_id, Epoch, Fingerprint, Group, GroupRow, Membership, MembershipRow,
+    Message, MessageRow, ReadPosition, Recipient, SecretHash, Term, User, UserRow,
 };
 use crate::queries;
 use crate::schema::{chat_groups, group_members, messages, user_secrets, users};
@@ -23,6 +23,10 @@ pub struct Operation {
     pub request_id: Uuid,
     /// The writer's clock when it accepted the write, unix milliseconds.
     pub at_ms: i64,
+    /// What the request was (kind, acting user, parameters): a replay of `request_id` must
+    /// match it.
+    #[serde(default)]
+    pub fingerprint: Fingerprint,
     /// What changes.
     pub change: Change,
 }
@@ -87,6 +91,15 @@ pub enum Change {
         /// Text.
         content: String,
     },
+    /// Move a user's read position in a chat forward (never back).
+    MarkRead {
+        /// The reader.
+        user_uuid: Uuid,
+        /// The chat.
+        chat_id: String,
+        /// Epoch of the newest message seen.
+        read_epoch: Epoch,
+    },
 }
 
 /// What a write produced; kept per request id so a retry gets the same answer.
@@ -101,6 +114,8 @@ pub enum Written {
     Membership(Membership),
     /// A stored message.
     Message(Message),
+    /// A read position after the change.
+    ReadPosition(ReadPosition),
 }
 
 /// A committed write: its epoch and result.
@@ -110,10 +125,92 @@ pub struct Committed {
     pub epoch: Epoch,
     /// The result.
     pub written: Written,
+    /// True when this is the stored answer of an earlier application of the same request
+    /// (nothing was written now).
+    pub replayed: bool,
+}
+
+/// A log entry's identity. Ordered by term, then epoch: the election key of a log is the id
+/// of its last durable entry, and the higher key holds every majority-acknowledged write.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
+pub struct EntryId {
+    /// The term the entry was written in.
+    pub term: Term,
+    /// The entry's last epoch.
+    pub epoch: Epoch,
+}
+
+/// One replicated log entry: the writes of one group-commit batch, at consecutive epochs
+/// `first_epoch()..=epoch`, written in `term`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// The writer's term.
+    pub term: Term,
+    /// The epoch of the last op (the entry's key).
+    pub epoch: Epoch,
+    /// The writes, oldest first; never empty.
+    pub ops: Vec<Operation>,
+    /// Remembered request ids at or below this epoch are forgotten when the entry is applied
+    /// (the writer decides, so every node forgets the same ones).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forget_requests_through: Option<Epoch>,
+}
+
+impl Entry {
+    /// The entry's id.
+    pub fn id(&self) -> EntryId {
+        EntryId {
+            term: self.term,
+            epoch: self.epoch,
+        }
+    }
+
+    /// The epoch of the first op.
+    pub fn first_epoch(&self) -> Epoch {
+        (self.epoch + 1).saturating_sub(self.ops.len() as Epoch)
+    }
+}
+
+/// What a committed batch tells input nodes: a chat changed at `epoch`, and who may see it
+/// (the chat's members when the batch committed, so a lagging input node need not look it up).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangeNotice {
+    /// The chat.
+    pub chat_id: String,
+    /// The epoch of the new message.
+    pub epoch: Epoch,
+    /// The message's uuid.
+    pub message_uuid: Uuid,
+    /// Users allowed to see it, sorted.
+    pub audience: Vec<Uuid>,
+}
+
+/// The answer remembered for a request id: small (a message is named, not copied; messages
+/// never change after they are stored).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Remembered {
+    /// The stored message with this uuid.
+    Message(Uuid),
+    /// Anything else, as written.
+    Written(Written),
+}
+
+impl Remembered {
+    pub(crate) fn of(written: &Written) -> Self {
+        match written {
+            Written::Message(message) => Remembered::Message(message.uuid),
+            other => Remembered::Written(other.clone()),
+        }
+    }
 }
 
 /// Applies `op`'s change at `epoch`. Runs inside the caller's transaction, which also moves
-/// the epoch and appends the log row.
+/// the epoch and appends the log row. The writer decided the change against the current rows
+/// before (so nothing is looked up twice); what is left to catch is caught by the schema's
+/// constraints (a taken name, a missing row, a duplicate) or by counting the rows changed.
 pub(crate) fn apply_change(
     conn: &mut SqliteConnection,
     epoch: Epoch,
@@ -128,14 +225,6 @@ pub(crate) fn apply_change(
             tag,
             secret,
         } => {
-            if queries::user_any(conn, *user_uuid)?.is_some() {
-                return Err(StoreError::Conflict(format!(
-                    "user uuid {user_uuid} exists"
-                )));
-            }
-            if queries::user_by_name_tag(conn, username, tag)?.is_some() {
-                return Err(StoreError::Conflict(format!("{username}#{tag} is taken")));
-            }
             let user = User {
                 uuid: *user_uuid,
                 username: username.clone(),
@@ -156,19 +245,23 @@ pub(crate) fn apply_change(
             Ok(Written::User(user))
         }
         Change::DeleteUser { user_uuid } => {
-            let mut user = queries::user(conn, *user_uuid)?.ok_or(StoreError::NotFound("user"))?;
-            diesel::update(users::table.find(user_uuid.to_string()))
-                .set((
-                    users::deleted_at_ms.eq(Some(at)),
-                    users::epoch.eq(epoch_sql),
-                ))
-                .execute(conn)?;
+            let user: Option<UserRow> = diesel::update(
+                users::table
+                    .find(user_uuid.to_string())
+                    .filter(users::deleted_at_ms.is_null()),
+            )
+            .set((
+                users::deleted_at_ms.eq(Some(at)),
+                users::epoch.eq(epoch_sql),
+            ))
+            .returning(UserRow::as_returning())
+            .get_result(conn)
+            .optional()?;
+            let user = User::try_from(user.ok_or(StoreError::NotFound("user"))?)?;
             diesel::delete(user_secrets::table.find(user_uuid.to_string())).execute(conn)?;
             for group_uuid in queries::group_uuids_of_member(conn, *user_uuid)? {
                 leave_group(conn, group_uuid, *user_uuid, epoch, at)?;
             }
-            user.deleted_at_ms = Some(at);
-            user.epoch = epoch;
             Ok(Written::User(user))
         }
         Change::CreateGroup {
@@ -176,14 +269,6 @@ pub(crate) fn apply_change(
             name,
             creator_uuid,
         } => {
-            if queries::user(conn, *creator_uuid)?.is_none() {
-                return Err(StoreError::NotFound("user"));
-            }
-            if queries::group_any(conn, *group_uuid)?.is_some() {
-                return Err(StoreError::Conflict(format!(
-                    "group uuid {group_uuid} exists"
-                )));
-            }
             let group = Group {
                 uuid: *group_uuid,
                 name: name.clone(),
@@ -208,31 +293,26 @@ pub(crate) fn apply_change(
             Ok(Written::Group(group))
         }
         Change::DeleteGroup { group_uuid } => {
-            let mut group =
-                queries::group(conn, *group_uuid)?.ok_or(StoreError::NotFound("group"))?;
-            diesel::update(chat_groups::table.find(group_uuid.to_string()))
-                .set((
-                    chat_groups::deleted_at_ms.eq(Some(at)),
-                    chat_groups::epoch.eq(epoch_sql),
-                ))
-                .execute(conn)?;
-            group.deleted_at_ms = Some(at);
-            group.epoch = epoch;
-            Ok(Written::Group(group))
+            let group: Option<GroupRow> = diesel::update(
+                chat_groups::table
+                    .find(group_uuid.to_string())
+                    .filter(chat_groups::deleted_at_ms.is_null()),
+            )
+            .set((
+                chat_groups::deleted_at_ms.eq(Some(at)),
+                chat_groups::epoch.eq(epoch_sql),
+            ))
+            .returning(GroupRow::as_returning())
+            .get_result(conn)
+            .optional()?;
+            Ok(Written::Group(Group::try_from(
+                group.ok_or(StoreError::NotFound("group"))?,
+            )?))
         }
         Change::AddMember {
             group_uuid,
             user_uuid,
         } => {
-            if queries::group(conn, *group_uuid)?.is_none() {
-                return Err(StoreError::NotFound("group"));
-            }
-            if queries::user(conn, *user_uuid)?.is_none() {
-                return Err(StoreError::NotFound("user"));
-            }
-            if queries::is_member(conn, *group_uuid, *user_uuid)? {
-                return Err(StoreError::Conflict("already a member".to_owned()));
-            }
             let membership = Membership {
                 group_uuid: *group_uuid,
                 user_uuid: *user_uuid,
@@ -242,19 +322,15 @@ pub(crate) fn apply_change(
             diesel::insert_into(group_members::table)
                 .values(MembershipRow::try_from(&membership)?)
                 .execute(conn)?;
-            stamp_group(conn, *group_uuid, epoch)?;
+            if stamp_group(conn, *group_uuid, epoch)? == 0 {
+                return Err(StoreError::NotFound("group"));
+            }
             Ok(Written::Membership(membership))
         }
         Change::RemoveMember {
             group_uuid,
             user_uuid,
         } => {
-            if queries::group(conn, *group_uuid)?.is_none() {
-                return Err(StoreError::NotFound("group"));
-            }
-            if !queries::is_member(conn, *group_uuid, *user_uuid)? {
-                return Err(StoreError::NotFound("membership"));
-            }
             let group = leave_group(conn, *group_uuid, *user_uuid, epoch, at)?;
             Ok(Written::Group(group))
         }
@@ -264,27 +340,9 @@ pub(crate) fn apply_change(
             recipient,
             content,
         } => {
-            if queries::message_exists(conn, *message_uuid)? {
-                return Err(StoreError::Conflict(format!(
-                    "message uuid {message_uuid} exists"
-                )));
-            }
-            if queries::user(conn, *sender_uuid)?.is_none() {
-                return Err(StoreError::NotFound("user"));
-            }
             let chat_id = match *recipient {
-                Recipient::User(receiver) => {
-                    if queries::user(conn, receiver)?.is_none() {
-                        return Err(StoreError::NotFound("user"));
-                    }
-                    private_chat_id(*sender_uuid, receiver)
-                }
-                Recipient::Group(group_uuid) => {
-                    if queries::group(conn, group_uuid)?.is_none() {
-                        return Err(StoreError::NotFound("group"));
-                    }
-                    group_uuid.to_string()
-                }
+                Recipient::User(receiver) => private_chat_id(*sender_uuid, receiver),
+                Recipient::Group(group_uuid) => group_uuid.to_string(),
             };
             let message = Message {
                 uuid: *message_uuid,
@@ -300,18 +358,32 @@ pub(crate) fn apply_change(
                 .execute(conn)?;
             Ok(Written::Message(message))
         }
+        Change::MarkRead {
+            user_uuid,
+            chat_id,
+            read_epoch,
+        } => {
+            let read_epoch = queries::mark_read(conn, *user_uuid, chat_id, *read_epoch, epoch)?;
+            Ok(Written::ReadPosition(ReadPosition {
+                user_uuid: *user_uuid,
+                chat_id: chat_id.clone(),
+                read_epoch,
+            }))
+        }
     }
 }
 
+/// Stamps `epoch` on a group; returns the rows changed (0: no such group).
 fn stamp_group(
     conn: &mut SqliteConnection,
     group_uuid: Uuid,
     epoch: Epoch,
-) -> Result<(), StoreError> {
-    diesel::update(chat_groups::table.find(group_uuid.to_string()))
-        .set(chat_groups::epoch.eq(epoch_to_sql(epoch)?))
-        .execute(conn)?;
-    Ok(())
+) -> Result<usize, StoreError> {
+    Ok(
+        diesel::update(chat_groups::table.find(group_uuid.to_string()))
+            .set(chat_groups::epoch.eq(epoch_to_sql(epoch)?))
+            .execute(conn)?,
+    )
 }
 
 /// Ends one membership and keeps the group consistent: an empty group is deleted, and a group
@@ -325,8 +397,12 @@ fn leave_group(
     at: i64,
 ) -> Result<Group, StoreError> {
     let epoch_sql = epoch_to_sql(epoch)?;
-    diesel::delete(group_members::table.find((group_uuid.to_string(), user_uuid.to_string())))
-        .execute(conn)?;
+    let removed =
+        diesel::delete(group_members::table.find((group_uuid.to_string(), user_uuid.to_string())))
+            .execute(conn)?;
+    if removed == 0 {
+        return Err(StoreError::NotFound("membership"));
+    }
     let mut group = queries::group_any(conn, group_uuid)?.ok_or(StoreError::NotFound("group"))?;
     group.epoch = epoch;
     let successor: Option<String> = group_members::table
@@ -354,7 +430,9 @@ fn leave_group(
                 ))
                 .execute(conn)?;
         }
-        _ => stamp_group(conn, group_uuid, epoch)?,
+        _ => {
+            stamp_group(conn, group_uuid, epoch)?;
+        }
     }
     Ok(group)
 }

@@ -7,12 +7,13 @@ use uuid::Uuid;
 
 use crate::error::StoreError;
 use crate::model::{
-    epoch_from_sql, epoch_to_sql, Epoch, Group, GroupRow, Message, MessageRow, Page, SecretHash,
-    User, UserRow,
+    epoch_from_sql, epoch_to_sql, uuid_from_sql, ChatSummary, ChatWith, Epoch, Fingerprint, Group,
+    GroupRow, Message, MessageRow, Page, SecretHash, User, UserRow,
 };
-use crate::operation::{Committed, Written};
+use crate::operation::{Committed, Remembered, Written};
 use crate::schema::{
-    applied_requests, chat_groups, group_members, messages, system_state, user_secrets, users,
+    applied_requests, chat_groups, chat_reads, group_members, messages, system_state, user_secrets,
+    users,
 };
 
 pub(crate) fn current_epoch(conn: &mut SqliteConnection) -> Result<Epoch, StoreError> {
@@ -184,14 +185,6 @@ pub(crate) fn members(
     )
 }
 
-pub(crate) fn message_exists(conn: &mut SqliteConnection, uuid: Uuid) -> Result<bool, StoreError> {
-    let count: i64 = messages::table
-        .find(uuid.to_string())
-        .count()
-        .get_result(conn)?;
-    Ok(count > 0)
-}
-
 pub(crate) fn messages(
     conn: &mut SqliteConnection,
     chat_id: &str,
@@ -224,26 +217,243 @@ pub(crate) fn messages(
             .order(messages::epoch.asc())
             .limit(limit)
             .load(conn)?,
+        Page::BeforeMessage { message, .. } => {
+            let bound: i64 = messages::table
+                .find(message.to_string())
+                .filter(messages::chat_id.eq(chat_id))
+                .select(messages::epoch)
+                .first(conn)
+                .optional()?
+                .ok_or(StoreError::UnknownMessage(message))?;
+            let mut rows = in_chat
+                .filter(messages::epoch.lt(bound))
+                .order(messages::epoch.desc())
+                .limit(limit)
+                .load(conn)?;
+            rows.reverse();
+            rows
+        }
     };
     convert_all(rows)
 }
 
-pub(crate) fn applied(
+/// A remembered request: its epoch, fingerprint and answer.
+pub(crate) struct RememberedRequest {
+    pub(crate) epoch: Epoch,
+    pub(crate) fingerprint: Fingerprint,
+    answer: Remembered,
+}
+
+impl RememberedRequest {
+    /// The stored answer, the message read back from its row.
+    pub(crate) fn committed(self, conn: &mut SqliteConnection) -> Result<Committed, StoreError> {
+        let written = match self.answer {
+            Remembered::Written(written) => written,
+            Remembered::Message(uuid) => Written::Message(
+                messages::table
+                    .find(uuid.to_string())
+                    .select(MessageRow::as_select())
+                    .first(conn)
+                    .optional()?
+                    .ok_or_else(|| {
+                        StoreError::Corrupt(format!("remembered message {uuid} is gone"))
+                    })?
+                    .try_into()?,
+            ),
+        };
+        Ok(Committed {
+            epoch: self.epoch,
+            written,
+            replayed: true,
+        })
+    }
+}
+
+pub(crate) fn remembered(
     conn: &mut SqliteConnection,
     request_id: Uuid,
-) -> Result<Option<Committed>, StoreError> {
-    let row: Option<(i64, String)> = applied_requests::table
-        .find(request_id.to_string())
-        .select((applied_requests::epoch, applied_requests::outcome))
+) -> Result<Option<RememberedRequest>, StoreError> {
+    let row: Option<(i64, String, String)> = applied_requests::table
+        .filter(applied_requests::request_id.eq(request_id.to_string()))
+        .select((
+            applied_requests::epoch,
+            applied_requests::fingerprint,
+            applied_requests::answer,
+        ))
         .first(conn)
         .optional()?;
-    row.map(|(epoch, outcome)| {
-        let written: Written = serde_json::from_str(&outcome)
-            .map_err(|e| StoreError::Corrupt(format!("stored outcome of {request_id}: {e}")))?;
-        Ok(Committed {
+    row.map(|(epoch, fingerprint, answer)| {
+        Ok(RememberedRequest {
             epoch: epoch_from_sql(epoch)?,
-            written,
+            fingerprint: Fingerprint::from_hex(&fingerprint).ok_or_else(|| {
+                StoreError::Corrupt(format!("fingerprint of {request_id} is malformed"))
+            })?,
+            answer: serde_json::from_str(&answer)
+                .map_err(|e| StoreError::Corrupt(format!("stored answer of {request_id}: {e}")))?,
         })
     })
     .transpose()
+}
+
+pub(crate) fn remember(
+    conn: &mut SqliteConnection,
+    epoch: Epoch,
+    request_id: Uuid,
+    fingerprint: Fingerprint,
+    written: &Written,
+) -> Result<(), StoreError> {
+    let answer = serde_json::to_string(&Remembered::of(written))
+        .map_err(|e| StoreError::Corrupt(format!("cannot encode an answer: {e}")))?;
+    diesel::insert_into(applied_requests::table)
+        .values((
+            applied_requests::epoch.eq(epoch_to_sql(epoch)?),
+            applied_requests::request_id.eq(request_id.to_string()),
+            applied_requests::fingerprint.eq(fingerprint.to_hex()),
+            applied_requests::answer.eq(answer),
+        ))
+        .execute(conn)?;
+    Ok(())
+}
+
+pub(crate) fn forget_requests_through(
+    conn: &mut SqliteConnection,
+    through: Epoch,
+) -> Result<(), StoreError> {
+    diesel::delete(
+        applied_requests::table.filter(applied_requests::epoch.le(epoch_to_sql(through)?)),
+    )
+    .execute(conn)?;
+    Ok(())
+}
+
+/// Moves the read position forward only; returns the position after the change.
+pub(crate) fn mark_read(
+    conn: &mut SqliteConnection,
+    user_uuid: Uuid,
+    chat_id: &str,
+    read_epoch: Epoch,
+    epoch: Epoch,
+) -> Result<Epoch, StoreError> {
+    use diesel::sql_types::{BigInt, Text};
+    #[derive(QueryableByName)]
+    struct Position {
+        #[diesel(sql_type = BigInt)]
+        read_epoch: i64,
+    }
+    let position: Position = diesel::sql_query(
+        "INSERT INTO chat_reads (user_uuid, chat_id, read_epoch, epoch) VALUES (?1, ?2, ?3, ?4) \
+         ON CONFLICT (user_uuid, chat_id) DO UPDATE SET \
+         read_epoch = max(read_epoch, excluded.read_epoch), epoch = excluded.epoch \
+         RETURNING read_epoch",
+    )
+    .bind::<Text, _>(user_uuid.to_string())
+    .bind::<Text, _>(chat_id)
+    .bind::<BigInt, _>(epoch_to_sql(read_epoch)?)
+    .bind::<BigInt, _>(epoch_to_sql(epoch)?)
+    .get_result(conn)?;
+    epoch_from_sql(position.read_epoch)
+}
+
+pub(crate) fn read_epoch(
+    conn: &mut SqliteConnection,
+    user_uuid: Uuid,
+    chat_id: &str,
+) -> Result<Epoch, StoreError> {
+    let epoch: Option<i64> = chat_reads::table
+        .find((user_uuid.to_string(), chat_id))
+        .select(chat_reads::read_epoch)
+        .first(conn)
+        .optional()?;
+    epoch_from_sql(epoch.unwrap_or(0))
+}
+
+/// Live groups both users belong to, in the first user's joining order.
+pub(crate) fn shared_groups(
+    conn: &mut SqliteConnection,
+    a: Uuid,
+    b: Uuid,
+) -> Result<Vec<Group>, StoreError> {
+    let theirs: Vec<String> = group_members::table
+        .filter(group_members::user_uuid.eq(b.to_string()))
+        .select(group_members::group_uuid)
+        .load(conn)?;
+    Ok(groups_of_member(conn, a)?
+        .into_iter()
+        .filter(|group| theirs.contains(&group.uuid.to_string()))
+        .collect())
+}
+
+/// The users a private chat's member has written to or heard from, with the chat ids.
+fn private_partners(
+    conn: &mut SqliteConnection,
+    user_uuid: Uuid,
+) -> Result<Vec<(String, Uuid)>, StoreError> {
+    use diesel::sql_types::Text;
+    #[derive(QueryableByName)]
+    struct Partner {
+        #[diesel(sql_type = Text)]
+        chat_id: String,
+        #[diesel(sql_type = Text)]
+        other: String,
+    }
+    let rows: Vec<Partner> = diesel::sql_query(
+        "SELECT chat_id, receiver_user_uuid AS other FROM messages \
+         WHERE sender_uuid = ?1 AND receiver_user_uuid IS NOT NULL \
+         UNION SELECT chat_id, sender_uuid AS other FROM messages WHERE receiver_user_uuid = ?1",
+    )
+    .bind::<Text, _>(user_uuid.to_string())
+    .load(conn)?;
+    rows.into_iter()
+        .map(|row| Ok((row.chat_id, uuid_from_sql(&row.other)?)))
+        .collect()
+}
+
+/// The user's private chats and live groups, each with its newest message and how many
+/// messages from others came after the user's read position; newest activity first.
+pub(crate) fn chats(
+    conn: &mut SqliteConnection,
+    user_uuid: Uuid,
+) -> Result<Vec<ChatSummary>, StoreError> {
+    let mut chats = Vec::new();
+    for (chat_id, other) in private_partners(conn, user_uuid)? {
+        let other = user_any(conn, other)?.ok_or(StoreError::NotFound("user"))?;
+        chats.push((chat_id, ChatWith::User(other)));
+    }
+    for group in groups_of_member(conn, user_uuid)? {
+        chats.push((group.uuid.to_string(), ChatWith::Group(group)));
+    }
+    let mut summaries = Vec::with_capacity(chats.len());
+    for (chat_id, with) in chats {
+        let newest = messages(conn, &chat_id, Page::Newest { limit: 1 })?.pop();
+        let newest_author = match &newest {
+            Some(message) => user_any(conn, message.sender_uuid)?,
+            None => None,
+        };
+        let read_epoch = read_epoch(conn, user_uuid, &chat_id)?;
+        let unread: i64 = messages::table
+            .filter(messages::chat_id.eq(&chat_id))
+            .filter(messages::epoch.gt(epoch_to_sql(read_epoch)?))
+            .filter(messages::sender_uuid.ne(user_uuid.to_string()))
+            .count()
+            .get_result(conn)?;
+        summaries.push(ChatSummary {
+            chat_id,
+            with,
+            newest,
+            newest_author,
+            unread: u64::try_from(unread).unwrap_or(0),
+            read_epoch,
+        });
+    }
+    let activity = |summary: &ChatSummary| match (&summary.newest, &summary.with) {
+        (Some(message), _) => message.epoch,
+        (None, ChatWith::Group(group)) => group.epoch,
+        (None, ChatWith::User(user)) => user.epoch,
+    };
+    summaries.sort_by(|a, b| {
+        activity(b)
+            .cmp(&activity(a))
+            .then(a.chat_id.cmp(&b.chat_id))
+    });
+    Ok(summaries)
 }

@@ -4,6 +4,8 @@ diesel::table! {
     system_state (id) {
         id -> Integer,
         current_epoch -> BigInt,
+        log_base_epoch -> BigInt,
+        log_base_term -> BigInt,
     }
 }
 
@@ -62,15 +64,27 @@ diesel::table! {
 diesel::table! {
     replication_log (epoch) {
         epoch -> BigInt,
-        operation -> Text,
+        term -> BigInt,
+        first_epoch -> BigInt,
+        body -> Text,
     }
 }
 
 diesel::table! {
-    applied_requests (request_id) {
-        request_id -> Text,
+    applied_requests (epoch) {
         epoch -> BigInt,
-        outcome -> Text,
+        request_id -> Text,
+        fingerprint -> Text,
+        answer -> Text,
+    }
+}
+
+diesel::table! {
+    chat_reads (user_uuid, chat_id) {
+        user_uuid -> Text,
+        chat_id -> Text,
+        read_epoch -> BigInt,
+        epoch -> BigInt,
     }
 }
 
@@ -86,4 +100,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     messages,
     replication_log,
     applied_requests,
+    chat_reads,
 );

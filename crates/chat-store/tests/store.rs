@@ -1,8 +1,8 @@
 //! The store against real SQLite files in temporary directories.
 
 use chat_store::{
-    Applied, Change, Durability, Epoch, Operation, Page, Recipient, SecretHash, Store, StoreError,
-    StoreOptions, Written,
+    Change, Durability, EntryId, Epoch, Fingerprint, Operation, Page, Recipient, SecretHash, Store,
+    StoreError, StoreOptions, Written,
 };
 use diesel::connection::SimpleConnection;
 use uuid::Uuid;
@@ -26,6 +26,7 @@ fn op(change: Change) -> Operation {
     Operation {
         request_id: Uuid::new_v4(),
         at_ms: 1_700_000_000_000,
+        fingerprint: Fingerprint::default(),
         change,
     }
 }
@@ -70,6 +71,7 @@ fn send(store: &Store, sender_uuid: Uuid, recipient: Recipient, content: &str) -
         .execute(&Operation {
             request_id: message_uuid,
             at_ms: 1,
+            fingerprint: Fingerprint::of(&[content.as_bytes()]),
             change: Change::SendMessage {
                 message_uuid,
                 sender_uuid,
@@ -230,7 +232,7 @@ fn a_failed_write_changes_nothing() {
         user_uuid: alice,
     }));
     assert!(
-        matches!(unknown_group, Err(StoreError::NotFound("group"))),
+        matches!(unknown_group, Err(StoreError::Conflict(_))),
         "{unknown_group:?}"
     );
     let to_nobody = db.store.execute(&op(Change::SendMessage {
@@ -240,11 +242,11 @@ fn a_failed_write_changes_nothing() {
         content: "x".into(),
     }));
     assert!(
-        matches!(to_nobody, Err(StoreError::NotFound("user"))),
+        matches!(to_nobody, Err(StoreError::Conflict(_))),
         "{to_nobody:?}"
     );
     assert_eq!(db.store.snapshot().unwrap(), before);
-    assert_eq!(db.store.operations_since(0, 100).unwrap().len(), 1);
+    assert_eq!(db.store.entries_after(0, 100).unwrap().len(), 1);
 }
 
 #[test]
@@ -282,9 +284,21 @@ fn retried_request_id_returns_the_first_result_without_a_new_epoch() {
         creator_uuid: alice,
     };
     let second = db.store.execute(&again).unwrap();
-    assert_eq!(first, second);
+    assert_eq!(
+        (first.epoch, &first.written),
+        (second.epoch, &second.written)
+    );
+    assert!(!first.replayed && second.replayed);
     assert_eq!(db.store.current_epoch().unwrap(), 2);
     assert_eq!(db.store.snapshot().unwrap().groups.len(), 1);
+    // The same id for another request is refused, not replayed.
+    let mut other = retried.clone();
+    other.fingerprint = Fingerprint::of(&[b"something else"]);
+    let reused = db.store.execute(&other);
+    assert!(
+        matches!(reused, Err(StoreError::RequestIdReused(id)) if id == retried.request_id),
+        "{reused:?}"
+    );
 }
 
 #[test]
@@ -367,24 +381,40 @@ fn sql_metacharacters_are_stored_verbatim() {
 }
 
 #[test]
+fn secrets_do_not_show_in_debug_output() {
+    let db = open();
+    register(&db.store, "alice", "123");
+    let snapshot = db.store.snapshot().unwrap();
+    let text = format!("{snapshot:?} {:?}", db.store.entries_after(0, 10).unwrap());
+    assert!(!text.contains("hash-of-alice"), "{text}");
+    // ...while the serialised forms, which go to replicas, do carry it.
+    assert!(serde_json::to_string(&snapshot)
+        .unwrap()
+        .contains("hash-of-alice"));
+}
+
+/// Feeds the writer's log to `replica` in chunks of `chunk` entries, with the writer's applied
+/// epoch as the commit point.
+fn catch_up(writer: &Store, replica: &Store, chunk: u32) {
+    loop {
+        let after = replica.election_key().epoch;
+        let entries = writer.entries_after(after, chunk).unwrap();
+        if entries.is_empty() {
+            break;
+        }
+        replica
+            .append_entries(&entries, writer.applied_epoch())
+            .unwrap();
+    }
+    replica.apply_committed(writer.applied_epoch()).unwrap();
+}
+
+#[test]
 fn the_replication_log_brings_a_replica_to_the_same_state_and_epoch() {
     let writer = open();
     let replica = open();
     populate(&writer.store);
-    // Catch up in small batches, as a replica would over the data plane.
-    loop {
-        let at = replica.store.current_epoch().unwrap();
-        let batch = writer.store.operations_since(at, 3).unwrap();
-        if batch.is_empty() {
-            break;
-        }
-        for (epoch, operation) in batch {
-            assert!(matches!(
-                replica.store.apply(epoch, &operation).unwrap(),
-                Applied::Committed(_)
-            ));
-        }
-    }
+    catch_up(&writer.store, &replica.store, 3);
     assert_eq!(
         replica.store.current_epoch().unwrap(),
         writer.store.current_epoch().unwrap()
@@ -393,29 +423,39 @@ fn the_replication_log_brings_a_replica_to_the_same_state_and_epoch() {
         replica.store.snapshot().unwrap(),
         writer.store.snapshot().unwrap()
     );
+    assert_eq!(replica.store.election_key(), writer.store.election_key());
     // The replica's own log is a faithful copy: it could serve a replica of its own.
     assert_eq!(
-        replica.store.operations_since(0, 1000).unwrap(),
-        writer.store.operations_since(0, 1000).unwrap()
+        replica.store.entries_after(0, 1000).unwrap(),
+        writer.store.entries_after(0, 1000).unwrap()
     );
 }
 
 #[test]
-fn applying_is_idempotent_and_refuses_gaps() {
+fn appending_is_durable_before_applying_idempotent_and_refuses_gaps() {
     let writer = open();
     let replica = open();
     populate(&writer.store);
-    let log = writer.store.operations_since(0, 1000).unwrap();
-    let (first_epoch, first) = &log[0];
-    replica.store.apply(*first_epoch, first).unwrap();
+    let log = writer.store.entries_after(0, 1000).unwrap();
+    // Durable but not yet committed: the log moves, the rows do not.
+    let outcome = replica.store.append_entries(&log[..1], 0).unwrap();
+    assert_eq!(outcome.durable, log[0].id());
+    assert_eq!(outcome.applied, 0);
+    assert_eq!(replica.store.snapshot().unwrap().users.len(), 0);
+    let outcome = replica
+        .store
+        .append_entries(&log[..1], log[0].epoch)
+        .unwrap();
+    assert_eq!(outcome.applied, log[0].epoch);
     let after_one = replica.store.snapshot().unwrap();
-    assert_eq!(
-        replica.store.apply(*first_epoch, first).unwrap(),
-        Applied::AlreadyApplied
-    );
+    // Again: nothing changes.
+    let again = replica
+        .store
+        .append_entries(&log[..1], log[0].epoch)
+        .unwrap();
+    assert_eq!(again, outcome);
     assert_eq!(replica.store.snapshot().unwrap(), after_one);
-    let (third_epoch, third) = &log[2];
-    let gap = replica.store.apply(*third_epoch, third);
+    let gap = replica.store.append_entries(&log[2..3], 100);
     assert!(
         matches!(
             gap,
@@ -427,59 +467,397 @@ fn applying_is_idempotent_and_refuses_gaps() {
         "{gap:?}"
     );
     assert_eq!(replica.store.snapshot().unwrap(), after_one);
+    assert_eq!(replica.store.election_key(), log[0].id());
+    // Reopening keeps the position (it was durable).
+    let path = replica.store.path().to_owned();
+    let reopened = Store::open(&path).unwrap();
+    assert_eq!(reopened.election_key(), log[0].id());
 }
 
 #[test]
-fn the_snapshot_path_brings_a_replica_to_the_same_state_after_the_log_is_trimmed() {
+fn a_deposed_writers_suffix_is_found_and_dropped_but_never_below_the_committed_floor() {
+    let writer = open(); // writes in term 0, then is deposed
+    let follower = open();
+    let alice = register(&writer.store, "alice", "123");
+    let bob = register(&writer.store, "bob", "123");
+    catch_up(&writer.store, &follower.store, 10);
+    let new_writer = open();
+    catch_up(&writer.store, &new_writer.store, 10);
+    // The old writer appends two more entries in term 0 that reach the follower's log but
+    // are never committed.
+    send(&writer.store, alice, Recipient::User(bob), "lost 1");
+    send(&writer.store, alice, Recipient::User(bob), "lost 2");
+    let stale = writer.store.entries_after(2, 10).unwrap();
+    follower.store.append_entries(&stale, 2).unwrap();
+    assert_eq!(follower.store.election_key(), EntryId { term: 0, epoch: 4 });
+    assert_eq!(follower.store.applied_epoch(), 2);
+
+    // A new writer (term 2) wrote epoch 3 differently.
+    let term2 = Operation {
+        request_id: Uuid::new_v4(),
+        at_ms: 9,
+        fingerprint: Fingerprint::default(),
+        change: Change::SendMessage {
+            message_uuid: Uuid::new_v4(),
+            sender_uuid: bob,
+            recipient: Recipient::User(alice),
+            content: "kept".into(),
+        },
+    };
+    let outcome = new_writer.store.commit_batch(2, 10, vec![term2]).unwrap();
+    let fresh = outcome.entry.expect("an entry");
+    assert_eq!(fresh.id(), EntryId { term: 2, epoch: 3 });
+
+    let diverged = follower
+        .store
+        .append_entries(std::slice::from_ref(&fresh), 3);
+    let Err(StoreError::Diverged {
+        epoch: 3,
+        ours: 0,
+        theirs: 2,
+        keep_through,
+    }) = diverged
+    else {
+        panic!("{diverged:?}");
+    };
+    assert_eq!(keep_through, 2);
+    assert_eq!(
+        follower
+            .store
+            .last_common_epoch(&[EntryId { term: 0, epoch: 2 }, fresh.id()])
+            .unwrap(),
+        2
+    );
+    // Below the committed floor: refused, nothing dropped.
+    let refused = follower.store.truncate_after(keep_through, 3);
+    assert!(
+        matches!(
+            refused,
+            Err(StoreError::BelowCommitted {
+                floor: 3,
+                requested: 2
+            })
+        ),
+        "{refused:?}"
+    );
+    assert_eq!(follower.store.election_key(), EntryId { term: 0, epoch: 4 });
+    // Below what is applied: a snapshot is needed.
+    let applied = follower.store.truncate_after(1, 0);
+    assert!(
+        matches!(applied, Err(StoreError::SnapshotNeeded { .. })),
+        "{applied:?}"
+    );
+
+    assert_eq!(
+        follower.store.truncate_after(keep_through, 2).unwrap(),
+        EntryId { term: 0, epoch: 2 }
+    );
+    follower
+        .store
+        .append_entries(std::slice::from_ref(&fresh), 3)
+        .unwrap();
+    assert_eq!(
+        follower.store.snapshot().unwrap(),
+        new_writer.store.snapshot().unwrap()
+    );
+    assert_eq!(follower.store.election_key(), EntryId { term: 2, epoch: 3 });
+    // An older term cannot write any more.
+    let stale_write = follower.store.commit_batch::<Operation>(1, 0, vec![]);
+    assert!(matches!(
+        stale_write,
+        Err(StoreError::StaleTerm { ours: 2, given: 1 })
+    ));
+}
+
+#[test]
+fn a_snapshot_streams_in_chunks_and_restores_after_the_log_is_trimmed() {
     let writer = open();
     let replica = open();
     register(&replica.store, "stale", "999"); // contents the restore must replace
     populate(&writer.store);
     let epoch = writer.store.current_epoch().unwrap();
     writer.store.trim_log(epoch - 2).unwrap();
-    let trimmed = writer.store.operations_since(1, 100);
+    let trimmed = writer.store.entries_after(1, 100);
     assert!(
         matches!(trimmed, Err(StoreError::LogTrimmed { requested: 1 })),
         "{trimmed:?}"
     );
-    assert_eq!(
-        writer.store.operations_since(epoch - 2, 100).unwrap().len(),
-        2
-    );
+    assert_eq!(writer.store.entries_after(epoch - 2, 100).unwrap().len(), 2);
 
-    let snapshot = writer.store.snapshot().unwrap();
-    assert!(!snapshot.secrets.is_empty());
-    replica.store.restore_snapshot(&snapshot).unwrap();
-    assert_eq!(replica.store.current_epoch().unwrap(), epoch);
-    assert_eq!(replica.store.snapshot().unwrap(), snapshot);
-
-    // Afterwards the log path continues from the snapshot's epoch.
-    let alice = register(&writer.store, "dave", "321");
-    for (e, operation) in writer.store.operations_since(epoch, 10).unwrap() {
-        replica.store.apply(e, &operation).unwrap();
+    let mut reader = writer.store.snapshot_reader().unwrap();
+    assert_eq!(reader.id(), writer.store.election_key());
+    let mut receiving = replica.store.snapshot_writer().unwrap();
+    let mut chunks = 0;
+    while let Some(chunk) = reader.next_chunk(1000).unwrap() {
+        assert!(chunk.len() <= 1000);
+        receiving.write_chunk(&chunk).unwrap();
+        chunks += 1;
     }
+    assert!(
+        chunks > 1,
+        "a database of several pages takes several chunks"
+    );
+    assert_eq!(receiving.written(), reader.size());
+    let id = replica.store.restore_from(receiving).unwrap();
+    assert_eq!(id, writer.store.election_key());
+    assert_eq!(replica.store.election_key(), id);
     assert_eq!(
         replica.store.snapshot().unwrap(),
         writer.store.snapshot().unwrap()
     );
-    let (found, _) = replica.store.read(|v| v.user(alice)).unwrap();
+
+    // Afterwards the log path continues from the snapshot's epoch.
+    let dave = register(&writer.store, "dave", "321");
+    catch_up(&writer.store, &replica.store, 10);
+    assert_eq!(
+        replica.store.snapshot().unwrap(),
+        writer.store.snapshot().unwrap()
+    );
+    let (found, _) = replica.store.read(|v| v.user(dave)).unwrap();
     assert!(found.is_some());
 }
 
 #[test]
-fn secrets_do_not_show_in_debug_output() {
-    let db = open();
-    register(&db.store, "alice", "123");
-    let snapshot = db.store.snapshot().unwrap();
-    let text = format!(
-        "{snapshot:?} {:?}",
-        db.store.operations_since(0, 10).unwrap()
+fn a_damaged_snapshot_changes_nothing() {
+    let writer = open();
+    let replica = open();
+    populate(&writer.store);
+    register(&replica.store, "mine", "999");
+    let before = replica.store.snapshot().unwrap();
+    let mut receiving = replica.store.snapshot_writer().unwrap();
+    receiving.write_chunk(b"this is not a database").unwrap();
+    assert!(replica.store.restore_from(receiving).is_err());
+    assert_eq!(replica.store.snapshot().unwrap(), before);
+}
+
+#[test]
+fn trimming_keeps_the_log_bounded_and_remembered_requests_replayable() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = StoreOptions {
+        durability: Durability::Normal,
+        log_retention: 5,
+        ..StoreOptions::default()
+    };
+    let writer = Store::open_with(dir.path().join("w.db"), options).unwrap();
+    let follower = Store::open_with(dir.path().join("f.db"), options).unwrap();
+    let alice = register(&writer, "alice", "123");
+    let bob = register(&writer, "bob", "123");
+    let first = Operation {
+        request_id: Uuid::new_v4(),
+        at_ms: 1,
+        fingerprint: Fingerprint::of(&[b"first"]),
+        change: Change::SendMessage {
+            message_uuid: Uuid::new_v4(),
+            sender_uuid: alice,
+            recipient: Recipient::User(bob),
+            content: "first".into(),
+        },
+    };
+    let committed = writer.execute(&first).unwrap();
+    for i in 0..40 {
+        send(&writer, alice, Recipient::User(bob), &format!("m{i}"));
+        // The follower keeps up, so trimming never strands it.
+        catch_up(&writer, &follower, 3);
+    }
+    let kept = writer.entries_after(writer.log_base().epoch, 1000).unwrap();
+    assert!(kept.len() <= 11, "log bounded: {} entries", kept.len());
+    assert!(writer.log_base().epoch > 0);
+    assert_eq!(follower.snapshot().unwrap(), writer.snapshot().unwrap());
+    // The request applied long before the trim point still replays, on both.
+    let replay = writer.execute(&first).unwrap();
+    assert!(replay.replayed);
+    assert_eq!(
+        (replay.epoch, replay.written),
+        (committed.epoch, committed.written)
     );
-    assert!(!text.contains("hash-of-alice"), "{text}");
-    // ...while the serialised forms, which go to replicas, do carry it.
-    assert!(serde_json::to_string(&snapshot)
-        .unwrap()
-        .contains("hash-of-alice"));
+    let (remembered, _) = follower.read(|v| v.applied(first.request_id)).unwrap();
+    assert!(remembered.is_some());
+}
+
+#[test]
+fn a_batch_decides_each_request_in_its_own_savepoint() {
+    let db = open();
+    let alice = register(&db.store, "alice", "123");
+    let bob = register(&db.store, "bob", "123");
+    let message = |content: &str| {
+        let message_uuid = Uuid::new_v4();
+        Operation {
+            request_id: message_uuid,
+            at_ms: 5,
+            fingerprint: Fingerprint::of(&[content.as_bytes()]),
+            change: Change::SendMessage {
+                message_uuid,
+                sender_uuid: alice,
+                recipient: Recipient::User(bob),
+                content: content.into(),
+            },
+        }
+    };
+    let good = message("one");
+    let refused = Operation {
+        request_id: Uuid::new_v4(),
+        at_ms: 5,
+        fingerprint: Fingerprint::default(),
+        change: Change::AddMember {
+            group_uuid: Uuid::new_v4(),
+            user_uuid: alice,
+        },
+    };
+    let batch = vec![good.clone(), refused, message("two"), good.clone()];
+    let outcome = db.store.commit_batch(1, 5, batch).unwrap();
+    let epochs: Vec<_> = outcome
+        .answers
+        .iter()
+        .map(|a| a.as_ref().map(|c| (c.epoch, c.replayed)).map_err(|_| ()))
+        .collect();
+    assert_eq!(
+        epochs,
+        vec![Ok((3, false)), Err(()), Ok((4, false)), Ok((3, true))]
+    );
+    let entry = outcome.entry.expect("entry");
+    assert_eq!((entry.term, entry.first_epoch(), entry.epoch), (1, 3, 4));
+    assert_eq!(outcome.notices.len(), 2);
+    let mut pair = vec![alice, bob];
+    pair.sort_unstable();
+    assert!(outcome.notices.iter().all(|n| n.audience == pair));
+    assert_eq!(db.store.current_epoch().unwrap(), 4);
+    assert!(outcome.answers[0]
+        .as_ref()
+        .is_ok_and(|c| matches!(c.written, Written::Message(_))));
+}
+
+#[test]
+fn group_notices_carry_the_members_at_commit_time() {
+    let db = open();
+    let alice = register(&db.store, "alice", "123");
+    let bob = register(&db.store, "bob", "123");
+    let group = create_group(&db.store, alice, "g");
+    add(&db.store, group, bob);
+    let message_uuid = Uuid::new_v4();
+    let outcome = db
+        .store
+        .commit_batch(
+            1,
+            1,
+            vec![
+                op(Change::SendMessage {
+                    message_uuid,
+                    sender_uuid: alice,
+                    recipient: Recipient::Group(group),
+                    content: "hi".into(),
+                }),
+                op(Change::RemoveMember {
+                    group_uuid: group,
+                    user_uuid: bob,
+                }),
+            ],
+        )
+        .unwrap();
+    assert_eq!(outcome.notices.len(), 1);
+    assert_eq!(outcome.notices[0].audience, vec![alice]);
+    assert_eq!(outcome.notices[0].chat_id, group.to_string());
+    assert_eq!(outcome.notices[0].message_uuid, message_uuid);
+}
+
+#[test]
+fn chats_list_newest_message_and_unread_count_and_pages_by_message_id() {
+    let db = open();
+    let alice = register(&db.store, "alice", "123");
+    let bob = register(&db.store, "bob", "123");
+    let carol = register(&db.store, "carol", "123");
+    let group = create_group(&db.store, alice, "g");
+    add(&db.store, group, bob);
+    let sent: Vec<Uuid> = (0..4)
+        .map(|i| send(&db.store, bob, Recipient::User(alice), &format!("p{i}")))
+        .collect();
+    send(&db.store, carol, Recipient::User(alice), "hello");
+    let last_group = send(&db.store, bob, Recipient::Group(group), "to the group");
+    let private = chat_store::private_chat_id(alice, bob);
+    let (epoch_of_second, _) = db
+        .store
+        .read(|v| v.messages(&private, Page::Newest { limit: 10 }))
+        .map(|(m, e)| (m[1].epoch, e))
+        .unwrap();
+    db.store
+        .execute(&op(Change::MarkRead {
+            user_uuid: alice,
+            chat_id: private.clone(),
+            read_epoch: epoch_of_second,
+        }))
+        .unwrap();
+    // Never backwards.
+    let back = db
+        .store
+        .execute(&op(Change::MarkRead {
+            user_uuid: alice,
+            chat_id: private.clone(),
+            read_epoch: 1,
+        }))
+        .unwrap();
+    assert!(
+        matches!(back.written, Written::ReadPosition(ref p) if p.read_epoch == epoch_of_second)
+    );
+    let (chats, _) = db.store.read(|v| v.chats(alice)).unwrap();
+    let summary: Vec<_> = chats
+        .iter()
+        .map(|c| {
+            (
+                c.chat_id.clone(),
+                c.newest.as_ref().map(|m| m.uuid),
+                c.unread,
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            (group.to_string(), Some(last_group), 1),
+            (chat_store::private_chat_id(alice, carol), summary[1].1, 1),
+            (private.clone(), Some(sent[3]), 2),
+        ]
+    );
+    let (bobs, _) = db.store.read(|v| v.chats(bob)).unwrap();
+    assert_eq!(bobs.len(), 2);
+    assert!(bobs
+        .iter()
+        .all(|c| c.newest_author.as_ref().is_some_and(|u| u.uuid == bob)));
+
+    let (before, _) = db
+        .store
+        .read(|v| {
+            v.messages(
+                &private,
+                Page::BeforeMessage {
+                    message: sent[3],
+                    limit: 2,
+                },
+            )
+        })
+        .unwrap();
+    assert_eq!(
+        before.iter().map(|m| m.uuid).collect::<Vec<_>>(),
+        sent[1..3].to_vec()
+    );
+    let unknown = db.store.read(|v| {
+        v.messages(
+            &private,
+            Page::BeforeMessage {
+                message: last_group,
+                limit: 2,
+            },
+        )
+    });
+    assert!(
+        matches!(unknown, Err(StoreError::UnknownMessage(_))),
+        "{unknown:?}"
+    );
+    let (shared, _) = db.store.read(|v| v.shared_groups(alice, bob)).unwrap();
+    assert_eq!(
+        shared.iter().map(|g| g.uuid).collect::<Vec<_>>(),
+        vec![group]
+    );
+    let (none, _) = db.store.read(|v| v.shared_groups(alice, carol)).unwrap();
+    assert!(none.is_empty());
 }
 
 #[test]
@@ -490,49 +868,8 @@ fn a_corrupt_log_entry_is_an_error_not_a_panic() {
         db.store.path().to_str().unwrap(),
     )
     .unwrap();
-    conn.batch_execute("UPDATE replication_log SET operation = 'not json'")
+    conn.batch_execute("UPDATE replication_log SET body = 'not json'")
         .unwrap();
-    let result = db.store.operations_since(0, 10);
+    let result = db.store.entries_after(0, 10);
     assert!(matches!(result, Err(StoreError::Corrupt(_))), "{result:?}");
-}
-
-#[test]
-fn a_batch_commits_each_operation_at_its_own_epoch_or_none() {
-    let db = open();
-    let alice = register(&db.store, "alice", "123");
-    let bob = register(&db.store, "bob", "123");
-    let ops: Vec<Operation> = (0..3)
-        .map(|_| {
-            let message_uuid = Uuid::new_v4();
-            Operation {
-                request_id: message_uuid,
-                at_ms: 5,
-                change: Change::SendMessage {
-                    message_uuid,
-                    sender_uuid: alice,
-                    recipient: Recipient::User(bob),
-                    content: "x".into(),
-                },
-            }
-        })
-        .collect();
-    let committed = db.store.write(|s| s.commit_batch(&ops)).unwrap();
-    assert_eq!(
-        committed.iter().map(|c| c.epoch).collect::<Vec<_>>(),
-        vec![3, 4, 5]
-    );
-    assert!(committed
-        .iter()
-        .all(|c| matches!(c.written, Written::Message(_))));
-
-    let before = db.store.snapshot().unwrap();
-    let mut bad = ops.clone();
-    bad[0].request_id = Uuid::new_v4();
-    bad[0].change = Change::AddMember {
-        group_uuid: Uuid::new_v4(),
-        user_uuid: alice,
-    };
-    let failed = db.store.write(|s| s.commit_batch(&bad[..1]));
-    assert!(failed.is_err());
-    assert_eq!(db.store.snapshot().unwrap(), before);
 }
