@@ -8,5 +8,5 @@
 mod client;
 mod server;
 
-pub use client::{call, endpoint, CallError};
+pub use client::{call, endpoint, stream_endpoint, CallError};
 pub use server::{incoming, serve_with_grace, Drain, SHUTDOWN_GRACE};
