@@ -26,6 +26,9 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// Directory holding the registry file; created if missing.
     pub state_dir: PathBuf,
+    /// Most nodes the registry holds; registrations of further nodes are refused (and
+    /// counted), so nobody can grow the registry file without bound.
+    pub max_nodes: usize,
     /// Log levels (used by the binary; the library only emits events).
     pub log: LogSettings,
 }
@@ -35,6 +38,7 @@ impl Default for ServerConfig {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], DEFAULT_PORT)),
             state_dir: PathBuf::from(DEFAULT_STATE_DIR),
+            max_nodes: 10_000,
             log: LogSettings::default(),
         }
     }
@@ -99,7 +103,7 @@ pub async fn bind(config: &ServerConfig) -> Result<BoundServer, ServerError> {
     Ok(BoundServer {
         listener,
         local_addr,
-        service: BootstrapService::new(registry, store),
+        service: BootstrapService::new(registry, store, config.max_nodes),
     })
 }
 

@@ -1,5 +1,6 @@
 //! The tonic implementation of `chat.bootstrap.v1.Bootstrap` over a persisted [`Registry`].
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use tokio::sync::Mutex;
@@ -17,15 +18,89 @@ pub struct BootstrapService {
     // they were made.
     registry: Arc<Mutex<Registry>>,
     store: RegistryStore,
+    max_nodes: usize,
+    refusals: Arc<Refusals>,
+}
+
+/// Longest host accepted: a DNS name is at most 253 bytes.
+pub const MAX_HOST_LEN: usize = 253;
+
+/// Why a registration was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefusalReason {
+    /// Node id 0 (never a valid node id).
+    NodeIdZero,
+    /// An empty host.
+    EmptyHost,
+    /// A host longer than [`MAX_HOST_LEN`].
+    HostTooLong,
+    /// A port outside 1..=65535.
+    BadPort,
+    /// The registry holds its maximum number of nodes.
+    RegistryFull,
+}
+
+impl RefusalReason {
+    /// Every reason, in the order [`Refusals::counts`] reports them.
+    pub const ALL: [Self; 5] = [
+        Self::NodeIdZero,
+        Self::EmptyHost,
+        Self::HostTooLong,
+        Self::BadPort,
+        Self::RegistryFull,
+    ];
+
+    /// The reason's name in logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::NodeIdZero => "node_id_zero",
+            Self::EmptyHost => "empty_host",
+            Self::HostTooLong => "host_too_long",
+            Self::BadPort => "bad_port",
+            Self::RegistryFull => "registry_full",
+        }
+    }
+}
+
+/// Registrations refused so far, by reason.
+#[derive(Debug, Default)]
+pub struct Refusals {
+    counts: [AtomicU64; RefusalReason::ALL.len()],
+}
+
+impl Refusals {
+    fn count(&self, reason: RefusalReason) {
+        self.counts[reason as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// How many registrations were refused for `reason`.
+    pub fn get(&self, reason: RefusalReason) -> u64 {
+        self.counts[reason as usize].load(Ordering::Relaxed)
+    }
 }
 
 impl BootstrapService {
-    /// A service starting from `registry`, persisting to `store`.
-    pub fn new(registry: Registry, store: RegistryStore) -> Self {
+    /// A service starting from `registry`, persisting to `store`, holding at most `max_nodes`.
+    pub fn new(registry: Registry, store: RegistryStore, max_nodes: usize) -> Self {
         Self {
             registry: Arc::new(Mutex::new(registry)),
             store,
+            max_nodes,
+            refusals: Arc::default(),
         }
+    }
+
+    /// Registrations refused so far.
+    pub fn refusals(&self) -> &Refusals {
+        &self.refusals
+    }
+
+    /// Counts and logs a refusal; returns the status to answer.
+    fn refuse(&self, node: u64, reason: RefusalReason, status: Status) -> Status {
+        self.refusals.count(reason);
+        tracing::warn!(target: "bootstrap", subsystem = "bootstrap", node, reason = reason.as_str(),
+            message = status.message(), "registration refused");
+        status
     }
 
     /// Applies `change` to a copy of the registry, writes the copy, and only then makes it
@@ -70,16 +145,40 @@ impl BootstrapService {
     }
 }
 
-/// Checks a registration request and turns it into a [`NodeAddress`].
-fn node_from_request(request: proto::RegisterRequest) -> Result<NodeAddress, Status> {
+/// Checks a registration request and turns it into a [`NodeAddress`]: the one place every
+/// registration passes (where an authentication check belongs).
+fn node_from_request(
+    request: proto::RegisterRequest,
+) -> Result<NodeAddress, (RefusalReason, Status)> {
+    if request.id == 0 {
+        return Err((
+            RefusalReason::NodeIdZero,
+            Status::invalid_argument("node id 0 is not a valid node id"),
+        ));
+    }
     if request.host.trim().is_empty() {
-        return Err(Status::invalid_argument("host must not be empty"));
+        return Err((
+            RefusalReason::EmptyHost,
+            Status::invalid_argument("host must not be empty"),
+        ));
+    }
+    if request.host.len() > MAX_HOST_LEN {
+        return Err((
+            RefusalReason::HostTooLong,
+            Status::invalid_argument(format!(
+                "host is {} bytes long; at most {MAX_HOST_LEN} are accepted",
+                request.host.len()
+            )),
+        ));
     }
     let port = u16::try_from(request.port)
         .ok()
         .filter(|p| *p != 0)
         .ok_or_else(|| {
-            Status::invalid_argument(format!("port {} is outside 1..=65535", request.port))
+            (
+                RefusalReason::BadPort,
+                Status::invalid_argument(format!("port {} is outside 1..=65535", request.port)),
+            )
         })?;
     Ok(NodeAddress {
         id: request.id,
@@ -104,19 +203,33 @@ impl proto::bootstrap_server::Bootstrap for BootstrapService {
         &self,
         request: Request<proto::RegisterRequest>,
     ) -> Result<Response<proto::RegisterResponse>, Status> {
-        let node = node_from_request(request.into_inner()).inspect_err(|status| {
-            tracing::warn!(target: "bootstrap", subsystem = "bootstrap", reason = status.message(), "registration refused");
-        })?;
-        let id = node.id;
+        let request = request.into_inner();
+        let id = request.id;
+        let node = node_from_request(request)
+            .map_err(|(reason, status)| self.refuse(id, reason, status))?;
         let registration = match self.unchanged_registration(&node).await {
             Some(registration) => registration,
             None => {
+                let max_nodes = self.max_nodes;
                 self.change_and_persist(move |registry| {
+                    if registry.address_of(node.id).is_none() && registry.len() >= max_nodes {
+                        return (None, false);
+                    }
                     let registration = registry.register(node);
                     let changed = registration.changed;
-                    (registration, changed)
+                    (Some(registration), changed)
                 })
                 .await?
+                .ok_or_else(|| {
+                    self.refuse(
+                        id,
+                        RefusalReason::RegistryFull,
+                        Status::resource_exhausted(format!(
+                            "the registry holds its maximum of {} nodes",
+                            self.max_nodes
+                        )),
+                    )
+                })?
             }
         };
         let neighbor_ids: Vec<u64> = registration.neighbors.iter().map(|n| n.id).collect();
@@ -171,27 +284,63 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn bad_ports_and_empty_hosts_are_invalid_arguments() {
+    async fn bad_ids_ports_and_hosts_are_invalid_arguments_and_counted() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let service = BootstrapService::new(Registry::new(), RegistryStore::in_dir(dir.path()));
-        for (host, port) in [("127.0.0.1", 0), ("127.0.0.1", 70000), (" ", 46001)] {
+        let service =
+            BootstrapService::new(Registry::new(), RegistryStore::in_dir(dir.path()), 100);
+        let long_host = "h".repeat(MAX_HOST_LEN + 1);
+        for (id, host, port) in [
+            (1, "127.0.0.1", 0),
+            (1, "127.0.0.1", 70000),
+            (1, " ", 46001),
+            (0, "127.0.0.1", 46001),
+            (1, long_host.as_str(), 46001),
+        ] {
             let status = service
-                .register(request(1, host, port))
+                .register(request(id, host, port))
                 .await
                 .expect_err("refused");
-            assert_eq!(status.code(), tonic::Code::InvalidArgument, "{host}:{port}");
+            assert_eq!(
+                status.code(),
+                tonic::Code::InvalidArgument,
+                "{id} {host}:{port}"
+            );
         }
         assert!(
             !RegistryStore::in_dir(dir.path()).path().exists(),
             "nothing written"
         );
+        let counted = RefusalReason::ALL.map(|r| service.refusals().get(r));
+        assert_eq!(counted, [1, 1, 1, 2, 0]);
+    }
+
+    #[tokio::test]
+    async fn a_full_registry_refuses_new_nodes_but_not_known_ones() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let service = BootstrapService::new(Registry::new(), RegistryStore::in_dir(dir.path()), 2);
+        for id in [1, 2] {
+            service
+                .register(request(id, "127.0.0.1", 46000 + id as u32))
+                .await
+                .expect("room");
+        }
+        let status = service
+            .register(request(3, "127.0.0.1", 46003))
+            .await
+            .expect_err("full");
+        assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+        assert_eq!(service.refusals().get(RefusalReason::RegistryFull), 1);
+        service
+            .register(request(2, "127.0.0.2", 46002))
+            .await
+            .expect("a known node may move");
     }
 
     #[tokio::test]
     async fn failed_write_answers_unavailable_and_keeps_nothing() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = RegistryStore::in_dir(&dir.path().join("missing"));
-        let service = BootstrapService::new(Registry::new(), store);
+        let service = BootstrapService::new(Registry::new(), store, 100);
         let status = service
             .register(request(1, "127.0.0.1", 46001))
             .await

@@ -207,6 +207,18 @@ pub enum ClusterError {
         /// The last failure.
         reason: String,
     },
+    /// A signal could not be sent to a service.
+    #[error("cannot signal the {kind}: {source}")]
+    ServiceSignal {
+        /// The service.
+        kind: ServiceKind,
+        /// The error.
+        #[source]
+        source: nix::errno::Errno,
+    },
+    /// `--nameservers` outside 1..=16.
+    #[error("{0} nameservers asked for; run 1 to 16")]
+    BadNameserverCount(u16),
     /// The cluster description has no such service.
     #[error("this cluster runs no {0}")]
     ServiceNotRecorded(ServiceKind),
@@ -344,9 +356,26 @@ impl ClusterFile {
             .ok_or(ClusterError::UnknownNode(id))
     }
 
-    /// The record of the `kind` service, if this cluster runs one.
+    /// The record of the (first) `kind` service, if this cluster runs one.
     pub fn service(&self, kind: ServiceKind) -> Option<&ServiceRecord> {
         self.services.iter().find(|service| service.kind == kind)
+    }
+
+    /// Every `kind` service, in start order (several nameservers can run side by side).
+    pub fn services_of(&self, kind: ServiceKind) -> impl Iterator<Item = &ServiceRecord> {
+        self.services
+            .iter()
+            .filter(move |service| service.kind == kind)
+    }
+
+    fn service_instance(
+        &self,
+        (kind, instance): ServiceId,
+    ) -> Result<&ServiceRecord, ClusterError> {
+        self.services
+            .iter()
+            .find(|service| service.kind == kind && service.instance == instance)
+            .ok_or(ClusterError::ServiceNotRecorded(kind))
     }
 
     fn node_mut(&mut self, id: u64) -> Result<&mut NodeRecord, ClusterError> {
@@ -435,6 +464,9 @@ struct NameserverEntry {
 
 pub(crate) const LOOPBACK: &str = "127.0.0.1";
 
+/// A service process: its kind and which one of that kind (from 0).
+pub type ServiceId = (ServiceKind, u16);
+
 /// Writes one node's configuration, with a header saying how to start the node by hand.
 fn write_node_config(
     run_dir: &Path,
@@ -466,7 +498,7 @@ pub struct LocalCluster {
     output: NodeOutput,
     env: Vec<(String, String)>,
     children: BTreeMap<u64, Child>,
-    service_children: BTreeMap<ServiceKind, Child>,
+    service_children: BTreeMap<ServiceId, Child>,
 }
 
 impl LocalCluster {
@@ -492,8 +524,12 @@ impl LocalCluster {
             services,
         } = options;
         // The services sit above every node block; without them the admin block ends the plan.
-        let last_port = if services.is_some() {
-            u64::from(base_port) + u64::from(services::NAMESERVER_HTTP_PORT_OFFSET)
+        let last_port = if let Some(options) = &services {
+            if options.nameservers == 0 || options.nameservers > services::MAX_NAMESERVERS {
+                return Err(ClusterError::BadNameserverCount(options.nameservers));
+            }
+            u64::from(base_port)
+                + u64::from(services::last_service_port_offset(options.nameservers))
         } else {
             u64::from(base_port) + 3_000 + nodes
         };
@@ -529,10 +565,15 @@ impl LocalCluster {
             enabled: topology.uses_bootstrap(),
             address: service_url(ServiceKind::Bootstrap),
         };
-        // Without our nameserver, none: a node must not lease its address at a packaged
-        // nameserver that happens to run on this host (the node's default address).
+        // Every nameserver of ours (input nodes hold their lease at each); without ours, none:
+        // a node must not lease its address at a packaged nameserver that happens to run on
+        // this host (the node's default address).
         let nameserver = NameserverEntry {
-            addresses: service_url(ServiceKind::Nameserver).into_iter().collect(),
+            addresses: service_records
+                .iter()
+                .filter(|record| record.kind == ServiceKind::Nameserver)
+                .map(ServiceRecord::grpc_url)
+                .collect(),
         };
 
         let mut records = Vec::new();
@@ -605,12 +646,16 @@ impl LocalCluster {
         nodes: u64,
         topology: &Topology,
     ) -> Result<(), ClusterError> {
-        for kind in ServiceKind::ALL {
-            if self.file.service(kind).is_some() {
-                self.spawn_service(kind)?;
-                self.file.write(&self.run_dir)?;
-                self.wait_service_ready(kind).await?;
-            }
+        let instances: Vec<ServiceId> = self
+            .file
+            .services
+            .iter()
+            .map(|record| (record.kind, record.instance))
+            .collect();
+        for service in instances {
+            self.spawn_service(service)?;
+            self.file.write(&self.run_dir)?;
+            self.wait_service_ready(service).await?;
         }
         if !topology.uses_bootstrap() {
             for id in 1..=nodes {
@@ -628,19 +673,16 @@ impl LocalCluster {
 
     /// Polls the service until it answers its own protocol, or fails if it exits or the
     /// deadline passes.
-    async fn wait_service_ready(&mut self, kind: ServiceKind) -> Result<(), ClusterError> {
-        let record = self
-            .file
-            .service(kind)
-            .cloned()
-            .ok_or(ClusterError::ServiceNotRecorded(kind))?;
+    async fn wait_service_ready(&mut self, service: ServiceId) -> Result<(), ClusterError> {
+        let kind = service.0;
+        let record = self.file.service_instance(service)?.clone();
         let deadline = tokio::time::Instant::now() + SERVICE_START_DEADLINE;
         loop {
             let last_error = match services::probe(&record).await {
                 Ok(_) => return Ok(()),
                 Err(error) => error,
             };
-            if let Some(child) = self.service_children.get_mut(&kind) {
+            if let Some(child) = self.service_children.get_mut(&service) {
                 if let Some(status) = child.try_wait().map_err(io_error(&record.config))? {
                     return Err(ClusterError::ServiceExited { kind, status });
                 }
@@ -777,13 +819,14 @@ impl LocalCluster {
         exited
     }
 
-    /// Services that exited since the last call, with how they ended (also reaps them).
-    pub fn exited_services(&mut self) -> Vec<(ServiceKind, std::process::ExitStatus)> {
+    /// Services that exited since the last call, by name ([`ServiceRecord::name`]), with how
+    /// they ended (also reaps them).
+    pub fn exited_services(&mut self) -> Vec<(String, std::process::ExitStatus)> {
         let mut exited = Vec::new();
         self.service_children
-            .retain(|&kind, child| match child.try_wait() {
+            .retain(|&(kind, instance), child| match child.try_wait() {
                 Ok(Some(status)) => {
-                    exited.push((kind, status));
+                    exited.push((services::instance_name(kind, instance), status));
                     false
                 }
                 Ok(None) => true,
@@ -854,15 +897,13 @@ impl LocalCluster {
         Ok(())
     }
 
-    fn spawn_service(&mut self, kind: ServiceKind) -> Result<(), ClusterError> {
-        let record = self
-            .file
-            .service(kind)
-            .cloned()
-            .ok_or(ClusterError::ServiceNotRecorded(kind))?;
+    fn spawn_service(&mut self, service: ServiceId) -> Result<(), ClusterError> {
+        let kind = service.0;
+        let record = self.file.service_instance(service)?.clone();
+        let name = record.name();
         let child = launch(
             &Launch {
-                label: kind.name(),
+                label: &name,
                 binary: &record.binary,
                 config: &record.config,
                 dir: &record.dir(&self.run_dir),
@@ -882,12 +923,43 @@ impl LocalCluster {
             .file
             .services
             .iter_mut()
-            .find(|service| service.kind == kind)
+            .find(|recorded| (recorded.kind, recorded.instance) == service)
         {
             recorded.pid = pid;
         }
-        self.service_children.insert(kind, child);
+        self.service_children.insert(service, child);
         Ok(())
+    }
+
+    /// Sends `signal` to a service (`(kind, instance)`, e.g. `(ServiceKind::Nameserver, 1)`
+    /// for the second nameserver).
+    pub fn kill_service(
+        &mut self,
+        service: ServiceId,
+        signal: NodeSignal,
+    ) -> Result<(), ClusterError> {
+        let child = self
+            .service_children
+            .get_mut(&service)
+            .ok_or(ClusterError::ServiceNotRecorded(service.0))?;
+        let pid = child
+            .id()
+            .ok_or(ClusterError::ServiceNotRecorded(service.0))?;
+        kill(as_pid(pid), signal.as_nix()).map_err(|source| ClusterError::ServiceSignal {
+            kind: service.0,
+            source,
+        })
+    }
+
+    /// Starts a service again with its configuration once its process has exited (after
+    /// [`LocalCluster::kill_service`]), and waits until it answers.
+    pub async fn restart_service(&mut self, service: ServiceId) -> Result<(), ClusterError> {
+        if let Some(mut child) = self.service_children.remove(&service) {
+            child.wait().await.map_err(io_error(&self.run_dir))?;
+        }
+        self.spawn_service(service)?;
+        self.file.write(&self.run_dir)?;
+        self.wait_service_ready(service).await
     }
 
     fn kill_all(&mut self) {

@@ -43,8 +43,8 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         run_dir: PathBuf,
         /// Base of the port plan: control base+id, data base+1000+id, HTTP base+2000+id,
-        /// admin base+3000+id, bootstrap base+4000, nameserver gRPC base+4001 and HTTP
-        /// base+4002.
+        /// admin base+3000+id, bootstrap base+4000, nameserver i (from 0) gRPC base+4001+2i
+        /// and HTTP base+4002+2i.
         #[arg(long, value_name = "P", default_value_t = chat_cluster::DEFAULT_BASE_PORT)]
         base_port: u16,
         /// The chat-node binary (default: next to chat-cluster, else on PATH).
@@ -56,15 +56,20 @@ enum Command {
         /// The chat-nameserver binary (default: next to chat-cluster, else on PATH).
         #[arg(long, value_name = "PATH")]
         nameserver_bin: Option<PathBuf>,
+        /// How many nameservers to run side by side (1..=16); every input node holds its
+        /// lease at each, so browsers can be sent to any of them.
+        #[arg(long, value_name = "N", default_value_t = 1)]
+        nameservers: u16,
         /// Start the nodes only: no bootstrap, no nameserver.
-        #[arg(long, conflicts_with_all = ["bootstrap_bin", "nameserver_bin"])]
+        #[arg(long, conflicts_with_all = ["bootstrap_bin", "nameserver_bin", "nameservers"])]
         no_services: bool,
     },
     /// Print every node's /status as one JSON array (each with its `pid`).
     Status {
         #[arg(long, value_name = "DIR")]
         run_dir: PathBuf,
-        /// Print `{"nodes": [...], "services": [bootstrap, nameserver]}` instead.
+        /// Print `{"nodes": [...], "services": [bootstrap, nameserver, ...]}` instead (every
+        /// nameserver, each with its live input nodes).
         #[arg(long)]
         services: bool,
     },
@@ -118,6 +123,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             node_bin,
             bootstrap_bin,
             nameserver_bin,
+            nameservers,
             no_services,
         } => {
             let topology = Topology::parse(&topology)?;
@@ -131,6 +137,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 services: (!no_services).then_some(ServiceOptions {
                     bootstrap_bin,
                     nameserver_bin,
+                    nameservers,
                 }),
                 ..ClusterOptions::new(nodes, topology, run_dir)
             };
@@ -195,8 +202,8 @@ async fn up(options: ClusterOptions) -> anyhow::Result<()> {
             .map(|url| format!("  http {url}"))
             .unwrap_or_default();
         eprintln!(
-            "chat-cluster:   {:<10}  pid {:>7}  grpc {}{http}  config {}",
-            service.kind.name(),
+            "chat-cluster:   {:<12}  pid {:>7}  grpc {}{http}  config {}",
+            service.name(),
             service
                 .pid
                 .map_or_else(|| "-".to_owned(), |pid| pid.to_string()),
@@ -205,14 +212,15 @@ async fn up(options: ClusterOptions) -> anyhow::Result<()> {
         );
     }
     eprintln!("chat-cluster: `chat-cluster status --run-dir {run_dir}` shows every node (add --services for the bootstrap and nameserver); Ctrl-C stops them all");
-    if let Some(front) = description
-        .service(ServiceKind::Nameserver)
-        .and_then(chat_cluster::ServiceRecord::http_url)
-    {
+    let fronts: Vec<String> = description
+        .services_of(ServiceKind::Nameserver)
+        .filter_map(chat_cluster::ServiceRecord::http_url)
+        .collect();
+    if !fronts.is_empty() {
         // On stdout, apart from the logs on stderr, so it stands out and scripts can read it.
         println!();
-        println!("    open {front} in a browser");
-        println!("    (the nameserver redirects to a live input node)");
+        println!("    open {} in a browser", fronts.join(" or "));
+        println!("    (each nameserver redirects to a live input node)");
         println!();
     }
     let mut reap = tokio::time::interval(REAP_PERIOD);
@@ -224,8 +232,8 @@ async fn up(options: ClusterOptions) -> anyhow::Result<()> {
                 for (id, status) in cluster.exited() {
                     eprintln!("chat-cluster: node {id} exited ({status}); `chat-cluster start --run-dir {run_dir} --id {id}` starts it again");
                 }
-                for (kind, status) in cluster.exited_services() {
-                    eprintln!("chat-cluster: the {kind} exited ({status}); stop the cluster with Ctrl-C and start it again");
+                for (name, status) in cluster.exited_services() {
+                    eprintln!("chat-cluster: the {name} exited ({status}); stop the cluster with Ctrl-C and start it again");
                 }
             }
         }

@@ -7,8 +7,12 @@
 //! [`crate::NodeOutput::Files`], its log. The bootstrap keeps its registry in its directory, so
 //! `up` again on the same run directory hands out the same neighbours.
 //!
+//! Several nameservers can run side by side ([`ServiceOptions::nameservers`]); every input
+//! node holds its lease at each. The first lives in `<run_dir>/nameserver/`, the second in
+//! `<run_dir>/nameserver-2/`, and so on.
+//!
 //! Ports, after the nodes' blocks of the port plan: bootstrap gRPC `base + 4000`, nameserver
-//! gRPC `base + 4001`, nameserver HTTP `base + 4002`.
+//! number `i` (from 0) gRPC `base + 4001 + 2i` and HTTP `base + 4002 + 2i`.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -72,13 +76,34 @@ impl std::fmt::Display for ServiceKind {
     }
 }
 
-/// Where to find the service binaries; each is found by [`crate::find_binary`] when `None`.
-#[derive(Debug, Clone, Default)]
+/// Most nameservers a local cluster runs.
+pub const MAX_NAMESERVERS: u16 = 16;
+
+/// Offset from the base port of the last port the services use with `nameservers` nameservers.
+pub fn last_service_port_offset(nameservers: u16) -> u16 {
+    NAMESERVER_HTTP_PORT_OFFSET + 2 * nameservers.saturating_sub(1)
+}
+
+/// Which services to start and where to find their binaries; each binary is found by
+/// [`crate::find_binary`] when `None`.
+#[derive(Debug, Clone)]
 pub struct ServiceOptions {
     /// The `chat-bootstrap` binary.
     pub bootstrap_bin: Option<PathBuf>,
     /// The `chat-nameserver` binary.
     pub nameserver_bin: Option<PathBuf>,
+    /// How many nameservers to run side by side (1..=[`MAX_NAMESERVERS`]).
+    pub nameservers: u16,
+}
+
+impl Default for ServiceOptions {
+    fn default() -> Self {
+        Self {
+            bootstrap_bin: None,
+            nameserver_bin: None,
+            nameservers: 1,
+        }
+    }
 }
 
 impl ServiceOptions {
@@ -95,6 +120,9 @@ impl ServiceOptions {
 pub struct ServiceRecord {
     /// Which service.
     pub kind: ServiceKind,
+    /// Which one of its kind, from 0 (several nameservers can run side by side).
+    #[serde(default)]
+    pub instance: u16,
     /// Its process id when started (it may have died since).
     pub pid: Option<u32>,
     /// The binary.
@@ -108,6 +136,12 @@ pub struct ServiceRecord {
 }
 
 impl ServiceRecord {
+    /// The service's name: its directory under the run directory, its output prefix:
+    /// `nameserver` for the first, `nameserver-2` for the second, and so on.
+    pub fn name(&self) -> String {
+        instance_name(self.kind, self.instance)
+    }
+
     /// The gRPC address as nodes are configured with it: `http://127.0.0.1:<grpc_port>`.
     pub fn grpc_url(&self) -> String {
         format!("http://{LOOPBACK}:{}", self.grpc_port)
@@ -121,7 +155,14 @@ impl ServiceRecord {
 
     /// The service's directory under `run_dir`.
     pub fn dir(&self, run_dir: &Path) -> PathBuf {
-        run_dir.join(self.kind.name())
+        run_dir.join(self.name())
+    }
+}
+
+pub(crate) fn instance_name(kind: ServiceKind, instance: u16) -> String {
+    match instance {
+        0 => kind.name().to_owned(),
+        n => format!("{}-{}", kind.name(), u32::from(n) + 1),
     }
 }
 
@@ -131,6 +172,7 @@ impl ServiceRecord {
 struct BootstrapConfigFile<'a> {
     listen: String,
     state_dir: &'a Path,
+    max_nodes: usize,
     log: LogEntry,
 }
 
@@ -141,6 +183,8 @@ struct NameserverConfigFile {
     http_listen: String,
     lease_ttl_ms: u64,
     max_lease_ttl_ms: u64,
+    stream_lease_ttl_ms: u64,
+    max_leases: usize,
     log: LogEntry,
 }
 
@@ -155,6 +199,12 @@ const LOG: LogEntry = LogEntry { level: "info" };
 /// own lease length, these only bound it.
 const DEFAULT_LEASE_TTL_MS: u64 = 15_000;
 const MAX_LEASE_TTL_MS: u64 = 300_000;
+/// Within the nodes' liveness timeout (1.5 s), so a frozen input node leaves the rotation
+/// about when its neighbours declare it off.
+const STREAM_LEASE_TTL_MS: u64 = 1_200;
+const MAX_LEASES: usize = 10_000;
+/// The bootstrap's shipped registry bound.
+const MAX_NODES: usize = 10_000;
 
 /// Finds both binaries, writes both configurations under `run_dir`, and returns the records
 /// (no pids yet). `port(offset)` is `base + offset`, checked by the caller to fit.
@@ -163,15 +213,17 @@ pub(crate) fn prepare(
     options: &ServiceOptions,
     port: impl Fn(u16) -> u16,
 ) -> Result<Vec<ServiceRecord>, ClusterError> {
-    ServiceKind::ALL
-        .into_iter()
-        .map(|kind| {
+    let instances = std::iter::once((ServiceKind::Bootstrap, 0))
+        .chain((0..options.nameservers).map(|i| (ServiceKind::Nameserver, i)));
+    instances
+        .map(|(kind, instance)| {
             let binary = crate::find_binary(
                 kind.binary_name(),
                 kind.binary_option(),
                 options.explicit_binary(kind),
             )?;
-            let dir = run_dir.join(kind.name());
+            let name = instance_name(kind, instance);
+            let dir = run_dir.join(&name);
             std::fs::create_dir_all(&dir).map_err(io_error(&dir))?;
             let config = dir.join(format!("{}.toml", kind.name()));
             let (grpc_port, http_port, body) = match kind {
@@ -180,18 +232,21 @@ pub(crate) fn prepare(
                     let file = BootstrapConfigFile {
                         listen: format!("{LOOPBACK}:{grpc_port}"),
                         state_dir: &dir,
+                        max_nodes: MAX_NODES,
                         log: LOG,
                     };
                     (grpc_port, None, toml::to_string(&file))
                 }
                 ServiceKind::Nameserver => {
-                    let grpc_port = port(NAMESERVER_GRPC_PORT_OFFSET);
-                    let http_port = port(NAMESERVER_HTTP_PORT_OFFSET);
+                    let grpc_port = port(NAMESERVER_GRPC_PORT_OFFSET + 2 * instance);
+                    let http_port = port(NAMESERVER_HTTP_PORT_OFFSET + 2 * instance);
                     let file = NameserverConfigFile {
                         grpc_listen: format!("{LOOPBACK}:{grpc_port}"),
                         http_listen: format!("{LOOPBACK}:{http_port}"),
                         lease_ttl_ms: DEFAULT_LEASE_TTL_MS,
                         max_lease_ttl_ms: MAX_LEASE_TTL_MS,
+                        stream_lease_ttl_ms: STREAM_LEASE_TTL_MS,
+                        max_leases: MAX_LEASES,
                         log: LOG,
                     };
                     (grpc_port, Some(http_port), toml::to_string(&file))
@@ -202,7 +257,7 @@ pub(crate) fn prepare(
                 reason: error.to_string(),
             })?;
             let text = format!(
-                "# The {kind} of the local cluster in {}.\n\
+                "# The {name} of the local cluster in {}.\n\
                  # Written by chat-cluster; start it by hand with\n\
                  #   {} --config {}\n\n{body}",
                 run_dir.display(),
@@ -212,6 +267,7 @@ pub(crate) fn prepare(
             std::fs::write(&config, text).map_err(io_error(&config))?;
             Ok(ServiceRecord {
                 kind,
+                instance,
                 pid: None,
                 binary,
                 config,
@@ -288,6 +344,7 @@ pub async fn status_all(records: &[ServiceRecord]) -> Vec<serde_json::Value> {
     for record in records {
         let mut status = serde_json::json!({
             "service": record.kind,
+            "name": record.name(),
             "pid": record.pid,
             "grpc": record.grpc_url(),
         });

@@ -61,13 +61,19 @@ impl CallError {
 /// The gRPC endpoint for `addr`; a bare `host:port` means plain-text HTTP/2. Connecting and
 /// each request are bounded by `timeout`.
 pub fn endpoint(addr: &str, timeout: Duration) -> Result<Endpoint, CallError> {
+    stream_endpoint(addr, timeout).map(|e| e.timeout(timeout))
+}
+
+/// The gRPC endpoint for `addr` for long-lived streams: connecting is bounded by
+/// `connect_timeout`, requests are not (a stream lasts as long as its caller wants).
+pub fn stream_endpoint(addr: &str, connect_timeout: Duration) -> Result<Endpoint, CallError> {
     let uri = if addr.contains("://") {
         addr.to_owned()
     } else {
         format!("http://{addr}")
     };
     Endpoint::from_shared(uri)
-        .map(|e| e.connect_timeout(timeout).timeout(timeout))
+        .map(|e| e.connect_timeout(connect_timeout))
         .map_err(|e| CallError::InvalidAddress {
             addr: addr.to_owned(),
             reason: e.to_string(),

@@ -15,5 +15,5 @@ pub use auth::{
     AuthChannel, AuthError, Guarded, ServiceGuard, CHALLENGE_HEADER, MAX_OUTSTANDING_NONCES,
     NONCE_LIFETIME, PROOF_HEADER,
 };
-pub use client::{call, call_authenticated, endpoint, CallError};
+pub use client::{call, call_authenticated, endpoint, stream_endpoint, CallError};
 pub use server::{incoming, serve_with_grace, Drain, SHUTDOWN_GRACE};

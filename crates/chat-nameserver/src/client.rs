@@ -1,18 +1,16 @@
-//! Calling the nameserver: single calls, and [`LeaseKeeper`], which an input node runs while it
-//! holds the input role.
+//! Calling the nameserver: single calls, and [`LeaseHolder`], which holds an input node's
+//! lease over a keep-alive stream to every nameserver while the node can serve browsers.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
-use tonic::transport::Channel;
+use tokio::time::Instant;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::{Channel, Endpoint};
 
 use crate::proto;
 use crate::proto::nameserver_client::NameserverClient;
-
-/// Longest a single call to a nameserver may take.
-const MAX_CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Errors talking to a nameserver. Each names the nameserver's address.
 #[derive(Debug, thiserror::Error)]
@@ -153,11 +151,11 @@ pub async fn list_input_nodes(
         .collect())
 }
 
-/// Why a [`LeaseKeeper`] could not start.
+/// Why a [`LeaseHolder`] could not start.
 #[derive(Debug, thiserror::Error)]
-pub enum LeaseKeeperError {
+pub enum LeaseHolderError {
     /// `start` was called outside a tokio runtime.
-    #[error("the lease keeper needs a tokio runtime")]
+    #[error("the lease holder needs a tokio runtime")]
     NoRuntime,
     /// The list of nameservers is empty.
     #[error("no nameserver configured")]
@@ -168,219 +166,342 @@ pub enum LeaseKeeperError {
     /// The public HTTP address is not `host:port`.
     #[error("bad public HTTP address: {0}")]
     InvalidHttpAddress(String),
-    /// `renew_every` is zero or not shorter than `lease_ttl`, so the lease would lapse between
-    /// renewals.
-    #[error("renewal period {renew_every:?} must be non-zero and shorter than the lease TTL {lease_ttl:?}")]
-    BadTiming {
-        /// The renewal period.
-        renew_every: Duration,
-        /// The lease TTL.
-        lease_ttl: Duration,
-    },
+    /// Node id 0 is not a node id.
+    #[error("node id 0 is not a valid node id")]
+    NodeIdZero,
 }
 
-/// Nameservers failing to confirm a withdrawal (their leases still expire by themselves).
+/// Nameservers that did not confirm a withdrawal within the grace period (their leases still
+/// end when the connection closes, or at the latest when the TTL runs out).
 #[derive(Debug, thiserror::Error)]
-#[error("withdrawal not confirmed by {} nameserver(s): {}", failures.len(), describe(failures))]
+#[error("withdrawal not confirmed by {}", unconfirmed.join(", "))]
 pub struct WithdrawError {
-    /// One error per nameserver that did not confirm.
-    pub failures: Vec<NameserverError>,
+    /// The addresses of the nameservers that did not confirm.
+    pub unconfirmed: Vec<String>,
 }
 
-fn describe(failures: &[NameserverError]) -> String {
-    failures
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join("; ")
+/// How a lease stream is kept: the TTL asked for, and how often keep-alives go at most.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeepAlive {
+    /// The TTL asked for; the nameserver cuts it to its stream TTL.
+    pub requested_ttl: Duration,
+    /// Keep-alives go every third of the granted TTL, or this often if that is sooner.
+    pub max_interval: Duration,
 }
 
-/// One nameserver the keeper talks to. The channel is lazy: it connects on first use and
-/// reconnects by itself after the nameserver restarts.
-#[derive(Debug, Clone)]
-struct Target {
-    addr: String,
-    client: NameserverClient<Channel>,
+impl Default for KeepAlive {
+    fn default() -> Self {
+        Self {
+            requested_ttl: Duration::ZERO,
+            max_interval: Duration::from_secs(1),
+        }
+    }
 }
 
-/// Keeps an input node's lease alive on every configured nameserver: registers at once, renews
-/// every `renew_every`, and withdraws on [`LeaseKeeper::withdraw`] (or, best effort, on drop).
+/// First delay before reconnecting to a nameserver; doubled after each failure up to
+/// [`RECONNECT_MAX`]. Short, so a restarted nameserver learns every live node within a second.
+const RECONNECT_MIN: Duration = Duration::from_millis(50);
+/// Longest delay between reconnection attempts.
+const RECONNECT_MAX: Duration = Duration::from_millis(250);
+/// Longest wait for a TCP connection to a nameserver.
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+/// Longest wait for the answer to the first keep-alive of a stream.
+const FIRST_ANSWER_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What the node wants from its lease streams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Intent {
+    /// Hold the lease: the node can serve browsers.
+    Serving,
+    /// Hold no lease.
+    NotServing,
+    /// Withdraw and stop.
+    Stop,
+}
+
+/// Holds an input node's lease at every configured nameserver, each over its own keep-alive
+/// stream (in the manner of etcd's lease keep-alive streams): the nameserver withdraws the
+/// lease the moment the stream breaks, so a node that dies leaves the rotation as soon as its
+/// connection closes.
 ///
-/// Each nameserver is handled by its own task, so one that is down delays nothing else; its
-/// failures are logged when its state changes (up → down, down → up), not at every attempt.
+/// The caller only states an intent ([`LeaseHolder::set_serving`], which never waits on the
+/// network); one background task per nameserver owns its stream, reconnecting at once (with a
+/// short backoff) when it breaks, so a restarted nameserver learns the node within a second.
+/// Failures are logged when a nameserver's state changes (up → down, down → up), not at every
+/// attempt.
 #[derive(Debug)]
-pub struct LeaseKeeper {
-    node_id: u64,
-    targets: Arc<[Target]>,
-    stop: watch::Sender<bool>,
-    renewers: Vec<JoinHandle<()>>,
+pub struct LeaseHolder {
+    intent: watch::Sender<Intent>,
+    streams: Vec<(String, JoinHandle<bool>)>,
 }
 
-impl LeaseKeeper {
-    /// Starts keeping `node_id`'s lease on `public_http_addr` (`host:port`) at every address
-    /// in `nameservers` (`host:port` or `http://` URIs). Needs a tokio runtime.
+impl LeaseHolder {
+    /// Starts one stream task per address in `nameservers` (`host:port` or `http://` URIs) for
+    /// `node_id`'s lease on `public_http_addr` (`host:port`). The node is not serving yet:
+    /// call [`LeaseHolder::set_serving`]. Needs a tokio runtime.
     pub fn start(
         nameservers: Vec<String>,
         node_id: u64,
         public_http_addr: String,
-        renew_every: Duration,
-        lease_ttl: Duration,
-    ) -> Result<Self, LeaseKeeperError> {
-        tokio::runtime::Handle::try_current().map_err(|_| LeaseKeeperError::NoRuntime)?;
+        keep_alive: KeepAlive,
+    ) -> Result<Self, LeaseHolderError> {
+        tokio::runtime::Handle::try_current().map_err(|_| LeaseHolderError::NoRuntime)?;
         if nameservers.is_empty() {
-            return Err(LeaseKeeperError::NoNameservers);
+            return Err(LeaseHolderError::NoNameservers);
         }
-        let public_http_addr = crate::lease::parse_http_address(&public_http_addr)
-            .map_err(LeaseKeeperError::InvalidHttpAddress)?;
-        if renew_every.is_zero() || renew_every >= lease_ttl {
-            return Err(LeaseKeeperError::BadTiming {
-                renew_every,
-                lease_ttl,
-            });
+        if node_id == 0 {
+            return Err(LeaseHolderError::NodeIdZero);
         }
-        let call_timeout = renew_every.min(MAX_CALL_TIMEOUT);
-        let targets: Arc<[Target]> = nameservers
-            .into_iter()
+        let http_address = crate::lease::parse_http_address(&public_http_addr)
+            .map_err(LeaseHolderError::InvalidHttpAddress)?;
+        let endpoints = nameservers
+            .iter()
             .map(|addr| {
-                let channel = chat_grpc::endpoint(&addr, call_timeout)
-                    .map_err(|e| LeaseKeeperError::InvalidAddress(e.into()))?
-                    .connect_lazy();
-                Ok(Target {
-                    addr,
-                    client: NameserverClient::new(channel),
-                })
+                chat_grpc::stream_endpoint(addr, CONNECT_TIMEOUT)
+                    .map_err(|e| LeaseHolderError::InvalidAddress(e.into()))
             })
-            .collect::<Result<Vec<_>, _>>()?
-            .into();
-        let (stop, stop_rx) = watch::channel(false);
+            .collect::<Result<Vec<_>, _>>()?;
+        let (intent, intent_rx) = watch::channel(Intent::NotServing);
         let request = proto::RegisterRequest {
             node_id,
-            http_address: public_http_addr,
-            ttl_ms: millis(lease_ttl),
+            http_address,
+            ttl_ms: millis(keep_alive.requested_ttl),
         };
-        let renewers = targets
-            .iter()
-            .map(|target| {
-                tokio::spawn(renew(
-                    target.clone(),
-                    request.clone(),
-                    renew_every,
-                    stop_rx.clone(),
-                ))
+        let streams = nameservers
+            .into_iter()
+            .zip(endpoints)
+            .map(|(addr, endpoint)| {
+                let stream = LeaseStream {
+                    addr: addr.clone(),
+                    endpoint,
+                    request: request.clone(),
+                    max_interval: keep_alive.max_interval,
+                };
+                (addr, tokio::spawn(stream.run(intent_rx.clone())))
             })
             .collect();
-        Ok(Self {
-            node_id,
-            targets,
-            stop,
-            renewers,
-        })
+        Ok(Self { intent, streams })
     }
 
-    /// Stops renewing and withdraws the lease from every nameserver. Renewals in flight finish
-    /// first, so none can re-register the node after its withdrawal.
-    pub async fn withdraw(mut self) -> Result<(), WithdrawError> {
-        let renewers = std::mem::take(&mut self.renewers);
-        stop_and_withdraw(&self.stop, renewers, self.targets.clone(), self.node_id).await
-    }
-}
-
-impl Drop for LeaseKeeper {
-    fn drop(&mut self) {
-        if self.renewers.is_empty() {
-            return;
-        }
-        let renewers = std::mem::take(&mut self.renewers);
-        let _ = self.stop.send(true);
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
+    /// Holds the lease (`true`) or withdraws it (`false`) at every nameserver. Returns at
+    /// once: the stream tasks act on it in the background.
+    pub fn set_serving(&mut self, serving: bool) {
+        let wanted = if serving {
+            Intent::Serving
+        } else {
+            Intent::NotServing
         };
-        let (stop, targets, node_id) = (self.stop.clone(), self.targets.clone(), self.node_id);
-        runtime.spawn(async move {
-            if let Err(e) = stop_and_withdraw(&stop, renewers, targets, node_id).await {
-                tracing::warn!(target: "nameserver", subsystem = "nameserver", error = %e, "withdrawal on drop incomplete");
+        self.intent.send_if_modified(|intent| {
+            let changed = *intent != wanted && *intent != Intent::Stop;
+            if changed {
+                *intent = wanted;
             }
+            changed
         });
     }
-}
 
-async fn stop_and_withdraw(
-    stop: &watch::Sender<bool>,
-    renewers: Vec<JoinHandle<()>>,
-    targets: Arc<[Target]>,
-    node_id: u64,
-) -> Result<(), WithdrawError> {
-    let _ = stop.send(true);
-    for renewer in renewers {
-        // A renewer that panicked has nothing left in flight; withdrawing is still right.
-        let _ = renewer.await;
-    }
-    let withdrawals: Vec<_> = targets
-        .iter()
-        .cloned()
-        .map(|mut target| {
-            tokio::spawn(async move {
-                let result = target
-                    .client
-                    .withdraw(proto::WithdrawRequest { node_id })
-                    .await;
-                result
-                    .map(|_| ())
-                    .map_err(|status| chat_grpc::CallError::rejected(&target.addr, &status).into())
-            })
-        })
-        .collect();
-    let mut failures = Vec::new();
-    for withdrawal in withdrawals {
-        match withdrawal.await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => failures.push(e),
-            Err(join) => failures.push(NameserverError::Rejected {
-                addr: String::new(),
-                code: tonic::Code::Internal,
-                message: join.to_string(),
-            }),
-        }
-    }
-    tracing::info!(target: "nameserver", subsystem = "nameserver", node = node_id,
-        failed = failures.len(), "lease withdrawn");
-    if failures.is_empty() {
-        Ok(())
-    } else {
-        Err(WithdrawError { failures })
-    }
-}
-
-/// Registers with one nameserver now and every `renew_every` until told to stop.
-async fn renew(
-    mut target: Target,
-    request: proto::RegisterRequest,
-    renew_every: Duration,
-    mut stop: watch::Receiver<bool>,
-) {
-    let mut ticker = tokio::time::interval(renew_every);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut reachable: Option<bool> = None;
-    loop {
-        tokio::select! {
-            biased;
-            // Err means the keeper is gone: stop as well.
-            changed = stop.wait_for(|stop| *stop) => { let _ = changed; return; }
-            _ = ticker.tick() => {}
-        }
-        let outcome = target.client.register(request.clone()).await;
-        let now_reachable = outcome.is_ok();
-        if reachable != Some(now_reachable) {
-            match &outcome {
-                Ok(granted) => tracing::info!(target: "nameserver", subsystem = "nameserver",
-                    nameserver = %target.addr, node = request.node_id,
-                    granted_ttl_ms = granted.get_ref().granted_ttl_ms, "lease held"),
-                Err(status) => tracing::warn!(target: "nameserver", subsystem = "nameserver",
-                    nameserver = %target.addr, node = request.node_id, code = ?status.code(),
-                    message = status.message(), "lease renewal failing"),
+    /// Withdraws the lease from every nameserver and stops, waiting at most `grace` for the
+    /// nameservers to confirm. Streams still open then are dropped, which ends their leases
+    /// as well once the connection closes.
+    pub async fn shutdown(mut self, grace: Duration) -> Result<(), WithdrawError> {
+        self.intent.send_replace(Intent::Stop);
+        let deadline = Instant::now() + grace;
+        let mut unconfirmed = Vec::new();
+        for (addr, task) in std::mem::take(&mut self.streams) {
+            let abort = task.abort_handle();
+            match tokio::time::timeout_at(deadline, task).await {
+                Ok(Ok(true)) => {}
+                Ok(_) => unconfirmed.push(addr),
+                Err(_) => {
+                    abort.abort();
+                    unconfirmed.push(addr);
+                }
             }
-            reachable = Some(now_reachable);
         }
+        if unconfirmed.is_empty() {
+            Ok(())
+        } else {
+            Err(WithdrawError { unconfirmed })
+        }
+    }
+}
+
+impl Drop for LeaseHolder {
+    fn drop(&mut self) {
+        // Dropped without shutdown: the tasks withdraw and stop by themselves.
+        self.intent.send_replace(Intent::Stop);
+    }
+}
+
+/// One nameserver's stream task.
+struct LeaseStream {
+    addr: String,
+    endpoint: Endpoint,
+    request: proto::RegisterRequest,
+    max_interval: Duration,
+}
+
+/// A lease stream whose first keep-alive was answered: where to send keep-alives, the
+/// answers, and the granted TTL.
+type OpenStream = (
+    mpsc::Sender<proto::RegisterRequest>,
+    tonic::Streaming<proto::RegisterResponse>,
+    Duration,
+);
+
+/// How a stream session ended.
+enum SessionEnd {
+    /// The intent changed away from serving; `confirmed` says whether the nameserver
+    /// acknowledged the withdrawal.
+    Withdrawn { confirmed: bool },
+    /// The stream could not be opened or broke.
+    Failed(String),
+}
+
+impl LeaseStream {
+    /// Follows the intent until it is [`Intent::Stop`]; returns whether the last withdrawal
+    /// was confirmed (or nothing needed withdrawing).
+    async fn run(self, mut intent: watch::Receiver<Intent>) -> bool {
+        let node = self.request.node_id;
+        let mut backoff = RECONNECT_MIN;
+        let mut failing = false;
+        loop {
+            let current = *intent.borrow_and_update();
+            match current {
+                Intent::Stop => return true,
+                Intent::NotServing => {
+                    if intent.changed().await.is_err() {
+                        return true;
+                    }
+                    continue;
+                }
+                Intent::Serving => {}
+            }
+            match self.session(&mut intent, &mut failing).await {
+                SessionEnd::Withdrawn { confirmed } => {
+                    backoff = RECONNECT_MIN;
+                    tracing::info!(target: "nameserver", subsystem = "nameserver",
+                        nameserver = %self.addr, node, confirmed, "lease withdrawn");
+                    if *intent.borrow() == Intent::Stop {
+                        return confirmed;
+                    }
+                }
+                SessionEnd::Failed(reason) => {
+                    if !failing {
+                        tracing::warn!(target: "nameserver", subsystem = "nameserver",
+                            nameserver = %self.addr, node, %reason, "lease stream failing; reconnecting");
+                        failing = true;
+                    }
+                    // Wait out the backoff unless the intent changes meanwhile.
+                    let _ = tokio::time::timeout(backoff, intent.changed()).await;
+                    backoff = (backoff * 2).min(RECONNECT_MAX);
+                }
+            }
+        }
+    }
+
+    /// Opens a stream and keeps the lease on it until the intent leaves `Serving` or the
+    /// stream fails.
+    async fn session(
+        &self,
+        intent: &mut watch::Receiver<Intent>,
+        failing: &mut bool,
+    ) -> SessionEnd {
+        let opened = tokio::time::timeout(FIRST_ANSWER_TIMEOUT, self.open()).await;
+        let (keep_alives, mut answers, ttl) = match opened {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(reason)) => return SessionEnd::Failed(reason),
+            Err(_) => {
+                return SessionEnd::Failed(format!("no answer within {FIRST_ANSWER_TIMEOUT:?}"))
+            }
+        };
+        *failing = false;
+        tracing::info!(target: "nameserver", subsystem = "nameserver", nameserver = %self.addr,
+            node = self.request.node_id, granted_ttl_ms = millis(ttl), "lease held");
+        let mut ttl = ttl;
+        let mut last_answer = Instant::now();
+        let interval = |ttl: Duration| {
+            (ttl / 3)
+                .min(self.max_interval)
+                .max(Duration::from_millis(10))
+        };
+        let mut next_keep_alive = last_answer + interval(ttl);
+        loop {
+            tokio::select! {
+                biased;
+                changed = intent.changed() => {
+                    if changed.is_err() || *intent.borrow() != Intent::Serving {
+                        return Self::withdraw(keep_alives, answers, ttl).await;
+                    }
+                }
+                answer = answers.message() => match answer {
+                    Ok(Some(granted)) => {
+                        last_answer = Instant::now();
+                        ttl = Duration::from_millis(granted.granted_ttl_ms);
+                    }
+                    Ok(None) => return SessionEnd::Failed("the nameserver ended the stream".into()),
+                    Err(status) => return SessionEnd::Failed(format!("{:?}: {}", status.code(), status.message())),
+                },
+                () = tokio::time::sleep_until(next_keep_alive) => {
+                    // A full buffer means the nameserver is not reading; the answer timeout
+                    // below then ends the stream.
+                    let _ = keep_alives.try_send(self.request.clone());
+                    next_keep_alive = Instant::now() + interval(ttl);
+                }
+                () = tokio::time::sleep_until(last_answer + ttl) => {
+                    return SessionEnd::Failed(format!("no answer within the lease TTL {ttl:?}"));
+                }
+            }
+        }
+    }
+
+    /// Connects, opens the stream, sends the first keep-alive and waits for its answer.
+    async fn open(&self) -> Result<OpenStream, String> {
+        let channel = self
+            .endpoint
+            .connect()
+            .await
+            .map_err(|e| format!("unreachable: {e}"))?;
+        let (keep_alives, outbound) = mpsc::channel(4);
+        keep_alives
+            .try_send(self.request.clone())
+            .map_err(|e| e.to_string())?;
+        let mut answers = NameserverClient::new(channel)
+            .keep_lease(ReceiverStream::new(outbound))
+            .await
+            .map_err(|status| format!("{:?}: {}", status.code(), status.message()))?
+            .into_inner();
+        match answers.message().await {
+            Ok(Some(granted)) => Ok((
+                keep_alives,
+                answers,
+                Duration::from_millis(granted.granted_ttl_ms),
+            )),
+            Ok(None) => Err("the nameserver ended the stream".into()),
+            Err(status) => Err(format!("{:?}: {}", status.code(), status.message())),
+        }
+    }
+
+    /// Closes our side of the stream and waits (at most `ttl`) for the nameserver to end its
+    /// side, which it does once the lease is withdrawn.
+    async fn withdraw(
+        keep_alives: mpsc::Sender<proto::RegisterRequest>,
+        mut answers: tonic::Streaming<proto::RegisterResponse>,
+        ttl: Duration,
+    ) -> SessionEnd {
+        drop(keep_alives);
+        let confirmed = tokio::time::timeout(ttl, async {
+            loop {
+                match answers.message().await {
+                    Ok(Some(_)) => continue,
+                    Ok(None) => return true,
+                    Err(_) => return false,
+                }
+            }
+        })
+        .await
+        .unwrap_or(false);
+        SessionEnd::Withdrawn { confirmed }
     }
 }
 
@@ -390,42 +511,36 @@ mod tests {
 
     #[test]
     fn start_outside_a_runtime_is_an_error() {
-        let result = LeaseKeeper::start(
+        let result = LeaseHolder::start(
             vec!["127.0.0.1:1".into()],
             1,
             "127.0.0.1:8081".into(),
-            Duration::from_secs(1),
-            Duration::from_secs(3),
+            KeepAlive::default(),
         );
-        assert!(matches!(result, Err(LeaseKeeperError::NoRuntime)));
+        assert!(matches!(result, Err(LeaseHolderError::NoRuntime)));
     }
 
     #[tokio::test]
     async fn start_checks_its_arguments() {
-        let start = |nameservers: Vec<String>, renew: u64, ttl: u64| {
-            LeaseKeeper::start(
-                nameservers,
-                1,
-                "127.0.0.1:8081".into(),
-                Duration::from_secs(renew),
-                Duration::from_secs(ttl),
-            )
+        let start = |nameservers: Vec<String>, node: u64, http: &str| {
+            LeaseHolder::start(nameservers, node, http.into(), KeepAlive::default())
         };
+        let one = || vec!["127.0.0.1:1".to_owned()];
         assert!(matches!(
-            start(vec![], 1, 3),
-            Err(LeaseKeeperError::NoNameservers)
+            start(vec![], 1, "127.0.0.1:8081"),
+            Err(LeaseHolderError::NoNameservers)
         ));
         assert!(matches!(
-            start(vec!["127.0.0.1:1".into()], 3, 3),
-            Err(LeaseKeeperError::BadTiming { .. })
+            start(one(), 0, "127.0.0.1:8081"),
+            Err(LeaseHolderError::NodeIdZero)
         ));
         assert!(matches!(
-            start(vec!["127.0.0.1:1".into()], 0, 3),
-            Err(LeaseKeeperError::BadTiming { .. })
+            start(one(), 1, "http://x/"),
+            Err(LeaseHolderError::InvalidHttpAddress(_))
         ));
         assert!(matches!(
-            start(vec!["bad address".into()], 1, 3),
-            Err(LeaseKeeperError::InvalidAddress(_))
+            start(vec!["bad address".into()], 1, "127.0.0.1:8081"),
+            Err(LeaseHolderError::InvalidAddress(_))
         ));
     }
 }

@@ -1,8 +1,10 @@
 //! The HTTP front door: every request is answered with a 307 to a live input node, round-robin,
 //! keeping the request's path and query; 503 with a short page when none is live.
 //!
-//! One path is not redirected: `GET /_nameserver/nodes` answers the JSON listing of live input
-//! nodes (`{"nodes":[{"node_id":1,"http_address":"127.0.0.1:8081","expires_in_ms":9000}]}`).
+//! Two paths are not redirected: `GET /_nameserver/nodes` answers the JSON listing of live input
+//! nodes (`{"nodes":[{"node_id":1,"http_address":"127.0.0.1:8081","expires_in_ms":9000}]}`),
+//! and `GET /_nameserver/metrics` the Prometheus metrics (OpenMetrics text). Both live under
+//! `/_nameserver/` so that no path of the chat application is shadowed.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -18,8 +20,12 @@ use tokio::net::TcpListener;
 
 use crate::state::Leases;
 
-/// The one path the front answers itself instead of redirecting.
+/// The path listing the live input nodes (answered, not redirected).
 pub const NODES_PATH: &str = "/_nameserver/nodes";
+/// The path of the Prometheus metrics (answered, not redirected).
+pub const METRICS_PATH: &str = "/_nameserver/metrics";
+
+const OPENMETRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// How long a client may take to send its request headers.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -31,10 +37,13 @@ const NO_SERVER_PAGE: &str = "<!doctype html>\n<html><head><meta charset=\"utf-8
 
 /// Answers one request.
 pub fn respond<B>(leases: &Leases, request: &Request<B>) -> Response<Full<Bytes>> {
-    if request.uri().path() == NODES_PATH {
-        return list_nodes(leases, request.method());
+    match request.uri().path() {
+        NODES_PATH => return list_nodes(leases, request.method()),
+        METRICS_PATH => return metrics(leases, request.method()),
+        _ => {}
     }
     let Some(target) = leases.next_target() else {
+        leases.metrics().unavailable();
         return response(
             StatusCode::SERVICE_UNAVAILABLE,
             "text/html; charset=utf-8",
@@ -42,6 +51,7 @@ pub fn respond<B>(leases: &Leases, request: &Request<B>) -> Response<Full<Bytes>
         )
         .with_header(header::RETRY_AFTER, HeaderValue::from_static("5"));
     };
+    leases.metrics().redirected(target.node_id);
     let path_and_query = request.uri().path_and_query().map_or("/", |pq| pq.as_str());
     let location = format!("http://{}{}", target.http_address, path_and_query);
     match HeaderValue::from_str(&location) {
@@ -61,14 +71,33 @@ pub fn respond<B>(leases: &Leases, request: &Request<B>) -> Response<Full<Bytes>
     }
 }
 
+fn method_not_allowed() -> Response<Full<Bytes>> {
+    response(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "text/plain; charset=utf-8",
+        "use GET\n".into(),
+    )
+    .with_header(header::ALLOW, HeaderValue::from_static("GET, HEAD"))
+}
+
+fn is_read(method: &Method) -> bool {
+    method == Method::GET || method == Method::HEAD
+}
+
+fn metrics(leases: &Leases, method: &Method) -> Response<Full<Bytes>> {
+    if !is_read(method) {
+        return method_not_allowed();
+    }
+    response(
+        StatusCode::OK,
+        OPENMETRICS_CONTENT_TYPE,
+        leases.encode_metrics().into(),
+    )
+}
+
 fn list_nodes(leases: &Leases, method: &Method) -> Response<Full<Bytes>> {
-    if method != Method::GET && method != Method::HEAD {
-        return response(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "text/plain; charset=utf-8",
-            "use GET\n".into(),
-        )
-        .with_header(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+    if !is_read(method) {
+        return method_not_allowed();
     }
     #[derive(serde::Serialize)]
     struct Listing {
@@ -163,6 +192,8 @@ mod tests {
         Leases::new(LeasePolicy {
             default_ttl: Duration::from_secs(15),
             max_ttl: Duration::from_secs(60),
+            stream_ttl: Duration::from_secs(1),
+            max_leases: 10,
         })
     }
 
@@ -183,7 +214,9 @@ mod tests {
     #[tokio::test]
     async fn redirect_keeps_path_and_query() {
         let leases = leases();
-        leases.grant(1, "127.0.0.1:8081".into(), Duration::ZERO);
+        leases
+            .grant(1, "127.0.0.1:8081".into(), Duration::ZERO)
+            .expect("room");
         let response = respond(&leases, &get("/groups/42?page=2&q=a%20b"));
         assert_eq!(response.status(), StatusCode::TEMPORARY_REDIRECT);
         assert_eq!(
@@ -195,9 +228,33 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn redirects_and_503s_are_counted() {
+        let leases = leases();
+        respond(&leases, &get("/"));
+        leases
+            .grant(4, "127.0.0.1:8084".into(), Duration::ZERO)
+            .expect("room");
+        respond(&leases, &get("/"));
+        let page = respond(&leases, &get(METRICS_PATH));
+        assert_eq!(page.status(), StatusCode::OK);
+        let text = leases.encode_metrics();
+        assert!(
+            text.contains("chat_nameserver_redirects_total{node=\"4\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("chat_nameserver_redirects_unavailable_total 1"),
+            "{text}"
+        );
+        assert!(text.contains("chat_nameserver_leases_held 1"), "{text}");
+    }
+
+    #[tokio::test]
     async fn listing_path_is_not_redirected() {
         let leases = leases();
-        leases.grant(7, "127.0.0.1:8087".into(), Duration::ZERO);
+        leases
+            .grant(7, "127.0.0.1:8087".into(), Duration::ZERO)
+            .expect("room");
         let response = respond(&leases, &get(NODES_PATH));
         assert_eq!(response.status(), StatusCode::OK);
         let post = Request::post(NODES_PATH).body(()).expect("request");

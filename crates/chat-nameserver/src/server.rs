@@ -36,6 +36,13 @@ pub struct ServerConfig {
     pub lease_ttl_ms: u64,
     /// Longest lease granted, in milliseconds.
     pub max_lease_ttl_ms: u64,
+    /// Longest lease granted on a lease stream, in milliseconds. The stream keeps such a lease
+    /// alive and ends it when it breaks; this TTL only ends the lease of a host that vanished
+    /// without closing its connection (a frozen process, a cut network), so keep it within
+    /// the nodes' liveness timeout. Nodes send keep-alives every third of it.
+    pub stream_lease_ttl_ms: u64,
+    /// Most leases held at once; registrations of further nodes are refused (and counted).
+    pub max_leases: usize,
     /// Log levels (used by the binary; the library only emits events).
     pub log: LogSettings,
 }
@@ -47,6 +54,8 @@ impl Default for ServerConfig {
             http_listen: SocketAddr::from(([127, 0, 0, 1], DEFAULT_HTTP_PORT)),
             lease_ttl_ms: 15_000,
             max_lease_ttl_ms: 300_000,
+            stream_lease_ttl_ms: 1_200,
+            max_leases: 10_000,
             log: LogSettings::default(),
         }
     }
@@ -57,6 +66,8 @@ impl ServerConfig {
         LeasePolicy {
             default_ttl: Duration::from_millis(self.lease_ttl_ms),
             max_ttl: Duration::from_millis(self.max_lease_ttl_ms),
+            stream_ttl: Duration::from_millis(self.stream_lease_ttl_ms),
+            max_leases: self.max_leases,
         }
     }
 }
@@ -79,6 +90,12 @@ pub enum ServerError {
         default: u64,
         /// `max_lease_ttl_ms`.
         max: u64,
+    },
+    /// A limit is zero.
+    #[error("{key} must be > 0")]
+    Zero {
+        /// The configuration key.
+        key: &'static str,
     },
     /// The gRPC server stopped with an error.
     #[error("gRPC server failed: {0}")]
@@ -112,6 +129,14 @@ pub async fn bind(config: &ServerConfig) -> Result<BoundServer, ServerError> {
             default: config.lease_ttl_ms,
             max: config.max_lease_ttl_ms,
         });
+    }
+    if config.stream_lease_ttl_ms == 0 {
+        return Err(ServerError::Zero {
+            key: "stream_lease_ttl_ms",
+        });
+    }
+    if config.max_leases == 0 {
+        return Err(ServerError::Zero { key: "max_leases" });
     }
     let (grpc, grpc_addr) = bind_one(config.grpc_listen).await?;
     let (http, http_addr) = bind_one(config.http_listen).await?;
@@ -150,9 +175,10 @@ impl BoundServer {
             self.leases.clone(),
             stopped(stop_rx.clone()),
         ));
-        let sweeper = tokio::spawn(sweep(self.leases.clone(), stopped(stop_rx)));
-        let router = tonic::transport::Server::builder()
-            .add_service(NameserverServer::new(NameserverService::new(self.leases)));
+        let sweeper = tokio::spawn(sweep(self.leases.clone(), stopped(stop_rx.clone())));
+        let router = tonic::transport::Server::builder().add_service(NameserverServer::new(
+            NameserverService::new(self.leases, stop_rx),
+        ));
         let grpc_result = chat_grpc::serve_with_grace(router, self.grpc, async {
             shutdown.await;
             let _ = stop_tx.send(true);

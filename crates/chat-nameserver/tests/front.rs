@@ -4,14 +4,26 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use chat_nameserver::client::{list_input_nodes, register_lease, withdraw_lease};
+use chat_nameserver::proto::{self, nameserver_client::NameserverClient};
 use chat_nameserver::server::{self, ServerConfig};
-use chat_nameserver::LeaseKeeper;
+use chat_nameserver::{KeepAlive, LeaseHolder};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+use tokio_stream::wrappers::ReceiverStream;
 
 const TIMEOUT: Duration = Duration::from_secs(5);
 /// Upper bound for conditions polled below; reached only when something is broken.
 const DEADLINE: Duration = Duration::from_secs(20);
+
+/// The default configuration with both listeners on free loopback ports.
+fn config() -> ServerConfig {
+    let any_port = SocketAddr::from(([127, 0, 0, 1], 0));
+    ServerConfig {
+        grpc_listen: any_port,
+        http_listen: any_port,
+        ..ServerConfig::default()
+    }
+}
 
 struct RunningNameserver {
     grpc: String,
@@ -22,11 +34,14 @@ struct RunningNameserver {
 
 impl RunningNameserver {
     async fn start_on(grpc_listen: SocketAddr) -> Self {
-        let config = ServerConfig {
+        Self::start_with(ServerConfig {
             grpc_listen,
-            http_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-            ..ServerConfig::default()
-        };
+            ..config()
+        })
+        .await
+    }
+
+    async fn start_with(config: ServerConfig) -> Self {
         let bound = server::bind(&config).await.expect("bind");
         let (grpc, http) = (bound.grpc_addr().to_string(), bound.http_addr().to_string());
         let (stop, stopped) = oneshot::channel::<()>();
@@ -42,7 +57,7 @@ impl RunningNameserver {
     }
 
     async fn start() -> Self {
-        Self::start_on(SocketAddr::from(([127, 0, 0, 1], 0))).await
+        Self::start_with(config()).await
     }
 
     async fn stop(self) {
@@ -69,6 +84,16 @@ impl RunningNameserver {
             .get("location")
             .map(|v| v.to_str().expect("ascii").to_owned());
         (response.status().as_u16(), location)
+    }
+
+    /// The metrics page.
+    async fn metrics(&self) -> String {
+        reqwest::get(format!("http://{}/_nameserver/metrics", self.http))
+            .await
+            .expect("request")
+            .text()
+            .await
+            .expect("text")
     }
 
     async fn listed_ids(&self) -> Vec<u64> {
@@ -205,76 +230,105 @@ async fn json_listing_shows_live_nodes() {
     ns.stop().await;
 }
 
-#[tokio::test]
-async fn lease_keeper_renews_on_every_nameserver_and_withdraws() {
-    let first = RunningNameserver::start().await;
-    let second = RunningNameserver::start().await;
-    let keeper = LeaseKeeper::start(
-        vec![first.grpc.clone(), second.grpc.clone()],
-        4,
-        "127.0.0.1:8084".into(),
-        Duration::from_millis(50),
-        Duration::from_secs(30),
+/// Node `id`'s holder on `nameservers` with the default keep-alive, already serving.
+fn serving_holder(nameservers: &[&RunningNameserver], id: u64) -> LeaseHolder {
+    let mut holder = LeaseHolder::start(
+        nameservers.iter().map(|ns| ns.grpc.clone()).collect(),
+        id,
+        format!("127.0.0.1:{}", 8080 + id),
+        KeepAlive::default(),
     )
     .expect("start");
-    first
-        .wait_for_listing("node 4 on the first nameserver", |ids| ids == [4])
-        .await;
-    second
-        .wait_for_listing("node 4 on the second nameserver", |ids| ids == [4])
-        .await;
+    holder.set_serving(true);
+    holder
+}
 
-    // A renewal shows as a lease whose remaining time went up again.
-    let remaining =
-        || async { list_input_nodes(&first.grpc, TIMEOUT).await.expect("list")[0].expires_in };
-    let initially = remaining().await;
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    while remaining().await <= initially {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "lease never renewed"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
+#[tokio::test]
+async fn lease_holder_follows_its_intent_on_every_nameserver() {
+    let first = RunningNameserver::start().await;
+    let second = RunningNameserver::start().await;
+    let mut holder = serving_holder(&[&first, &second], 4);
+    for ns in [&first, &second] {
+        ns.wait_for_listing("node 4 listed", |ids| ids == [4]).await;
     }
-
-    keeper.withdraw().await.expect("withdraw");
+    holder.set_serving(false);
+    for ns in [&first, &second] {
+        ns.wait_for_listing("node 4 withdrawn", <[u64]>::is_empty)
+            .await;
+        assert_eq!(ns.get("/").await.0, 503);
+    }
+    holder.set_serving(true);
+    for ns in [&first, &second] {
+        ns.wait_for_listing("node 4 back", |ids| ids == [4]).await;
+    }
+    // Shutdown returns once both nameservers confirmed the withdrawal.
+    holder
+        .shutdown(Duration::from_secs(5))
+        .await
+        .expect("withdrawal confirmed");
     assert_eq!(first.listed_ids().await, Vec::<u64>::new());
     assert_eq!(second.listed_ids().await, Vec::<u64>::new());
-    assert_eq!(first.get("/").await.0, 503);
     first.stop().await;
     second.stop().await;
 }
 
 #[tokio::test]
-async fn dropped_lease_keeper_withdraws() {
+async fn a_broken_stream_ends_the_lease_at_once() {
+    // A stream TTL of a minute: only the stream's end can remove the lease this early.
+    let ns = RunningNameserver::start_with(ServerConfig {
+        stream_lease_ttl_ms: 60_000,
+        ..config()
+    })
+    .await;
+    let mut client = NameserverClient::connect(format!("http://{}", ns.grpc))
+        .await
+        .expect("connect");
+    let (keep_alives, outbound) = tokio::sync::mpsc::channel(1);
+    keep_alives
+        .send(proto::RegisterRequest {
+            node_id: 9,
+            http_address: "127.0.0.1:8089".into(),
+            ttl_ms: 0,
+        })
+        .await
+        .expect("queued");
+    let mut answers = client
+        .keep_lease(ReceiverStream::new(outbound))
+        .await
+        .expect("stream")
+        .into_inner();
+    let granted = answers.message().await.expect("answer").expect("granted");
+    assert_eq!(granted.granted_ttl_ms, 60_000);
+    ns.wait_for_listing("node 9 listed", |ids| ids == [9]).await;
+    // The client vanishes without closing its side of the stream (its keep-alive sender stays
+    // open): only the broken stream can end the lease.
+    drop((answers, client));
+    ns.wait_for_listing("node 9 gone with its stream", <[u64]>::is_empty)
+        .await;
+    let metrics = ns.metrics().await;
+    assert!(
+        metrics.contains("chat_nameserver_lease_ends_total{cause=\"stream_broken\"} 1"),
+        "{metrics}"
+    );
+    drop(keep_alives);
+    ns.stop().await;
+}
+
+#[tokio::test]
+async fn dropped_lease_holder_withdraws() {
     let ns = RunningNameserver::start().await;
-    let keeper = LeaseKeeper::start(
-        vec![ns.grpc.clone()],
-        6,
-        "127.0.0.1:8086".into(),
-        Duration::from_millis(50),
-        Duration::from_secs(60),
-    )
-    .expect("start");
+    let holder = serving_holder(&[&ns], 6);
     ns.wait_for_listing("node 6 listed", |ids| ids == [6]).await;
-    drop(keeper);
-    // The 60 s lease can only disappear this early through the withdrawal.
+    drop(holder);
     ns.wait_for_listing("node 6 withdrawn", <[u64]>::is_empty)
         .await;
     ns.stop().await;
 }
 
 #[tokio::test]
-async fn lease_keeper_registers_again_after_the_nameserver_restarts() {
+async fn lease_holder_registers_again_as_soon_as_the_nameserver_restarts() {
     let ns = RunningNameserver::start().await;
-    let keeper = LeaseKeeper::start(
-        vec![ns.grpc.clone()],
-        8,
-        "127.0.0.1:8088".into(),
-        Duration::from_millis(50),
-        Duration::from_secs(30),
-    )
-    .expect("start");
+    let holder = serving_holder(&[&ns], 8);
     ns.wait_for_listing("node 8 listed", |ids| ids == [8]).await;
     let grpc_addr: SocketAddr = ns.grpc.parse().expect("addr");
     ns.stop().await;
@@ -283,6 +337,66 @@ async fn lease_keeper_registers_again_after_the_nameserver_restarts() {
     restarted
         .wait_for_listing("node 8 back after restart", |ids| ids == [8])
         .await;
-    keeper.withdraw().await.expect("withdraw");
+    holder
+        .shutdown(Duration::from_secs(5))
+        .await
+        .expect("withdraw");
     restarted.stop().await;
+}
+
+#[tokio::test]
+async fn node_id_zero_and_oversized_addresses_are_refused_and_counted() {
+    let ns = RunningNameserver::start().await;
+    let long_host = "a".repeat(300);
+    for (node, address) in [
+        (0, "127.0.0.1:8080".to_owned()),
+        (1, format!("{long_host}:80")),
+    ] {
+        let err = register_lease(&ns.grpc, TIMEOUT, node, &address, Duration::ZERO)
+            .await
+            .expect_err("refused");
+        assert!(
+            matches!(
+                err,
+                chat_nameserver::NameserverError::Rejected {
+                    code: tonic::Code::InvalidArgument,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+    }
+    assert_eq!(ns.listed_ids().await, Vec::<u64>::new());
+    let metrics = ns.metrics().await;
+    for reason in ["node_id_zero", "address_too_long"] {
+        let line = format!("chat_nameserver_registrations_refused_total{{reason=\"{reason}\"}} 1");
+        assert!(metrics.contains(&line), "{line} missing from\n{metrics}");
+    }
+    ns.stop().await;
+}
+
+#[tokio::test]
+async fn a_full_table_refuses_new_nodes() {
+    let ns = RunningNameserver::start_with(ServerConfig {
+        max_leases: 1,
+        ..config()
+    })
+    .await;
+    register_lease(&ns.grpc, TIMEOUT, 1, "127.0.0.1:8081", Duration::ZERO)
+        .await
+        .expect("room for one");
+    let err = register_lease(&ns.grpc, TIMEOUT, 2, "127.0.0.1:8082", Duration::ZERO)
+        .await
+        .expect_err("full");
+    assert!(
+        matches!(
+            err,
+            chat_nameserver::NameserverError::Rejected {
+                code: tonic::Code::ResourceExhausted,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    ns.stop().await;
 }

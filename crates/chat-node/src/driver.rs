@@ -90,7 +90,7 @@ pub(crate) async fn run(
         }
     }
 
-    driver.lease.withdraw().await;
+    driver.lease.shutdown().await;
     driver.transport.shutdown().await;
     Ok(())
 }
@@ -249,7 +249,7 @@ impl Driver {
             NodeEvent::RolesChanged { old, new } => {
                 self.metrics.role_changed();
                 tracing::info!(target: "tree", subsystem = "tree", %old, %new, "roles changed");
-                self.lease.set_input(new.input).await;
+                self.lease.set_serving(new.input);
             }
             NodeEvent::Trace(step) => {
                 trace::record(&step, &self.metrics);

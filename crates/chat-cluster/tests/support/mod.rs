@@ -58,6 +58,7 @@ pub fn service_binaries() -> chat_cluster::ServiceOptions {
     chat_cluster::ServiceOptions {
         bootstrap_bin: Some(binary("chat-bootstrap", "chat-bootstrap")),
         nameserver_bin: Some(binary("chat-nameserver", "chat-nameserver")),
+        ..chat_cluster::ServiceOptions::default()
     }
 }
 
