@@ -1,0 +1,231 @@
+//! A one-node setup for handler tests: the real local service over a SQLite file in a temp
+//! directory, announcing its messages on the change feed, behind the application.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use chat_secret::{ClusterSecret, KeyRing, Purpose};
+use chat_service::{LocalService, ServiceConfig};
+use chat_store::{Durability, Store, StoreOptions};
+use chat_web::ratelimit::Limit;
+use chat_web::{
+    App, AppState, ChangeFeed, PublishingDispatcher, ServiceBackend, WebBody, WebConfig,
+};
+use http::{HeaderMap, Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use serde_json::Value;
+
+pub type TestApp = App<ServiceBackend<PublishingDispatcher<LocalService>>>;
+
+pub const PASSWORD: &str = "correct horse";
+
+pub struct Harness {
+    _dir: tempfile::TempDir,
+    pub app: TestApp,
+    pub store: Arc<Store>,
+    pub keys: KeyRing,
+}
+
+/// The answer to one request.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Answer {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", String::from_utf8_lossy(&self.body)))
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// Asserts an API error: its status and `{"error": {"code", "message"}}`.
+    pub fn assert_error(&self, status: u16, code: &str) {
+        assert_eq!(self.status.as_u16(), status, "{}", self.text());
+        let body = self.json();
+        assert_eq!(body["error"]["code"], code, "{body}");
+        assert!(body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()));
+    }
+}
+
+pub fn keys(seed: u8) -> KeyRing {
+    ClusterSecret::from_parts([seed; 32], None).keys(Purpose::Sessions)
+}
+
+pub fn config() -> WebConfig {
+    WebConfig {
+        login_per_account: Limit {
+            burst: 5,
+            per_minute: 1,
+        },
+        login_per_address: Limit {
+            burst: 1000,
+            per_minute: 1000,
+        },
+        sse_keepalive_ms: 60_000,
+        ..WebConfig::default()
+    }
+}
+
+pub fn harness() -> Harness {
+    harness_with(config())
+}
+
+pub fn harness_with(config: WebConfig) -> Harness {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let options = StoreOptions {
+        durability: Durability::Normal,
+        ..StoreOptions::default()
+    };
+    let store = Arc::new(Store::open_with(dir.path().join("chat.db"), options).expect("store"));
+    // bcrypt's minimum cost keeps the suite fast.
+    let service = LocalService::new(
+        Arc::clone(&store),
+        ServiceConfig {
+            bcrypt_cost: 4,
+            accepts_writes: true,
+        },
+    )
+    .expect("service");
+    let feed = ChangeFeed::new(1024, 0);
+    let backend = ServiceBackend::new(PublishingDispatcher::new(service, feed.clone()));
+    let keys = keys(7);
+    let app = App::new(AppState {
+        backend,
+        keys: keys.clone(),
+        config,
+        change_feed: feed,
+    })
+    .expect("app");
+    Harness {
+        _dir: dir,
+        app,
+        store,
+        keys,
+    }
+}
+
+pub const PEER: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
+
+impl Harness {
+    /// The number of writes the database holds: unchanged means nothing was stored.
+    pub fn epoch(&self) -> u64 {
+        self.store.current_epoch().expect("epoch")
+    }
+
+    pub async fn send(&self, request: Request<Full<Bytes>>) -> Answer {
+        let response = self.app.handle(request, PEER).await;
+        let (parts, body) = response.into_parts();
+        let body = tokio::time::timeout(Duration::from_secs(30), body.collect())
+            .await
+            .expect("body within 30 s")
+            .expect("body")
+            .to_bytes();
+        Answer {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        }
+    }
+
+    /// The response without reading its body (streams).
+    pub async fn open(&self, request: Request<Full<Bytes>>) -> http::Response<WebBody> {
+        self.app.handle(request, PEER).await
+    }
+
+    pub async fn api(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> Answer {
+        self.send(api_request(method, path, token, body, &[])).await
+    }
+
+    pub async fn register(&self, username: &str, tag: &str) -> Value {
+        let answer = self
+            .api(
+                Method::POST,
+                "/api/register",
+                None,
+                Some(serde_json::json!({"username": username, "tag": tag, "password": PASSWORD})),
+            )
+            .await;
+        assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.text());
+        answer.json()["user"].clone()
+    }
+
+    pub async fn login(&self, username: &str, tag: &str) -> String {
+        let answer = self
+            .api(
+                Method::POST,
+                "/api/login",
+                None,
+                Some(serde_json::json!({"username": username, "tag": tag, "password": PASSWORD})),
+            )
+            .await;
+        assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
+        answer.json()["token"].as_str().expect("token").to_owned()
+    }
+
+    /// Registers and logs in; returns (user, token).
+    pub async fn user(&self, username: &str, tag: &str) -> (Value, String) {
+        let user = self.register(username, tag).await;
+        let token = self.login(username, tag).await;
+        (user, token)
+    }
+}
+
+pub fn api_request(
+    method: Method,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+    headers: &[(&str, &str)],
+) -> Request<Full<Bytes>> {
+    let mut builder = Request::builder().method(method).uri(path);
+    if let Some(token) = token {
+        builder = builder.header("authorization", format!("Bearer {token}"));
+    }
+    if body.is_some() {
+        builder = builder.header("content-type", "application/json");
+    }
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
+    }
+    let bytes = body
+        .map(|b| serde_json::to_vec(&b).unwrap())
+        .unwrap_or_default();
+    builder
+        .body(Full::new(Bytes::from(bytes)))
+        .expect("request")
+}
+
+pub fn raw_request(
+    method: Method,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<Bytes>,
+) -> Request<Full<Bytes>> {
+    let mut builder = Request::builder().method(method).uri(path);
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
+    }
+    builder.body(Full::new(body.into())).expect("request")
+}

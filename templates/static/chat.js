@@ -1,0 +1,189 @@
+// The one script: local times, sending without reloading (retry-safe: the message id is chosen
+// here and kept across retries), live updates over server-sent events, and a "reconnecting"
+// notice while the cluster fails over. Messages are inserted as text, never as HTML.
+"use strict";
+
+(function () {
+  var csrfMeta = document.querySelector('meta[name="csrf-token"]');
+  var csrf = csrfMeta ? csrfMeta.content : "";
+  var connection = document.getElementById("connection");
+
+  function showReconnecting(on) {
+    if (connection) connection.hidden = !on;
+  }
+
+  function localTime(el) {
+    var when = new Date(el.getAttribute("datetime"));
+    if (isNaN(when)) return;
+    var today = new Date().toDateString() === when.toDateString();
+    el.textContent = today
+      ? when.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" })
+      : when.toLocaleString([], { dateStyle: "short", timeStyle: "short" });
+    el.title = when.toLocaleString();
+  }
+
+  function newId() {
+    if (window.crypto && crypto.randomUUID) return crypto.randomUUID();
+    var bytes = new Uint8Array(16);
+    crypto.getRandomValues(bytes);
+    bytes[6] = (bytes[6] & 0x0f) | 0x40;
+    bytes[8] = (bytes[8] & 0x3f) | 0x80;
+    var hex = Array.prototype.map.call(bytes, function (b) { return (b + 256).toString(16).slice(1); }).join("");
+    return hex.slice(0, 8) + "-" + hex.slice(8, 12) + "-" + hex.slice(12, 16) + "-" + hex.slice(16, 20) + "-" + hex.slice(20);
+  }
+
+  function sleep(ms) {
+    return new Promise(function (resolve) { setTimeout(resolve, ms); });
+  }
+
+  document.querySelectorAll("time[datetime]").forEach(localTime);
+
+  // Forms that destroy something ask first.
+  document.querySelectorAll("form[data-confirm]").forEach(function (form) {
+    form.addEventListener("submit", function (event) {
+      if (!window.confirm(form.getAttribute("data-confirm"))) event.preventDefault();
+    });
+  });
+
+  // A "reconnecting" error page retries by itself.
+  var problem = document.querySelector("[data-retry-after]");
+  if (problem) {
+    showReconnecting(true);
+    setTimeout(function () { location.reload(); }, 1000 * Math.max(1, +problem.getAttribute("data-retry-after")));
+  }
+
+  var chat = document.querySelector(".chat[data-chat-id]");
+  var chatList = document.getElementById("chat-list");
+  var epoch = 0;
+  document.querySelectorAll("[data-epoch]").forEach(function (el) {
+    epoch = Math.max(epoch, +el.getAttribute("data-epoch") || 0);
+  });
+
+  function appendMessage(message) {
+    var list = document.getElementById("messages");
+    if (!list || list.querySelector('[data-id="' + message.id + '"]')) return;
+    var item = document.createElement("li");
+    item.className = "message" + (message.sender.id === chat.getAttribute("data-me") ? " mine" : "");
+    item.setAttribute("data-id", message.id);
+    item.setAttribute("data-epoch", message.epoch);
+    var author = document.createElement("span");
+    author.className = "author";
+    author.textContent = message.sender.username + "#" + message.sender.tag;
+    var content = document.createElement("p");
+    content.className = "content";
+    content.textContent = message.content;
+    var time = document.createElement("time");
+    time.setAttribute("datetime", message.created_at);
+    localTime(time);
+    item.append(author, content, time);
+    list.appendChild(item);
+    var empty = chat.querySelector(".empty");
+    if (empty) empty.remove();
+    item.scrollIntoView({ block: "end" });
+  }
+
+  function seen(newEpoch) {
+    epoch = Math.max(epoch, newEpoch || 0);
+  }
+
+  // Reloads the newest page of the chat (after the stream said it cannot tell what was missed).
+  function reloadChat() {
+    return fetch(chat.getAttribute("data-api"), {
+      headers: { "Chat-Epoch": String(epoch) }, credentials: "same-origin"
+    }).then(function (response) {
+      if (!response.ok) throw new Error(response.status);
+      return response.json();
+    }).then(function (page) {
+      page.messages.forEach(appendMessage);
+      seen(page.epoch);
+    });
+  }
+
+  if (chat) {
+    var form = document.getElementById("send");
+    var textarea = document.getElementById("content");
+    var errorLine = document.getElementById("send-error");
+    var pending = null; // { id, content }: kept until the server has it, so a retry reuses the id
+    textarea.addEventListener("keydown", function (event) {
+      if (event.key === "Enter" && !event.shiftKey) {
+        event.preventDefault();
+        form.requestSubmit();
+      }
+    });
+    form.addEventListener("submit", function (event) {
+      event.preventDefault();
+      var content = textarea.value.trim();
+      if (!content) return;
+      if (!pending || pending.content !== content) pending = { id: newId(), content: content };
+      send(pending);
+    });
+
+    var sending = false;
+    async function send(message) {
+      if (sending) return;
+      sending = true;
+      errorLine.hidden = true;
+      form.querySelector("button").disabled = true;
+      for (var attempt = 0; ; attempt++) {
+        var response = null;
+        try {
+          response = await fetch(chat.getAttribute("data-api"), {
+            method: "POST",
+            credentials: "same-origin",
+            headers: { "Content-Type": "application/json", "X-CSRF-Token": csrf, "Chat-Epoch": String(epoch) },
+            body: JSON.stringify({ id: message.id, content: message.content })
+          });
+        } catch (networkError) {
+          response = null;
+        }
+        if (response && (response.status === 200 || response.status === 201)) {
+          var body = await response.json();
+          showReconnecting(false);
+          appendMessage(body.message);
+          seen(body.message.epoch);
+          textarea.value = "";
+          pending = null;
+          break;
+        }
+        if (response && response.status !== 503 && response.status !== 429) {
+          var text = "Could not send.";
+          try { text = (await response.json()).error.message; } catch (e) { /* keep the default */ }
+          if (response.status === 401) { location.href = "/login"; return; }
+          errorLine.textContent = text;
+          errorLine.hidden = false;
+          break;
+        }
+        // 503/429 or no answer: the cluster is failing over. Same id, so nothing is sent twice.
+        showReconnecting(true);
+        var wait = response ? +(response.headers.get("Retry-After") || 1) : 1;
+        await sleep(1000 * Math.min(10, Math.max(1, wait)) + Math.min(attempt, 5) * 200);
+      }
+      form.querySelector("button").disabled = false;
+      sending = false;
+    }
+  }
+
+  if ((chat || chatList) && window.EventSource) {
+    var source = new EventSource("/api/events?after=" + epoch, { withCredentials: true });
+    source.addEventListener("open", function () { showReconnecting(false); });
+    source.addEventListener("error", function () { showReconnecting(true); });
+    source.addEventListener("message", function (event) {
+      var message = JSON.parse(event.data);
+      seen(message.epoch);
+      if (chat && message.chat_id === chat.getAttribute("data-chat-id")) {
+        appendMessage(message);
+      } else if (chatList) {
+        var card = chatList.querySelector('[data-chat-id="' + message.chat_id + '"]');
+        if (!card) return;
+        var badge = card.querySelector(".unread");
+        badge.textContent = String((+badge.textContent || 0) + 1);
+        badge.hidden = false;
+        var text = card.querySelector(".preview .text");
+        if (text) text.textContent = message.content;
+      }
+    });
+    source.addEventListener("reset", function () {
+      if (chat) reloadChat().catch(function () { showReconnecting(true); });
+    });
+  }
+})();
