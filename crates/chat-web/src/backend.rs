@@ -21,7 +21,7 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::feed::{ChangeFeed, ChatChange};
 
 /// The logged-in user a request acts for, as its token or cookie names them.
@@ -409,14 +409,25 @@ fn page_view(chat_id: String, page: &chat_service::ChatPage) -> ChatMessages {
 }
 
 /// Maps the service's error kinds to the API's codes.
+///
+/// The service owns the code of each of its errors ([`ServiceError::code`]); node-level kinds
+/// (not the writer, replica behind, storage) reach a user as a retryable `unavailable` with a
+/// generic message ([`ServiceError::user_message`]).
 pub fn api_error(error: ServiceError) -> ApiError {
-    match error {
-        ServiceError::NotFound(message) => ApiError::not_found(message),
-        ServiceError::Forbidden(message) => ApiError::forbidden(message),
-        ServiceError::Conflict(message) => ApiError::conflict(message),
-        ServiceError::InvalidInput(message) => ApiError::invalid(message),
-        ServiceError::Unavailable(message) => ApiError::unavailable(message),
+    let code = match error.code() {
+        "invalid_input" => ErrorCode::InvalidInput,
+        "unauthenticated" => ErrorCode::Unauthenticated,
+        "forbidden" => ErrorCode::Forbidden,
+        "not_found" => ErrorCode::NotFound,
+        "conflict" => ErrorCode::Conflict,
+        "too_large" => ErrorCode::TooLarge,
+        "rate_limited" => ErrorCode::RateLimited,
+        _ => ErrorCode::Unavailable,
+    };
+    if code == ErrorCode::RateLimited {
+        return ApiError::rate_limited(std::time::Duration::from_secs(1));
     }
+    ApiError::new(code, error.user_message())
 }
 
 /// [`Backend`] over any [`Dispatcher`].

@@ -99,6 +99,7 @@ pub fn harness_with(config: WebConfig) -> Harness {
         ServiceConfig {
             bcrypt_cost: 4,
             accepts_writes: true,
+            ..ServiceConfig::default()
         },
     )
     .expect("service");
