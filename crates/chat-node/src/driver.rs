@@ -1,10 +1,13 @@
 //! The node driver: moves bytes between the ZeroMQ transport and the control plane's state
 //! machines, with real time.
 //!
-//! One task owns the [`Node`] state machine. Each turn of its loop waits for whichever comes
-//! first: a transport event, the machine's next deadline, or shutdown; feeds it in; then drains
-//! every output (events first, so a `Connect` reaches the transport before the JOIN that needs
-//! it; then transmits) and publishes the status. It makes no protocol decision of its own.
+//! One task owns the [`Node`] state machine. Each turn of its loop takes one input: the
+//! machine's due timers if any are due (always before the next message, so a steady stream of
+//! messages cannot starve heartbeats), else whichever comes first of a transport event, the
+//! next deadline, or shutdown; feeds it in; then drains every output (events first, so a
+//! `Connect` reaches the transport before the JOIN that needs it; then transmits) and
+//! publishes the status. It makes no protocol decision of its own, and awaits no network I/O:
+//! anything slow (nameserver leases) runs in tasks of its own that the loop only signals.
 
 use std::collections::BTreeSet;
 use std::future::Future;
@@ -21,7 +24,7 @@ use tokio::sync::watch;
 
 use crate::config::{NeighborConfig, ResolvedConfig};
 use crate::lease::InputLease;
-use crate::metrics::Metrics;
+use crate::metrics::{DropReason, Metrics};
 use crate::status::{ElectionStatus, NeighborState, NeighborStatus, NodeStatus};
 use crate::trace;
 
@@ -38,6 +41,21 @@ pub(crate) async fn run(
 ) -> anyhow::Result<()> {
     let started = Instant::now();
     let neighbors = crate::discovery::neighbors(&config).await?;
+    // Static neighbours were checked with the configuration; the bootstrap's are known now.
+    crate::config::check_cluster_size(config.cluster.size, neighbors.len()).map_err(
+        |violation| {
+            BadClusterSize(format!(
+                "`{}` = {} {} (the bootstrap service assigned neighbours {:?})",
+                violation.key,
+                violation.value,
+                violation.reason,
+                neighbors.iter().map(|n| n.id).collect::<Vec<_>>()
+            ))
+        },
+    )?;
+    if let Some(warning) = crate::config::size_warning(config.cluster.size) {
+        tracing::warn!(target: "main", subsystem = "main", "{warning}");
+    }
     let data_epoch = durable_data_epoch(&config).await?;
 
     let bind = format!("tcp://{}:{}", config.bind_host, config.control_port);
@@ -71,18 +89,39 @@ pub(crate) async fn run(
     );
 
     tokio::pin!(shutdown);
+    let mut watchdog = Watchdog::from_env();
+    let mut turn_started = Instant::now();
     loop {
         driver.drain(&mut node).await;
-        let refresh = Instant::now() + STATUS_REFRESH;
-        let deadline = node.poll_timeout().map_or(refresh, |at| at.min(refresh));
+        driver
+            .metrics
+            .loop_turn(turn_started.elapsed().as_secs_f64());
+        // Due timers first: a heartbeat or a liveness check never waits behind a backlog.
+        let now = Instant::now();
+        turn_started = now;
+        watchdog.pet(now);
+        if node.poll_timeout().is_some_and(|due| due <= now) {
+            node.handle_timeout(now);
+            continue;
+        }
+        let wake = watchdog
+            .next_due()
+            .map_or(now + STATUS_REFRESH, |due| due.min(now + STATUS_REFRESH));
+        let deadline = node.poll_timeout().map_or(wake, |at| at.min(wake));
         tokio::select! {
             biased;
             () = &mut shutdown => break,
-            event = events.recv() => match event {
-                Some(event) => driver.handle_transport_event(&mut node, event),
-                None => anyhow::bail!("the control-plane transport stopped"),
-            },
-            () = tokio::time::sleep_until(deadline.into()) => node.handle_timeout(Instant::now()),
+            () = tokio::time::sleep_until(deadline.into()) => {
+                turn_started = Instant::now();
+                node.handle_timeout(turn_started);
+            }
+            event = events.recv() => {
+                turn_started = Instant::now();
+                match event {
+                    Some(event) => driver.handle_transport_event(&mut node, event),
+                    None => anyhow::bail!("the control-plane transport stopped"),
+                }
+            }
         }
     }
 
@@ -90,6 +129,46 @@ pub(crate) async fn run(
     driver.transport.shutdown().await;
     Ok(())
 }
+
+/// systemd's watchdog, fed from the control loop itself: a loop that stalls stops the
+/// WATCHDOG=1 messages and systemd restarts the node. Sent every half `WATCHDOG_USEC` (as
+/// sd_watchdog_enabled(3) advises); nothing when the unit sets no `WatchdogSec=`.
+struct Watchdog {
+    every: Option<Duration>,
+    last: Option<Instant>,
+}
+
+impl Watchdog {
+    fn from_env() -> Self {
+        let every = sd_notify::watchdog_enabled().map(|timeout| timeout / 2);
+        if let Some(every) = every {
+            tracing::info!(target: "main", subsystem = "main", every_ms = millis(every), "systemd watchdog enabled");
+        }
+        Self { every, last: None }
+    }
+
+    /// When the next WATCHDOG=1 is due, if the watchdog is on.
+    fn next_due(&self) -> Option<Instant> {
+        let every = self.every?;
+        Some(self.last.map_or_else(Instant::now, |last| last + every))
+    }
+
+    /// Sends WATCHDOG=1 if it is due (a datagram on a local socket: it does not block).
+    fn pet(&mut self, now: Instant) {
+        if self.next_due().is_some_and(|due| due <= now) {
+            self.last = Some(now);
+            if let Err(error) = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]) {
+                tracing::warn!(target: "main", subsystem = "main", %error, "cannot notify the systemd watchdog");
+            }
+        }
+    }
+}
+
+/// The bootstrap service gave this node neighbours while its configuration says it is alone
+/// (or counts fewer nodes than it has neighbours): a configuration error (exit code 2).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub(crate) struct BadClusterSize(String);
 
 /// The number of writes this node's database holds (0 for a new node). Opening the store
 /// also creates it and applies the migrations, so a bad state directory stops start-up here
@@ -140,6 +219,8 @@ fn node_config(config: &ResolvedConfig) -> NodeConfig {
         link_down_grace: Duration::from_millis(topology.link_down_grace_ms),
     };
     node.election_timeout = Duration::from_millis(config.election.timeout_ms);
+    node.join_wait = Duration::from_millis(config.election.join_wait_ms);
+    node.heal_timeout = Duration::from_millis(config.election.heal_timeout_ms);
     node.epoch_tick = Duration::from_millis(config.tree.epoch_tick_ms);
     node.data_port = config.data_port;
     node.trace = true;
@@ -180,7 +261,7 @@ impl Driver {
         let envelope = match Envelope::decode(payload) {
             Ok(envelope) => envelope,
             Err(error) => {
-                self.metrics.decode_error();
+                self.metrics.dropped(DropReason::Undecodable);
                 tracing::debug!(target: "transport", subsystem = "transport", from, %error, "dropped an undecodable frame");
                 return;
             }
@@ -188,7 +269,7 @@ impl Driver {
         // The ZeroMQ identity is the authenticated-enough sender; a header that claims
         // another source or another destination is not for us.
         if envelope.header.source != from || envelope.header.destination != self.me {
-            self.metrics.decode_error();
+            self.metrics.dropped(DropReason::Misaddressed);
             tracing::debug!(
                 target: "transport",
                 subsystem = "transport",
@@ -213,6 +294,45 @@ impl Driver {
             self.send(to, body);
         }
         self.publish(node);
+        self.count_drops(node);
+    }
+
+    /// Brings the drop counters up to the totals the transport and the state machines keep.
+    fn count_drops(&self, node: &Node) {
+        let transport = self.transport.stats();
+        let machines = node.stats();
+        for (reason, total) in [
+            (DropReason::TransportQueueFull, transport.dropped_queue_full),
+            (
+                DropReason::TransportUnroutable,
+                transport.dropped_unroutable,
+            ),
+            (DropReason::TransportPipeFull, transport.dropped_pipe_full),
+            (DropReason::TransportSendError, transport.send_errors),
+            (DropReason::TransportBadFrame, transport.bad_frames),
+            (
+                DropReason::ControlFromStranger,
+                machines.control_from_strangers,
+            ),
+            (
+                DropReason::UnexpectedHandshake,
+                machines.topology.unexpected_handshakes,
+            ),
+            (
+                DropReason::StrangerMessage,
+                machines.topology.stranger_messages,
+            ),
+            (
+                DropReason::StrangersOverLimit,
+                machines.topology.strangers_over_limit,
+            ),
+            (
+                DropReason::AbandonedHandshake,
+                machines.topology.abandoned_handshakes,
+            ),
+        ] {
+            self.metrics.dropped_total(reason, total);
+        }
     }
 
     fn send(&mut self, to: NodeId, body: Body) {
@@ -221,7 +341,7 @@ impl Driver {
         match self.transport.send(to, envelope.encode()) {
             Ok(()) => self.metrics.message_sent(scope),
             Err(error) => {
-                self.metrics.dropped_send();
+                self.metrics.dropped(DropReason::TransportClosed);
                 tracing::debug!(target: "transport", subsystem = "transport", to, %error, "send dropped");
             }
         }

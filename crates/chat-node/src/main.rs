@@ -81,7 +81,11 @@ fn run_node(config: ResolvedConfig) -> ExitCode {
         Err(error) => {
             tracing::error!(target: "main", subsystem = "main", error = format!("{error:#}"), "stopped on error");
             eprintln!("chat-node: {error:#}");
-            ExitCode::FAILURE
+            if error.downcast_ref::<driver::BadClusterSize>().is_some() {
+                ExitCode::from(EXIT_BAD_CONFIG)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }

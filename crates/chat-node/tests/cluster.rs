@@ -6,7 +6,10 @@ mod support;
 use std::time::Duration;
 
 use chat_cluster::{NodeSignal, Topology};
-use support::{link_up, neighbor_state, set, settled_tree, start, wait_until};
+use support::{
+    all_on_among, hold, link_up, neighbor_state, none_off_among, set, settled_tree, start,
+    wait_until, wait_until_checking,
+};
 
 /// Generous: these bound a poll, they are not performance targets (see the benches).
 const DEADLINE: Duration = Duration::from_secs(20);
@@ -139,5 +142,95 @@ async fn one_leader_roles_follow_the_tree_and_it_survives_leader_and_inner_node_
         second_leader,
         "restarted nodes rejoin without replacing the leader"
     );
+    cluster.down().await.expect("cluster stops");
+}
+
+/// A triangle 1-2-3 with a tail 3-4-5: node 5 hangs below 4 alone, so taking 5 away and back
+/// makes 4 gain and then lose the input role (and its nameserver lease).
+fn triangle_with_a_tail() -> Topology {
+    Topology::Edges(vec![(1, 2), (1, 3), (2, 3), (3, 4), (4, 5)])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn role_changes_with_an_unreachable_nameserver_mark_no_live_neighbour_off() {
+    // Bound but never accepting: a connection sits in the backlog (or, once that is full,
+    // hangs in its handshake) and no gRPC answer ever comes back.
+    let black_hole = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a black hole");
+    let nameservers = format!(
+        "[\"http://{}\"]",
+        black_hole.local_addr().expect("bound address")
+    );
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut cluster = start(
+        5,
+        triangle_with_a_tail(),
+        dir.path(),
+        25_300,
+        &[("CHAT_NODE_NAMESERVER__ADDRESSES", &nameservers)],
+    )
+    .await;
+    let all = set(1..=5);
+    wait_until(&cluster, &all, DEADLINE, "first tree", |s| {
+        settled_tree(s).map(|_| ())
+    })
+    .await;
+
+    // Node 4 gains the input role when its only child goes, and loses it when the child is
+    // back: each change takes or withdraws a lease at the black hole.
+    let steady = set([1, 2, 3, 4]);
+    cluster.kill(5, NodeSignal::Kill).expect("SIGKILL node 5");
+    wait_until_checking(
+        &cluster,
+        &steady,
+        DEADLINE,
+        "node 4 an input leaf",
+        |s| none_off_among(&steady, s),
+        |s| {
+            settled_tree(s)?;
+            let roles = &s[&4]["roles"];
+            (roles
+                .as_array()
+                .is_some_and(|r| r.iter().any(|r| r == "input")))
+            .then_some(())
+            .ok_or_else(|| format!("node 4 has roles {roles}"))
+        },
+    )
+    .await;
+    cluster.start(5).await.expect("restart node 5");
+    wait_until_checking(
+        &cluster,
+        &all,
+        DEADLINE,
+        "node 5 back below 4",
+        |s| none_off_among(&steady, s),
+        |s| settled_tree(s).map(|_| ()),
+    )
+    .await;
+
+    // The leader goes: every survivor's roles may change.
+    cluster
+        .kill(1, NodeSignal::Kill)
+        .expect("SIGKILL the leader");
+    let survivors = set([2, 3, 4, 5]);
+    wait_until_checking(
+        &cluster,
+        &survivors,
+        DEADLINE,
+        "a tree without node 1",
+        |s| none_off_among(&survivors, s),
+        |s| settled_tree(s).map(|_| ()),
+    )
+    .await;
+    // A stalled control loop shows only after a liveness timeout (1.5 s): watch for twice
+    // that after the last change.
+    hold(
+        &cluster,
+        &survivors,
+        Duration::from_secs(3),
+        "no neighbour off after the role changes",
+        |s| none_off_among(&survivors, s).and_then(|()| all_on_among(&survivors, s)),
+    )
+    .await;
+    drop(black_hole);
     cluster.down().await.expect("cluster stops");
 }

@@ -56,7 +56,8 @@ impl RunningNode {
             &config,
             format!(
                 "id = 4\ncontrol_port = {control}\ndata_port = {data}\nhttp_port = {http}\n\
-                 admin_port = {admin}\nstate_dir = {:?}\n\n[bootstrap]\nenabled = false\n\n\
+                 admin_port = {admin}\nstate_dir = {:?}\n\n[cluster]\nsize = 3\n\n\
+                 [bootstrap]\nenabled = false\n\n\
                  [[neighbors]]\nid = 5\nhost = \"127.0.0.1\"\nport = 1025\n",
                 dir.join("state")
             ),
