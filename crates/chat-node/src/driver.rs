@@ -23,9 +23,10 @@ use chat_wire::{Body, Envelope, NodeId};
 use tokio::sync::watch;
 
 use crate::config::{NeighborConfig, ResolvedConfig};
+use crate::durable::{DurableKey, DurableKeyHandle};
 use crate::lease::InputLease;
 use crate::metrics::{DropReason, Metrics};
-use crate::status::{ElectionStatus, NeighborState, NeighborStatus, NodeStatus};
+use crate::status::{ElectionStatus, NeighborState, NeighborStatus, NodeStatus, QuorumStatus};
 use crate::trace;
 
 /// The uptime in `/status` is refreshed at least this often when nothing else happens.
@@ -66,8 +67,14 @@ pub(crate) async fn run(
     let now = Instant::now();
     let mut node = Node::with_clock(node_config(&config), clock.clone(), now);
     // The election prefers the most up-to-date node, so a replica that outlived the writer
-    // takes over with everything it has.
-    node.set_data_epoch(data_epoch);
+    // takes over with everything it has. The store records no term of its writes yet (the
+    // data-plane issue adds it): 0 until then.
+    let stored = DurableKey {
+        last_term: 0,
+        epoch: data_epoch,
+    };
+    apply_durable_key(&mut node, Instant::now(), stored);
+    let (durable_keys, mut durable_updates) = crate::durable::channel(stored);
     for NeighborConfig { id, host, port } in &neighbors {
         node.add_neighbor(now, *id, host.clone(), *port);
     }
@@ -80,6 +87,8 @@ pub(crate) async fn run(
         started,
         lease: InputLease::new(&config),
         links_up: BTreeSet::new(),
+        cluster_size: config.cluster.size,
+        durable_keys,
     };
     tracing::info!(
         target: "main",
@@ -114,6 +123,11 @@ pub(crate) async fn run(
             () = tokio::time::sleep_until(deadline.into()) => {
                 turn_started = Instant::now();
                 node.handle_timeout(turn_started);
+            }
+            Ok(()) = durable_updates.changed() => {
+                turn_started = Instant::now();
+                let key = *durable_updates.borrow_and_update();
+                apply_durable_key(&mut node, turn_started, key);
             }
             event = events.recv() => {
                 turn_started = Instant::now();
@@ -198,6 +212,11 @@ async fn durable_data_epoch(config: &ResolvedConfig) -> anyhow::Result<u64> {
     Ok(epoch)
 }
 
+/// Hands the state machine the store's durable key (the election prefers the highest).
+fn apply_durable_key(node: &mut Node, _now: Instant, key: DurableKey) {
+    node.set_data_epoch(key.epoch);
+}
+
 /// The state machines' configuration, from the node's.
 fn node_config(config: &ResolvedConfig) -> NodeConfig {
     // A fresh random number per process start lets neighbours tell a restart from a delayed
@@ -237,6 +256,12 @@ struct Driver {
     lease: InputLease,
     /// Peers whose connection from us is established, as the transport reports it.
     links_up: BTreeSet<NodeId>,
+    /// `[cluster] size`, reported in `/status`.
+    cluster_size: u64,
+    /// The data plane's way to report durable writes (see [`crate::durable`]); handed to it
+    /// when it starts.
+    #[allow(dead_code)] // until the data plane exists
+    durable_keys: DurableKeyHandle,
 }
 
 impl Driver {
@@ -406,6 +431,10 @@ impl Driver {
                 children: control.children.clone(),
                 routes: control.routes.downstream.clone(),
                 tree_epoch: control.tree_epoch,
+                quorum: QuorumStatus {
+                    size: self.cluster_size,
+                    ..status.quorum
+                },
                 election: control.election.map(|(run, round)| ElectionStatus {
                     run: run.to_string(),
                     round,
@@ -425,4 +454,23 @@ impl Driver {
 
 fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_recorded_durable_key_reaches_the_election() {
+        let now = Instant::now();
+        let mut node = Node::new(NodeConfig::new(1, "127.0.0.1".into(), 46_001, 7), now);
+        let (handle, mut updates) = crate::durable::channel(DurableKey::default());
+        handle.record(DurableKey {
+            last_term: 3,
+            epoch: 42,
+        });
+        updates.changed().await.expect("the handle is alive");
+        apply_durable_key(&mut node, now, *updates.borrow_and_update());
+        assert_eq!(node.status().data_epoch, 42);
+    }
 }

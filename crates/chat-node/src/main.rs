@@ -13,6 +13,7 @@ mod cli;
 mod config;
 mod discovery;
 mod driver;
+mod durable;
 mod lease;
 mod metrics;
 mod status;
