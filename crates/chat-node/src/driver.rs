@@ -114,7 +114,7 @@ pub(crate) async fn run(
             continue;
         }
         let wake = watchdog
-            .next_due()
+            .next_due(now)
             .map_or(now + STATUS_REFRESH, |due| due.min(now + STATUS_REFRESH));
         let deadline = node.poll_timeout().map_or(wake, |at| at.min(wake));
         tokio::select! {
@@ -161,15 +161,15 @@ impl Watchdog {
         Self { every, last: None }
     }
 
-    /// When the next WATCHDOG=1 is due, if the watchdog is on.
-    fn next_due(&self) -> Option<Instant> {
+    /// When the next WATCHDOG=1 is due (`now` before the first), if the watchdog is on.
+    fn next_due(&self, now: Instant) -> Option<Instant> {
         let every = self.every?;
-        Some(self.last.map_or_else(Instant::now, |last| last + every))
+        Some(self.last.map_or(now, |last| last + every))
     }
 
     /// Sends WATCHDOG=1 if it is due (a datagram on a local socket: it does not block).
     fn pet(&mut self, now: Instant) {
-        if self.next_due().is_some_and(|due| due <= now) {
+        if self.next_due(now).is_some_and(|due| due <= now) {
             self.last = Some(now);
             if let Err(error) = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]) {
                 tracing::warn!(target: "main", subsystem = "main", %error, "cannot notify the systemd watchdog");
