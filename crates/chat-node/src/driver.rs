@@ -445,6 +445,10 @@ impl Driver {
                 ..status.clone()
             };
             let changed = *status != next;
+            if next.role_line() != status.role_line() {
+                // One line per change of role, leader, term or writability, with all four.
+                tracing::info!(target: "tree", subsystem = "tree", "now {}", next.role_line());
+            }
             *status = next;
             changed
         });
