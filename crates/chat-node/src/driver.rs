@@ -14,9 +14,9 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use chat_control::clock::LamportClock;
 use chat_control::topology::{NeighborState as TopologyNeighborState, TopologyConfig};
-use chat_control::{Node, NodeConfig, NodeEvent};
+use chat_control::{ElectionKey, Node, NodeConfig, NodeEvent, Transmit};
 use chat_transport::{Transport, TransportConfig, TransportEvent, TransportHandle};
-use chat_wire::{Body, Envelope, NodeId};
+use chat_wire::{Envelope, NodeId};
 use tokio::sync::watch;
 
 use crate::config::{NeighborConfig, ResolvedConfig};
@@ -49,7 +49,13 @@ pub(crate) async fn run(
     let mut node = Node::with_clock(node_config(&config), clock.clone(), now);
     // The election prefers the most up-to-date node, so a replica that outlived the writer
     // takes over with everything it has.
-    node.set_data_epoch(data_epoch);
+    node.set_election_key(
+        now,
+        ElectionKey {
+            last_term: 0,
+            epoch: data_epoch,
+        },
+    );
     for NeighborConfig { id, host, port } in &neighbors {
         node.add_neighbor(now, *id, host.clone(), *port);
     }
@@ -199,9 +205,8 @@ impl Driver {
             );
             return;
         }
-        self.clock.observe(envelope.header.lamport);
         self.metrics.message_received(envelope.scope());
-        node.handle_message(now, from, &envelope.body);
+        node.handle_message(now, from, envelope.header.lamport, &envelope.body);
     }
 
     /// Drains every output of the state machine, then publishes the status.
@@ -209,15 +214,15 @@ impl Driver {
         while let Some(event) = node.poll_event() {
             self.handle_node_event(event).await;
         }
-        while let Some((to, body)) = node.poll_transmit() {
-            self.send(to, body);
+        while let Some(transmit) = node.poll_transmit() {
+            self.send(transmit);
         }
         self.publish(node);
     }
 
-    fn send(&mut self, to: NodeId, body: Body) {
+    fn send(&mut self, Transmit { to, lamport, body }: Transmit) {
         let scope = body.scope();
-        let envelope = Envelope::new(self.me, to, self.clock.tick(), body);
+        let envelope = Envelope::new(self.me, to, lamport, body);
         match self.transport.send(to, envelope.encode()) {
             Ok(()) => self.metrics.message_sent(scope),
             Err(error) => {
@@ -239,10 +244,16 @@ impl Driver {
                     tracing::warn!(target: "topology", subsystem = "topology", id, %endpoint, %error, "cannot connect to neighbour");
                 }
             }
-            NodeEvent::LeaderChanged { leader } => {
-                tracing::info!(target: "election", subsystem = "election", leader = ?leader, "leader changed");
+            NodeEvent::LeaderChanged { leader, term } => {
+                tracing::info!(target: "election", subsystem = "election", leader = ?leader, term, "leader changed");
             }
-            NodeEvent::RolesChanged { old, new } => {
+            NodeEvent::TermChanged { term } => {
+                tracing::info!(target: "election", subsystem = "election", term, "term changed");
+            }
+            NodeEvent::WritableChanged { writable, term } => {
+                tracing::info!(target: "tree", subsystem = "tree", writable, term, "writability changed");
+            }
+            NodeEvent::RolesChanged { old, new, .. } => {
                 self.metrics.role_changed();
                 tracing::info!(target: "tree", subsystem = "tree", %old, %new, "roles changed");
                 self.lease.set_input(new.input).await;
