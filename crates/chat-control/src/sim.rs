@@ -539,6 +539,12 @@ impl Sim {
         if !keep_data {
             self.logs.remove(&id);
             self.terms.remove(&id);
+            // A write whose every copy was on lost disks is gone whatever the protocol does
+            // (a one-node cluster losing its disk): only writes some log still holds count.
+            let logs = &self.logs;
+            self.acked.retain(|&(index, term)| {
+                logs.values().any(|log| log.get(index - 1) == Some(&term))
+            });
         }
         for peer in self.neighbours(id) {
             self.link_changed(id, peer);

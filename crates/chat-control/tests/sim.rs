@@ -255,7 +255,7 @@ fn leader_crash_scenario(seed: u64, full_stack: bool) -> Result<(), String> {
     let runs_before = sim.stats.runs_started;
     sim.start(leader);
     sim.settle(SETTLE_LIMIT, CHECK_EVERY)
-        .map_err(|e| format!("after leader {leader} restarted: {e}"))?;
+        .map_err(|e| with_log(&sim, format!("after leader {leader} restarted: {e}")))?;
     if survivors_connected && ids.len() > 1 && sim.stats.runs_started != runs_before {
         return Err(with_log(
             &sim,
