@@ -18,6 +18,7 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
+use chat_control::defaults;
 use chat_ops::config::{self as layered_config, ConfigError, Problem};
 use chat_ops::LogSettings;
 use figment::Figment;
@@ -205,12 +206,12 @@ pub(crate) struct TopologySettings {
 impl Default for TopologySettings {
     fn default() -> Self {
         Self {
-            heartbeat_ms: 250,
-            liveness_timeout_ms: 1_500,
-            join_backoff_initial_ms: 50,
-            join_backoff_max_ms: 2_000,
+            heartbeat_ms: millis(defaults::HEARTBEAT),
+            liveness_timeout_ms: millis(defaults::LIVENESS_TIMEOUT),
+            join_backoff_initial_ms: millis(defaults::JOIN_BACKOFF_INITIAL),
+            join_backoff_max_ms: millis(defaults::JOIN_BACKOFF_MAX),
             stranger_heartbeats_before_rejoin: 5,
-            link_down_grace_ms: 150,
+            link_down_grace_ms: millis(defaults::LINK_DOWN_GRACE),
         }
     }
 }
@@ -234,17 +235,24 @@ pub(crate) struct ElectionSettings {
 impl Default for ElectionSettings {
     fn default() -> Self {
         Self {
-            timeout_ms: 1_500,
-            join_wait_ms: 300,
-            heal_timeout_ms: 450,
-            writer_lease_ms: 1_000,
+            timeout_ms: millis(defaults::ELECTION_TIMEOUT),
+            join_wait_ms: millis(defaults::JOIN_WAIT),
+            heal_timeout_ms: millis(defaults::HEAL_TIMEOUT),
+            writer_lease_ms: millis(defaults::WRITER_LEASE),
         }
     }
 }
 
 /// How much longer than one epoch tick an orphan must wait for adoption: the fresher epoch
 /// an adopter needs must travel down the tree and the offer back (a few message delays).
-pub(crate) const HEAL_MARGIN_MS: u64 = 100;
+pub(crate) const HEAL_MARGIN_MS: u64 = millis(defaults::HEAL_MARGIN);
+
+/// The timing defaults live in [`chat_control::defaults`], the one place the state machines,
+/// this file, the shipped node.toml and docs/decisions.md agree on.
+const fn millis(duration: std::time::Duration) -> u64 {
+    // Every default is a few seconds at most: no truncation.
+    duration.as_millis() as u64
+}
 
 /// `[tree]`
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -256,7 +264,9 @@ pub(crate) struct TreeSettings {
 
 impl Default for TreeSettings {
     fn default() -> Self {
-        Self { epoch_tick_ms: 200 }
+        Self {
+            epoch_tick_ms: millis(defaults::EPOCH_TICK),
+        }
     }
 }
 
@@ -519,6 +529,13 @@ impl NodeConfig {
                 topology.liveness_timeout_ms,
                 "election.writer_lease_ms",
                 self.election.writer_lease_ms,
+            ),
+            // The root renews its lease once per epoch tick (each tick is a probe).
+            (
+                "election.writer_lease_ms",
+                self.election.writer_lease_ms,
+                "tree.epoch_tick_ms",
+                self.tree.epoch_tick_ms,
             ),
         ];
         for (key, value, smaller_key, smaller) in orderings {
@@ -1031,7 +1048,7 @@ mod tests {
             jail.create_file("node.toml", "id = 4\n[topology]\nheartbeat_ms = 2000")?;
             let text = error_text(&packaged(jail), &FlagOverrides::default());
             assert!(
-                text.contains("`topology.liveness_timeout_ms` = 1500"),
+                text.contains("`topology.liveness_timeout_ms` = 1000"),
                 "{text}"
             );
             assert!(text.contains("must exceed topology.heartbeat_ms"), "{text}");
@@ -1044,12 +1061,26 @@ mod tests {
         Jail::expect_with(|jail| {
             jail.create_file(
                 "node.toml",
-                "id = 4\n[tree]\nepoch_tick_ms = 500\n[election]\nheal_timeout_ms = 550",
+                "id = 4\n[tree]\nepoch_tick_ms = 300\n[election]\nheal_timeout_ms = 350",
             )?;
             let text = error_text(&packaged(jail), &FlagOverrides::default());
-            assert!(text.contains("`election.heal_timeout_ms` = 550"), "{text}");
-            assert!(text.contains("tree.epoch_tick_ms (500) + 100"), "{text}");
+            assert!(text.contains("`election.heal_timeout_ms` = 350"), "{text}");
+            assert!(text.contains("tree.epoch_tick_ms (300) + 100"), "{text}");
             assert!(text.contains("node.toml"), "{text}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn writer_lease_must_exceed_the_epoch_tick() {
+        Jail::expect_with(|jail| {
+            jail.set_env("CHAT_NODE_ELECTION__WRITER_LEASE_MS", "100");
+            let text = error_text(&packaged(jail), &with_id(4));
+            assert!(text.contains("`election.writer_lease_ms` = 100"), "{text}");
+            assert!(
+                text.contains("must exceed tree.epoch_tick_ms (100)"),
+                "{text}"
+            );
             Ok(())
         });
     }
@@ -1060,7 +1091,7 @@ mod tests {
             jail.set_env("CHAT_NODE_ELECTION__WRITER_LEASE_MS", "1500");
             let text = error_text(&packaged(jail), &with_id(4));
             assert!(
-                text.contains("`topology.liveness_timeout_ms` = 1500"),
+                text.contains("`topology.liveness_timeout_ms` = 1000"),
                 "{text}"
             );
             assert!(

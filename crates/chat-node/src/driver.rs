@@ -17,9 +17,9 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use chat_control::clock::LamportClock;
 use chat_control::topology::{NeighborState as TopologyNeighborState, TopologyConfig};
-use chat_control::{Node, NodeConfig, NodeEvent};
+use chat_control::{ElectionKey, Node, NodeConfig, NodeEvent, Transmit};
 use chat_transport::{Transport, TransportConfig, TransportEvent, TransportHandle};
-use chat_wire::{Body, Envelope, NodeId};
+use chat_wire::{Envelope, NodeId};
 use tokio::sync::watch;
 
 use crate::config::{NeighborConfig, ResolvedConfig};
@@ -58,6 +58,14 @@ pub(crate) async fn run(
         tracing::warn!(target: "main", subsystem = "main", "{warning}");
     }
     let data_epoch = durable_data_epoch(&config).await?;
+    let initial_term = crate::cluster_state::load_term(&config.cluster_state_path)?;
+    tracing::info!(
+        target: "election",
+        subsystem = "election",
+        term = initial_term,
+        path = %config.cluster_state_path.display(),
+        "term restored"
+    );
 
     let bind = format!("tcp://{}:{}", config.bind_host, config.control_port);
     let (transport, mut events) =
@@ -65,7 +73,8 @@ pub(crate) async fn run(
             .with_context(|| format!("cannot open the control-plane socket {bind}"))?;
 
     let now = Instant::now();
-    let mut node = Node::with_clock(node_config(&config), clock.clone(), now);
+    // The node owns its Lamport clock; `clock` only lets the log lines read it.
+    let mut node = Node::with_clock(node_config(&config, initial_term), clock, now);
     // The election prefers the most up-to-date node, so a replica that outlived the writer
     // takes over with everything it has. The store records no term of its writes yet (the
     // data-plane issue adds it): 0 until then.
@@ -80,14 +89,13 @@ pub(crate) async fn run(
     }
     let mut driver = Driver {
         me: config.id,
-        clock,
+        cluster_state_path: config.cluster_state_path.clone(),
         transport,
         metrics,
         status,
         started,
         lease: InputLease::new(&config),
         links_up: BTreeSet::new(),
-        cluster_size: config.cluster.size,
         durable_keys,
     };
     tracing::info!(
@@ -213,12 +221,18 @@ async fn durable_data_epoch(config: &ResolvedConfig) -> anyhow::Result<u64> {
 }
 
 /// Hands the state machine the store's durable key (the election prefers the highest).
-fn apply_durable_key(node: &mut Node, _now: Instant, key: DurableKey) {
-    node.set_data_epoch(key.epoch);
+fn apply_durable_key(node: &mut Node, now: Instant, key: DurableKey) {
+    node.set_election_key(
+        now,
+        ElectionKey {
+            last_term: key.last_term,
+            epoch: key.epoch,
+        },
+    );
 }
 
 /// The state machines' configuration, from the node's.
-fn node_config(config: &ResolvedConfig) -> NodeConfig {
+fn node_config(config: &ResolvedConfig, initial_term: u64) -> NodeConfig {
     // A fresh random number per process start lets neighbours tell a restart from a delayed
     // message.
     let incarnation = uuid::Uuid::new_v4().as_u64_pair().0;
@@ -241,6 +255,9 @@ fn node_config(config: &ResolvedConfig) -> NodeConfig {
     node.join_wait = Duration::from_millis(config.election.join_wait_ms);
     node.heal_timeout = Duration::from_millis(config.election.heal_timeout_ms);
     node.epoch_tick = Duration::from_millis(config.tree.epoch_tick_ms);
+    node.writer_lease = Duration::from_millis(config.election.writer_lease_ms);
+    node.cluster_size = usize::try_from(config.cluster.size).unwrap_or(usize::MAX);
+    node.initial_term = initial_term;
     node.data_port = config.data_port;
     node.trace = true;
     node
@@ -248,7 +265,8 @@ fn node_config(config: &ResolvedConfig) -> NodeConfig {
 
 struct Driver {
     me: NodeId,
-    clock: LamportClock,
+    /// Where the term is persisted on every change (`[cluster] state_file`).
+    cluster_state_path: std::path::PathBuf,
     transport: TransportHandle,
     metrics: Arc<Metrics>,
     status: watch::Sender<NodeStatus>,
@@ -256,8 +274,6 @@ struct Driver {
     lease: InputLease,
     /// Peers whose connection from us is established, as the transport reports it.
     links_up: BTreeSet<NodeId>,
-    /// `[cluster] size`, reported in `/status`.
-    cluster_size: u64,
     /// The data plane's way to report durable writes (see [`crate::durable`]); handed to it
     /// when it starts.
     #[allow(dead_code)] // until the data plane exists
@@ -305,9 +321,8 @@ impl Driver {
             );
             return;
         }
-        self.clock.observe(envelope.header.lamport);
         self.metrics.message_received(envelope.scope());
-        node.handle_message(now, from, &envelope.body);
+        node.handle_message(now, from, envelope.header.lamport, &envelope.body);
     }
 
     /// Drains every output of the state machine, then publishes the status.
@@ -315,8 +330,8 @@ impl Driver {
         while let Some(event) = node.poll_event() {
             self.handle_node_event(event).await;
         }
-        while let Some((to, body)) = node.poll_transmit() {
-            self.send(to, body);
+        while let Some(transmit) = node.poll_transmit() {
+            self.send(transmit);
         }
         self.publish(node);
         self.count_drops(node);
@@ -360,9 +375,9 @@ impl Driver {
         }
     }
 
-    fn send(&mut self, to: NodeId, body: Body) {
+    fn send(&mut self, Transmit { to, lamport, body }: Transmit) {
         let scope = body.scope();
-        let envelope = Envelope::new(self.me, to, self.clock.tick(), body);
+        let envelope = Envelope::new(self.me, to, lamport, body);
         match self.transport.send(to, envelope.encode()) {
             Ok(()) => self.metrics.message_sent(scope),
             Err(error) => {
@@ -384,10 +399,30 @@ impl Driver {
                     tracing::warn!(target: "topology", subsystem = "topology", id, %endpoint, %error, "cannot connect to neighbour");
                 }
             }
-            NodeEvent::LeaderChanged { leader } => {
-                tracing::info!(target: "election", subsystem = "election", leader = ?leader, "leader changed");
+            NodeEvent::LeaderChanged { leader, term } => {
+                tracing::info!(target: "election", subsystem = "election", leader = ?leader, term, "leader changed");
             }
-            NodeEvent::RolesChanged { old, new } => {
+            NodeEvent::TermChanged { term } => {
+                // Events are handled before the transmits of the same turn, so the term is on
+                // disk before any message of it leaves: a restart never goes below it.
+                tracing::info!(target: "election", subsystem = "election", term, "term changed");
+                if let Err(error) = crate::cluster_state::store_term(&self.cluster_state_path, term)
+                {
+                    self.metrics.term_not_persisted();
+                    tracing::error!(
+                        target: "election",
+                        subsystem = "election",
+                        term,
+                        path = %self.cluster_state_path.display(),
+                        %error,
+                        "cannot persist the term; a restart could go back to an older one"
+                    );
+                }
+            }
+            NodeEvent::WritableChanged { writable, term } => {
+                tracing::info!(target: "tree", subsystem = "tree", writable, term, "writability changed");
+            }
+            NodeEvent::RolesChanged { old, new, .. } => {
                 self.metrics.role_changed();
                 tracing::info!(target: "tree", subsystem = "tree", %old, %new, "roles changed");
                 self.lease.set_input(new.input).await;
@@ -415,7 +450,7 @@ impl Driver {
                     .map(|seen| millis(now.saturating_duration_since(seen))),
             })
             .collect();
-        let lamport = self.clock.now();
+        let lamport = node.lamport();
         self.status.send_if_modified(|status| {
             let next = NodeStatus {
                 lamport,
@@ -431,9 +466,11 @@ impl Driver {
                 children: control.children.clone(),
                 routes: control.routes.downstream.clone(),
                 tree_epoch: control.tree_epoch,
+                term: control.term,
                 quorum: QuorumStatus {
-                    size: self.cluster_size,
-                    ..status.quorum
+                    size: u64::try_from(control.quorum.size).unwrap_or(u64::MAX),
+                    have: u64::try_from(control.quorum.have).unwrap_or(u64::MAX),
+                    writable: control.quorum.writable,
                 },
                 election: control.election.map(|(run, round)| ElectionStatus {
                     run: run.to_string(),
@@ -476,5 +513,53 @@ mod tests {
         updates.changed().await.expect("the handle is alive");
         apply_durable_key(&mut node, now, *updates.borrow_and_update());
         assert_eq!(node.status().data_epoch, 42);
+    }
+
+    /// chat-node's defaults and the state machines' are one set (issue 10, item 6): a node
+    /// started with no timing keys runs exactly `chat_control::defaults`.
+    #[test]
+    fn the_node_defaults_are_the_state_machines_defaults() {
+        let mut settings = crate::config::NodeConfig::defaults();
+        settings.id = 3;
+        let resolved = settings.resolve().expect("the defaults are valid");
+        let mapped = node_config(&resolved, 0);
+        let expected = NodeConfig::new(3, mapped.host.clone(), mapped.control_port, 0);
+        assert_eq!(mapped.topology, expected.topology);
+        assert_eq!(
+            (
+                mapped.election_timeout,
+                mapped.join_wait,
+                mapped.heal_timeout,
+                mapped.epoch_tick,
+                mapped.writer_lease,
+                mapped.retransmit,
+                mapped.max_lamport_jump,
+                mapped.cluster_size,
+                mapped.initial_term,
+            ),
+            (
+                expected.election_timeout,
+                expected.join_wait,
+                expected.heal_timeout,
+                expected.epoch_tick,
+                expected.writer_lease,
+                expected.retransmit,
+                expected.max_lamport_jump,
+                expected.cluster_size,
+                expected.initial_term,
+            )
+        );
+        assert_eq!(mapped.check_timings(), Ok(()));
+    }
+
+    #[test]
+    fn the_restored_term_and_the_cluster_size_reach_the_state_machine() {
+        let mut settings = crate::config::NodeConfig::defaults();
+        settings.id = 3;
+        settings.cluster.size = 5;
+        let resolved = settings.resolve().expect("valid");
+        let node = Node::new(node_config(&resolved, 41), Instant::now());
+        assert_eq!(node.term(), 41);
+        assert_eq!(node.status().quorum.size, 5);
     }
 }

@@ -10,6 +10,7 @@
 
 mod admin;
 mod cli;
+mod cluster_state;
 mod config;
 mod discovery;
 mod driver;

@@ -113,6 +113,7 @@ pub(crate) struct Metrics {
     elections_started: Counter,
     healings: Counter,
     role_changes: Counter,
+    term_persist_failures: Counter,
     neighbors_on: Gauge,
     neighbors_off: Gauge,
     lamport_gauge: Gauge,
@@ -136,6 +137,10 @@ impl Metrics {
             ("elections_started", "Elections this node started or joined"),
             ("healings", "Tree healings after a lost parent or child"),
             ("role_changes", "Changes of this node's role set"),
+            (
+                "term_persist_failures",
+                "Terms that could not be written to the cluster state file",
+            ),
         ]
         .map(|(name, help)| {
             let counter = Counter::default();
@@ -182,7 +187,7 @@ impl Metrics {
             prometheus_client::registry::Unit::Seconds,
             loop_turn.clone(),
         );
-        let [elections_started, healings, role_changes] = counters;
+        let [elections_started, healings, role_changes, term_persist_failures] = counters;
         let [neighbors_on, neighbors_off, lamport_gauge, tree_epoch, data_epoch] = gauges;
         Self {
             registry,
@@ -193,6 +198,7 @@ impl Metrics {
             elections_started,
             healings,
             role_changes,
+            term_persist_failures,
             neighbors_on,
             neighbors_off,
             lamport_gauge,
@@ -252,6 +258,11 @@ impl Metrics {
     /// The node's roles changed.
     pub(crate) fn role_changed(&self) {
         self.role_changes.inc();
+    }
+
+    /// A new term could not be written to `[cluster] state_file`.
+    pub(crate) fn term_not_persisted(&self) {
+        self.term_persist_failures.inc();
     }
 
     /// Sets the gauges that mirror `/status`.
