@@ -53,9 +53,20 @@ async fn cluster_starts_kills_restarts_and_stops_nodes() {
     };
     let mut cluster = LocalCluster::up(options).await.expect("cluster starts");
 
-    let statuses = poll_until(&cluster, "all nodes answering", |all| {
-        all.iter().all(answered)
-    })
+    // A node answers /status before its control loop has read its store and listed its
+    // neighbours: wait for the neighbours too.
+    let statuses = poll_until(
+        &cluster,
+        "all nodes answering with their neighbours",
+        |all| {
+            all.iter().all(|status| {
+                answered(status)
+                    && status["neighbors"]
+                        .as_array()
+                        .is_some_and(|neighbors| !neighbors.is_empty())
+            })
+        },
+    )
     .await;
     let ids: Vec<u64> = statuses
         .iter()
