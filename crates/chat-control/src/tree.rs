@@ -214,7 +214,7 @@ impl ControlPlane {
                 self.on_adopt_request(from, AdoptionRequest { run, leader, epoch })
             }
             &TreeKind::Detach { run } => self.on_detach(from, run),
-            TreeKind::Routes { input_nodes } => self.on_routes(from, input_nodes),
+            TreeKind::Routes { input_nodes } => self.on_routes(from, t.seq, input_nodes),
             TreeKind::Ack { .. } => {}
         }
     }
@@ -578,9 +578,9 @@ impl ControlPlane {
         }
     }
 
-    fn on_routes(&mut self, from: NodeId, inputs: &[NodeId]) {
+    fn on_routes(&mut self, from: NodeId, seq: u64, inputs: &[NodeId]) {
         if let Membership::Member(m) = &mut self.membership {
-            m.routes.report(from, inputs.iter().copied());
+            m.routes.report(from, seq, inputs.iter().copied());
         }
     }
 }

@@ -700,6 +700,15 @@ fn seed_69851_a_reused_run_id_does_not_split_a_component() {
     }
 }
 
+/// A routes report lost once and resent arrived after the report that replaced it, and the
+/// parent kept the stale one: an input node stayed unreachable from the root for good.
+#[test]
+fn seed_120008_a_late_routes_report_does_not_undo_a_newer_one() {
+    if let Err(failure) = lossy_scenario(120_008, false) {
+        panic!("seed 120008: {failure}");
+    }
+}
+
 #[test]
 fn a_frozen_leader_is_replaced_and_never_writes_in_its_old_term() {
     run_seeds(
