@@ -452,6 +452,17 @@ impl Sim {
                         let delay = self.random_duration(self.config.handshake);
                         self.push(self.now + delay, Item::Liveness { at, peer: other });
                     }
+                } else if self
+                    .nodes
+                    .get(&id)
+                    .is_some_and(|n| n.view.contains_key(&peer))
+                {
+                    // A neighbour lost while this node was stopped (cut off, crashed): the
+                    // news was dropped then, so it would stay ON here for ever (seed 50005:
+                    // every election waited for its START). Its silence is noticed after
+                    // the usual detection delay, as by a node that never stopped.
+                    let delay = self.random_duration(self.config.detection);
+                    self.push(self.now + delay, Item::Liveness { at: id, peer });
                 }
             }
         }

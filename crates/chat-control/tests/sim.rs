@@ -709,6 +709,15 @@ fn seed_120008_a_late_routes_report_does_not_undo_a_newer_one() {
     }
 }
 
+/// A node resumed after SIGSTOP still counted as ON a neighbour cut off while it was
+/// stopped, and every later election waited for that neighbour's START.
+#[test]
+fn seed_50005_a_resumed_node_notices_neighbours_lost_while_it_was_stopped() {
+    if let Err(failure) = chaos_scenario(50_005, false) {
+        panic!("seed 50005: {failure}");
+    }
+}
+
 #[test]
 fn a_frozen_leader_is_replaced_and_never_writes_in_its_old_term() {
     run_seeds(
