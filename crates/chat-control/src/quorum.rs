@@ -158,10 +158,8 @@ impl ControlPlane {
             return;
         }
         m.probes.child_acks.insert(from, (epoch, count));
-        if m.parent.is_some() {
-            if m.probes.answering.is_some_and(|(e, _)| e == epoch) {
-                self.try_flush_probe_ack(false);
-            }
+        if m.parent.is_some() && m.probes.answering.is_some_and(|(e, _)| e == epoch) {
+            self.try_flush_probe_ack(false);
         }
         // At the root, `refresh` recomputes the quorum.
     }
