@@ -718,6 +718,15 @@ fn seed_50005_a_resumed_node_notices_neighbours_lost_while_it_was_stopped() {
     }
 }
 
+/// Writes held by exactly a majority lose a copy with a disk; the majority that forms
+/// without them is no safety violation (the checker used to demand them).
+#[test]
+fn seed_50143_writes_a_lost_disk_leaves_in_a_minority_are_not_required() {
+    if let Err(failure) = chaos_scenario(50_143, false) {
+        panic!("seed 50143: {failure}");
+    }
+}
+
 #[test]
 fn a_frozen_leader_is_replaced_and_never_writes_in_its_old_term() {
     run_seeds(
