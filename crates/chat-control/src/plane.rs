@@ -205,7 +205,7 @@ pub(crate) enum Membership {
     /// In no tree: fresh, or taking part in an election.
     Detached,
     /// In the tree of `run`.
-    Member(Member),
+    Member(Box<Member>),
     /// Was in the tree of `run`, lost its way to the root, seeks adoption.
     Orphan(Orphan),
 }

@@ -22,7 +22,9 @@
 //! instant (each root's lease judged at that instant, paused roots included); a node's term
 //! never decreases (across restarts with its state too); no cycle of parent pointers; a
 //! writable root's key is never below that of a member of its tree; and, with the data
-//! model on ([`Sim::enable_writes`]), no acknowledged write is missing from a writable root.
+//! model on ([`Sim::enable_writes`]), no acknowledged write is missing from a writable root. A
+//! write stays required while more than half the cluster's logs hold it: a node that loses
+//! its disk can leave a majority that never saw it.
 //!
 //! The data model: every `write_every` the writable root (if any) appends an entry of its
 //! term to its log and copies its log to the members of its tree it can reach (not paused,
@@ -452,6 +454,17 @@ impl Sim {
                         let delay = self.random_duration(self.config.handshake);
                         self.push(self.now + delay, Item::Liveness { at, peer: other });
                     }
+                } else if self
+                    .nodes
+                    .get(&id)
+                    .is_some_and(|n| n.view.contains_key(&peer))
+                {
+                    // A neighbour lost while this node was stopped (cut off, crashed): the
+                    // news was dropped then, so it would stay ON here for ever (seed 50005:
+                    // every election waited for its START). Its silence is noticed after
+                    // the usual detection delay, as by a node that never stopped.
+                    let delay = self.random_duration(self.config.detection);
+                    self.push(self.now + delay, Item::Liveness { at: id, peer });
                 }
             }
         }
@@ -539,11 +552,22 @@ impl Sim {
         if !keep_data {
             self.logs.remove(&id);
             self.terms.remove(&id);
-            // A write whose every copy was on lost disks is gone whatever the protocol does
-            // (a one-node cluster losing its disk): only writes some log still holds count.
+            // Majorities intersect, so a write held by more than half the cluster is in every
+            // majority's logs; that is the whole promise of acknowledging it. A lost disk
+            // breaks the promise for the writes whose copies it drops to half or fewer: a
+            // majority without any of them can form and rightly elect a leader (seed 50143:
+            // 3 nodes, writes held by 2 and 6; 6 lost its disk and 2 was cut off, and 3 with
+            // the empty 6 was a majority). No protocol keeps those, so only writes a majority
+            // of logs still holds stay required. (A one-node cluster losing its disk loses
+            // everything.)
             let logs = &self.logs;
+            let size = self.config.control.cluster_size;
             self.acked.retain(|&(index, term)| {
-                logs.values().any(|log| log.get(index - 1) == Some(&term))
+                let holders = logs
+                    .values()
+                    .filter(|log| log.get(index - 1) == Some(&term))
+                    .count();
+                holders > size / 2
             });
         }
         for peer in self.neighbours(id) {

@@ -78,7 +78,7 @@ impl ControlPlane {
             run,
             leader: self.me,
         });
-        self.membership = Membership::Member(Member {
+        self.membership = Membership::Member(Box::new(Member {
             run,
             leader: self.me,
             leader_key: self.candidate(),
@@ -89,7 +89,7 @@ impl ControlPlane {
             children: Default::default(),
             awaiting: Default::default(),
             routes: RouteTable::default(),
-        });
+        }));
         // Epoch 1 is the first probe: a lone node of a one-node cluster is writable at once.
         self.record_probe_sent();
         self.timers
@@ -214,7 +214,7 @@ impl ControlPlane {
                 self.on_adopt_request(from, AdoptionRequest { run, leader, epoch })
             }
             &TreeKind::Detach { run } => self.on_detach(from, run),
-            TreeKind::Routes { input_nodes } => self.on_routes(from, input_nodes),
+            TreeKind::Routes { input_nodes } => self.on_routes(from, t.seq, input_nodes),
             TreeKind::Ack { .. } => {}
         }
     }
@@ -351,7 +351,7 @@ impl ControlPlane {
             run: a.run,
             leader: a.leader,
         });
-        self.membership = Membership::Member(Member {
+        self.membership = Membership::Member(Box::new(Member {
             run: a.run,
             leader: a.leader,
             leader_key: a.info.leader_key,
@@ -365,7 +365,7 @@ impl ControlPlane {
             children: Default::default(),
             awaiting: Default::default(),
             routes: RouteTable::default(),
-        });
+        }));
         self.answer(from, a.run, true);
         let hops = a.hops.saturating_add(1);
         self.out.trace(Subsystem::Tree, Some(a.run), None, || {
@@ -578,9 +578,9 @@ impl ControlPlane {
         }
     }
 
-    fn on_routes(&mut self, from: NodeId, inputs: &[NodeId]) {
+    fn on_routes(&mut self, from: NodeId, seq: u64, inputs: &[NodeId]) {
         if let Membership::Member(m) = &mut self.membership {
-            m.routes.report(from, inputs.iter().copied());
+            m.routes.report(from, seq, inputs.iter().copied());
         }
     }
 }

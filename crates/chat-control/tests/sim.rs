@@ -700,6 +700,33 @@ fn seed_69851_a_reused_run_id_does_not_split_a_component() {
     }
 }
 
+/// A routes report lost once and resent arrived after the report that replaced it, and the
+/// parent kept the stale one: an input node stayed unreachable from the root for good.
+#[test]
+fn seed_120008_a_late_routes_report_does_not_undo_a_newer_one() {
+    if let Err(failure) = lossy_scenario(120_008, false) {
+        panic!("seed 120008: {failure}");
+    }
+}
+
+/// A node resumed after SIGSTOP still counted as ON a neighbour cut off while it was
+/// stopped, and every later election waited for that neighbour's START.
+#[test]
+fn seed_50005_a_resumed_node_notices_neighbours_lost_while_it_was_stopped() {
+    if let Err(failure) = chaos_scenario(50_005, false) {
+        panic!("seed 50005: {failure}");
+    }
+}
+
+/// Writes held by exactly a majority lose a copy with a disk; the majority that forms
+/// without them is no safety violation (the checker used to demand them).
+#[test]
+fn seed_50143_writes_a_lost_disk_leaves_in_a_minority_are_not_required() {
+    if let Err(failure) = chaos_scenario(50_143, false) {
+        panic!("seed 50143: {failure}");
+    }
+}
+
 #[test]
 fn a_frozen_leader_is_replaced_and_never_writes_in_its_old_term() {
     run_seeds(
