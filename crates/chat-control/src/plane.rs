@@ -198,8 +198,6 @@ impl TimerTable {
 }
 
 /// A node's place in a tree.
-// One `Membership` per node, never in a collection: boxing `Member` would buy nothing.
-#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub(crate) enum Membership {
     /// In no tree: fresh, or taking part in an election.
