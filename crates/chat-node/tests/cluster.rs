@@ -263,3 +263,146 @@ async fn role_changes_with_an_unreachable_nameserver_mark_no_live_neighbour_off(
     drop(black_hole);
     cluster.down().await.expect("cluster stops");
 }
+
+/// Five nodes, irregular: a triangle 1-2-3, then 2-4 and 3-5 closed by 4-5.
+fn five_node_irregular_mesh() -> Topology {
+    Topology::Edges(vec![(1, 2), (1, 3), (2, 3), (2, 4), (3, 5), (4, 5)])
+}
+
+fn term_of(status: &serde_json::Value) -> u64 {
+    status["term"].as_u64().expect("term is an integer")
+}
+
+fn writable(status: &serde_json::Value) -> bool {
+    status["quorum"]["writable"] == serde_json::Value::Bool(true)
+}
+
+/// The terms seen so far per node: no poll may show a node's term going down, and no two
+/// nodes may be writable in one term.
+#[derive(Default)]
+struct TermWatch {
+    highest: std::collections::BTreeMap<u64, u64>,
+}
+
+impl TermWatch {
+    fn check(
+        &mut self,
+        statuses: &std::collections::BTreeMap<u64, serde_json::Value>,
+    ) -> Result<(), String> {
+        let mut writers_by_term = std::collections::BTreeMap::new();
+        for (id, status) in statuses {
+            let term = term_of(status);
+            let highest = self.highest.entry(*id).or_insert(term);
+            if term < *highest {
+                return Err(format!(
+                    "node {id}'s term went from {highest} down to {term}"
+                ));
+            }
+            *highest = term;
+            if writable(status) {
+                if let Some(other) = writers_by_term.insert(term, *id) {
+                    return Err(format!(
+                        "nodes {other} and {id} are both writable in term {term}"
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_writer_is_replaced_and_never_writable_again_in_its_term() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut cluster = start(5, five_node_irregular_mesh(), dir.path(), 25_050, &[]).await;
+    let all = set(1..=5);
+    let mut terms = TermWatch::default();
+    let (statuses, _) = wait_until_checking(
+        &cluster,
+        &all,
+        DEADLINE,
+        "a writable tree",
+        |s| terms.check(s),
+        |s| {
+            let leader = settled_tree(s)?;
+            writable(&s[&leader])
+                .then_some(())
+                .ok_or_else(|| format!("leader {leader} is not writable"))
+        },
+    )
+    .await;
+    let old_writer = settled_tree(&statuses).expect("settled");
+    let old_term = term_of(&statuses[&old_writer]);
+    let uptime_at_stop = statuses[&old_writer]["uptime_ms"].as_u64().expect("uptime");
+
+    // Frozen: its connections stay open, so the others only notice the silence.
+    cluster
+        .kill(old_writer, NodeSignal::Stop)
+        .expect("SIGSTOP the writer");
+    let stopped_at = std::time::Instant::now();
+    let survivors: std::collections::BTreeSet<u64> =
+        all.iter().copied().filter(|id| *id != old_writer).collect();
+    let (statuses, took) = wait_until_checking(
+        &cluster,
+        &survivors,
+        DEADLINE,
+        "another writer",
+        |s| terms.check(s),
+        |s| {
+            s.iter()
+                .find(|(_, status)| writable(status))
+                .map(|_| ())
+                .ok_or_else(|| "no survivor is writable".to_owned())
+        },
+    )
+    .await;
+    let (new_writer, new_status) = statuses
+        .iter()
+        .find(|(_, status)| writable(status))
+        .expect("a writable survivor");
+    assert!(
+        term_of(new_status) > old_term,
+        "the new writer {new_writer} took term {} over {old_term}",
+        term_of(new_status)
+    );
+    eprintln!("node {new_writer} writable {took:?} after SIGSTOP of writer {old_writer}");
+
+    // Resumed: until its loop has run once, its /status still shows what it published
+    // before the freeze (an uptime from then); from the first fresh status on, it must never
+    // be writable in its old term.
+    let stopped_for = millis(stopped_at.elapsed());
+    cluster
+        .kill(old_writer, NodeSignal::Cont)
+        .expect("SIGCONT the old writer");
+    let fresh_from = uptime_at_stop + stopped_for;
+    hold(
+        &cluster,
+        &all,
+        Duration::from_secs(3),
+        "after the old writer resumed",
+        |s| {
+            terms.check(s)?;
+            match s.get(&old_writer) {
+                Some(status)
+                    if status["uptime_ms"]
+                        .as_u64()
+                        .is_some_and(|up| up >= fresh_from)
+                        && writable(status)
+                        && term_of(status) <= old_term =>
+                {
+                    Err(format!(
+                        "the resumed writer {old_writer} is writable in its old term {}",
+                        term_of(status)
+                    ))
+                }
+                _ => Ok(()),
+            }
+        },
+    )
+    .await;
+    cluster.down().await.expect("cluster stops");
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
