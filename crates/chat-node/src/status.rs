@@ -71,7 +71,8 @@ pub(crate) enum NeighborState {
 pub(crate) struct QuorumStatus {
     /// The cluster's configured size (`[cluster] size`).
     pub(crate) size: u64,
-    /// Nodes in this node's tree as this node knows it, the root included.
+    /// At the root: nodes (the root included) that answered its freshest probe still within
+    /// the writer lease; 0 on every other node.
     pub(crate) have: u64,
     /// This node is a root that may accept writes now: its tree holds a majority and a
     /// majority answered a probe within the writer lease, in the current term.
