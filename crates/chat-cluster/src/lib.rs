@@ -438,6 +438,7 @@ struct NodeConfigFile<'a> {
     admin_port: u16,
     state_dir: &'a Path,
     neighbors: Vec<NeighborEntry<'a>>,
+    cluster: ClusterEntry,
     bootstrap: &'a BootstrapEntry,
     nameserver: &'a NameserverEntry,
 }
@@ -447,6 +448,12 @@ struct NeighborEntry<'a> {
     id: u64,
     host: &'a str,
     port: u16,
+}
+
+/// `[cluster]`: the number of nodes launched, so each node knows what a majority is.
+#[derive(Serialize)]
+struct ClusterEntry {
+    size: u64,
 }
 
 #[derive(Serialize)]
@@ -608,6 +615,7 @@ impl LocalCluster {
                         port: port(neighbor),
                     })
                     .collect(),
+                cluster: ClusterEntry { size: nodes },
                 bootstrap: &bootstrap,
                 nameserver: &nameserver,
             };

@@ -49,6 +49,7 @@ fn one_election(n: u64, seed: u64, cold_boot: bool) -> Figures {
     let mut sim = Sim::new(SimConfig::new(seed));
     let m = random_graph(&mut sim, n, 4);
     sim.scale_timeouts_for(n as usize);
+    sim.set_cluster_size(n as usize);
     if cold_boot {
         for id in 1..=n {
             sim.start(id);

@@ -73,6 +73,8 @@ pub(crate) enum Outcome {
 pub(crate) struct YoYo {
     run: RunId,
     me: Candidate,
+    /// The cluster size every message carries.
+    cluster_size: u32,
     phase: Phase,
     /// Neighbours this node sent START to.
     started: BTreeSet<NodeId>,
@@ -100,12 +102,14 @@ impl YoYo {
     pub(crate) fn start(
         run: RunId,
         me: Candidate,
+        cluster_size: u32,
         on: impl IntoIterator<Item = NodeId>,
         out: &mut Outbox,
     ) -> (YoYo, Outcome) {
         let mut yoyo = YoYo {
             run,
             me,
+            cluster_size,
             phase: Phase::Setup,
             started: BTreeSet::new(),
             heard: BTreeMap::new(),
@@ -148,6 +152,7 @@ impl YoYo {
             Body::Election(Election {
                 run: self.run,
                 round: self.round,
+                cluster_size: self.cluster_size,
                 kind,
             }),
         );
@@ -447,6 +452,7 @@ mod tests {
 
     fn cand(node: NodeId) -> Candidate {
         Candidate {
+            last_term: 0,
             data_epoch: 0,
             node,
         }
@@ -485,10 +491,11 @@ mod tests {
         for &(id, epoch) in nodes {
             let mut out = Outbox::new(true);
             let me = Candidate {
+                last_term: 0,
                 data_epoch: epoch,
                 node: id,
             };
-            let (m, o) = YoYo::start(RUN, me, neighbours(id), &mut out);
+            let (m, o) = YoYo::start(RUN, me, 1, neighbours(id), &mut out);
             machines.insert(id, m);
             outcomes.insert(id, o);
             for (to, body) in out.transmits {
@@ -601,11 +608,12 @@ mod tests {
     #[test]
     fn a_start_after_setup_asks_for_a_restart() {
         let mut out = Outbox::new(false);
-        let (mut m, outcome) = YoYo::start(RUN, cand(2), [3], &mut out);
+        let (mut m, outcome) = YoYo::start(RUN, cand(2), 1, [3], &mut out);
         assert_eq!(outcome, Outcome::Running);
         let start = |c| Election {
             run: RUN,
             round: 0,
+            cluster_size: 1,
             kind: ElectionKind::Start(c),
         };
         assert_eq!(m.handle(3, &start(cand(3)), &mut out), Outcome::Running);
@@ -620,12 +628,13 @@ mod tests {
     #[test]
     fn losing_a_link_neighbour_mid_run_asks_for_a_restart_but_not_during_setup() {
         let mut out = Outbox::new(false);
-        let (mut m, _) = YoYo::start(RUN, cand(2), [3, 4], &mut out);
+        let (mut m, _) = YoYo::start(RUN, cand(2), 1, [3, 4], &mut out);
         // 4 goes OFF before answering: the run continues without it.
         assert_eq!(m.neighbor_off(4, &mut out), Outcome::Running);
         let start3 = Election {
             run: RUN,
             round: 0,
+            cluster_size: 1,
             kind: ElectionKind::Start(cand(3)),
         };
         assert_eq!(m.handle(3, &start3, &mut out), Outcome::Running);
@@ -637,16 +646,18 @@ mod tests {
     fn early_proposals_are_stashed_and_replayed() {
         let mut out = Outbox::new(false);
         // Node 5 is a sink under 2: 2's round-0 proposal arrives before 2's START.
-        let (mut m, _) = YoYo::start(RUN, cand(5), [2], &mut out);
+        let (mut m, _) = YoYo::start(RUN, cand(5), 1, [2], &mut out);
         let proposal = Election {
             run: RUN,
             round: 0,
+            cluster_size: 1,
             kind: ElectionKind::Proposal(cand(2)),
         };
         assert_eq!(m.handle(2, &proposal, &mut out), Outcome::Running);
         let start = Election {
             run: RUN,
             round: 0,
+            cluster_size: 1,
             kind: ElectionKind::Start(cand(2)),
         };
         out.transmits.clear();
@@ -661,6 +672,7 @@ mod tests {
                 Body::Election(Election {
                     run: RUN,
                     round: 0,
+                    cluster_size: 1,
                     kind: ElectionKind::Vote {
                         yes: true,
                         prune: true
@@ -673,10 +685,11 @@ mod tests {
     #[test]
     fn a_flood_of_far_future_rounds_is_refused_not_stored() {
         let mut out = Outbox::new(false);
-        let (mut m, _) = YoYo::start(RUN, cand(5), [2], &mut out);
+        let (mut m, _) = YoYo::start(RUN, cand(5), 1, [2], &mut out);
         let far = Election {
             run: RUN,
             round: 1_000,
+            cluster_size: 1,
             kind: ElectionKind::Proposal(cand(2)),
         };
         assert_eq!(m.handle(2, &far, &mut out), Outcome::Restart(2));

@@ -57,6 +57,11 @@ pub enum StartReason {
     HealingFailed,
     /// A neighbour belongs to another tree: two components merged.
     Merge(NodeId),
+    /// A tree was announced whose leader holds older data than this node (or whose term
+    /// this node cannot join): electing is how the better node takes over.
+    KeyAhead(NodeId),
+    /// This node's host saw the root's connection closed: nobody can adopt, elect at once.
+    RootGone,
 }
 
 /// One step of the election or tree protocols.
@@ -152,6 +157,20 @@ pub enum Step {
         /// The new epoch.
         epoch: u64,
     },
+    /// The root's writability changed.
+    Writable {
+        /// Now writable.
+        writable: bool,
+        /// Nodes that answered the freshest probe within the lease (the root included).
+        have: usize,
+    },
+    /// A tree announcement was refused: another cluster size.
+    SizeMismatch {
+        /// The announcing neighbour.
+        from: NodeId,
+        /// The size it announced.
+        size: u32,
+    },
     /// A neighbour came up.
     NeighborOn {
         /// Which.
@@ -200,6 +219,8 @@ pub enum NodeEvent {
     LeaderChanged {
         /// The new leader.
         leader: Option<NodeId>,
+        /// The node's term.
+        term: u64,
     },
     /// The node's roles changed.
     RolesChanged {
@@ -207,6 +228,22 @@ pub enum NodeEvent {
         old: Roles,
         /// After.
         new: Roles,
+        /// The node's term.
+        term: u64,
+    },
+    /// The node joined a tree of a higher term. The driver persists it and passes it back
+    /// as `initial_term` after a restart, so the term never decreases.
+    TermChanged {
+        /// The new term.
+        term: u64,
+    },
+    /// The root may start (`true`) or must stop (`false`) acknowledging writes: a majority
+    /// of the cluster answered a probe within the writer lease, or no longer.
+    WritableChanged {
+        /// Whether writes may be acknowledged now.
+        writable: bool,
+        /// The term the writer writes in.
+        term: u64,
     },
     /// A protocol step (only produced when tracing is enabled).
     Trace(Trace),
@@ -229,8 +266,8 @@ impl fmt::Display for Step {
             ),
             Step::ProposalSent { candidate, to } => write!(
                 f,
-                "proposed node {} (data epoch {}) to {to} out-neighbours",
-                candidate.node, candidate.data_epoch
+                "proposed node {} (last term {}, data epoch {}) to {to} out-neighbours",
+                candidate.node, candidate.last_term, candidate.data_epoch
             ),
             Step::VoteSent { to, yes, prune } => write!(
                 f,
@@ -259,6 +296,19 @@ impl fmt::Display for Step {
             Step::Healed { parent } => write!(f, "healed: adopted by {parent}"),
             Step::TreeSettled { children } => write!(f, "tree settled with {children} children"),
             Step::EpochTick { epoch } => write!(f, "tree epoch {epoch}"),
+            Step::Writable { writable, have } => write!(
+                f,
+                "{} ({have} nodes answered the probe)",
+                if *writable {
+                    "writable"
+                } else {
+                    "not writable"
+                }
+            ),
+            Step::SizeMismatch { from, size } => write!(
+                f,
+                "refused the tree announced by {from}: cluster size {size} differs from ours"
+            ),
             Step::NeighborOn { id } => write!(f, "neighbour {id} on"),
             Step::NeighborOff { id } => write!(f, "neighbour {id} off"),
             Step::RejoinStarted { id } => write!(f, "REJOIN handshake with stranger {id}"),
@@ -275,8 +325,25 @@ impl fmt::Display for StartReason {
             StartReason::Stalled => write!(f, "the run stalled"),
             StartReason::HealingFailed => write!(f, "nobody could adopt this orphan"),
             StartReason::Merge(id) => write!(f, "neighbour {id} belongs to another tree"),
+            StartReason::KeyAhead(id) => write!(
+                f,
+                "neighbour {id} announced a tree this node must not join as it is"
+            ),
+            StartReason::RootGone => write!(f, "the root's process is gone"),
         }
     }
+}
+
+/// One message to send: the driver wraps it in an envelope from this node to `to` with
+/// `lamport` in its header (the node's clock already ticked for it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    /// The neighbour.
+    pub to: NodeId,
+    /// The header's Lamport time.
+    pub lamport: u64,
+    /// The content.
+    pub body: Body,
 }
 
 /// Where machines put what they produce; the owner drains it through `poll_*`.

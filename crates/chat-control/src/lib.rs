@@ -19,10 +19,13 @@
 #![warn(missing_docs)]
 
 pub mod clock;
+pub mod defaults;
 mod election;
 mod event;
 mod node;
 mod plane;
+mod quorum;
+mod reliable;
 pub mod roles;
 pub mod routes;
 #[cfg(feature = "sim")]
@@ -30,8 +33,8 @@ pub mod sim;
 pub mod topology;
 mod tree;
 
-pub use event::{LinkStatus, NodeEvent, StartReason, Step, Subsystem, Trace};
+pub use event::{LinkStatus, NodeEvent, StartReason, Step, Subsystem, Trace, Transmit};
 pub use node::{Node, NodeConfig, NodeStats};
-pub use plane::{ControlConfig, ControlPlane, Status};
+pub use plane::{ControlConfig, ControlPlane, ElectionKey, PlaneStats, Quorum, Status};
 pub use roles::{roles_for, Place, Roles};
 pub use routes::{Routes, Upstream};

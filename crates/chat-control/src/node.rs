@@ -4,28 +4,37 @@
 //! The driver loop (the real one lives in `chat-node`):
 //!
 //! ```text
-//! let mut node = Node::new(config, now);
-//! let clock = node.clock();               // stamps headers: tick() on send, observe() on receive
+//! let mut node = Node::new(config, now);  // config.initial_term: the term persisted last run
 //! for (id, host, port) in bootstrap_neighbours { node.add_neighbor(now, id, host, port); }
 //! loop {
-//!     // one input: a received envelope, a link change from the transport, or a timeout
-//!     clock.observe(envelope.header.lamport);
-//!     node.handle_message(now, envelope.header.source, &envelope.body);
-//!     // then drain, events first: a Connect must reach the transport before the JOIN it enables
-//!     while let Some(event) = node.poll_event() { /* connect, log traces, start/stop roles */ }
-//!     while let Some((to, body)) = node.poll_transmit() { /* Envelope::new(me, to, clock.tick(), body) */ }
-//!     sleep_until(node.poll_timeout());     // then node.handle_timeout(now)
+//!     // One input: due timers first, then a received envelope or a link change.
+//!     if node.poll_timeout() <= now { node.handle_timeout(now) }
+//!     node.handle_message(now, header.source, header.lamport, &envelope.body);
+//!     node.handle_link_down(now, peer);  // only for a connection its host closed
+//!     // After every durable write or apply of the data plane:
+//!     node.set_election_key(now, ElectionKey { last_term, epoch });
+//!     // Then drain, events first: a Connect must reach the transport before the JOIN it
+//!     // enables. TermChanged: persist the term. WritableChanged: the data plane may (not)
+//!     // acknowledge writes.
+//!     while let Some(event) = node.poll_event() { /* connect, persist, start/stop roles */ }
+//!     while let Some(t) = node.poll_transmit() { /* Envelope::new(me, t.to, t.lamport, t.body) */ }
+//!     sleep_until(node.poll_timeout());
 //! }
 //! ```
+//!
+//! The node owns its Lamport clock: [`Node::handle_message`] merges the header's time, every
+//! [`Transmit`] carries the stamp for its header. [`Node::lamport`] reads it (for logs);
+//! nothing outside the node ever advances it.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use chat_wire::{Body, NodeId};
 
 use crate::clock::LamportClock;
-use crate::event::{NodeEvent, Step, Subsystem};
-use crate::plane::{ControlConfig, ControlPlane, Status};
+use crate::defaults::{self, TimingError, Timings};
+use crate::event::{NodeEvent, Step, Subsystem, Transmit};
+use crate::plane::{ControlConfig, ControlPlane, ElectionKey, PlaneStats, Status};
 use crate::topology::{NeighborView, Topology, TopologyConfig, TopologyEvent, TopologyStats};
 
 /// Everything a node's control plane needs to start.
@@ -53,6 +62,21 @@ pub struct NodeConfig {
     pub heal_timeout: Duration,
     /// Produce [`NodeEvent::Trace`] events (cheap to leave off when nobody logs them).
     pub trace: bool,
+    /// How many nodes the cluster has (`[cluster] size`; 1: a lone node).
+    pub cluster_size: usize,
+    /// How long a majority's answer to a probe lets the root write, from the probe's sending.
+    pub writer_lease: Duration,
+    /// Period of resending unacknowledged tree messages.
+    pub retransmit: Duration,
+    /// After the handshake, a header stamped more than this ahead of the neighbour's previous
+    /// stamp is dropped and counted, not adopted (a buggy or hostile peer cannot push the
+    /// clock to its end). The first stamp after a handshake is always taken, so a node that
+    /// restarted at 0 joins a cluster whose clocks are far ahead.
+    pub max_lamport_jump: u64,
+    /// The highest term this node was a member of, as persisted by the driver from
+    /// [`NodeEvent::TermChanged`] (0 for a new node): the term never decreases across
+    /// restarts.
+    pub initial_term: u64,
 }
 
 impl NodeConfig {
@@ -71,10 +95,27 @@ impl NodeConfig {
             epoch_tick: control.epoch_tick,
             heal_timeout: control.heal_timeout,
             trace: control.trace,
+            cluster_size: control.cluster_size,
+            writer_lease: control.writer_lease,
+            retransmit: control.retransmit,
+            max_lamport_jump: defaults::MAX_LAMPORT_JUMP,
+            initial_term: control.initial_term,
         }
     }
 
-    fn control(&self) -> ControlConfig {
+    /// Checks the timing rules of [`defaults::check_timings`].
+    pub fn check_timings(&self) -> Result<(), TimingError> {
+        defaults::check_timings(&Timings {
+            heartbeat: self.topology.heartbeat,
+            liveness_timeout: self.topology.liveness_timeout,
+            epoch_tick: self.epoch_tick,
+            heal_timeout: self.heal_timeout,
+            writer_lease: self.writer_lease,
+        })
+    }
+
+    /// The election and tree part of the configuration.
+    pub fn control(&self) -> ControlConfig {
         ControlConfig {
             election_timeout: self.election_timeout,
             join_wait: self.join_wait,
@@ -82,6 +123,10 @@ impl NodeConfig {
             heal_timeout: self.heal_timeout,
             data_port: self.data_port,
             trace: self.trace,
+            cluster_size: self.cluster_size,
+            writer_lease: self.writer_lease,
+            retransmit: self.retransmit,
+            initial_term: self.initial_term,
         }
     }
 }
@@ -93,6 +138,10 @@ pub struct NodeStats {
     pub topology: TopologyStats,
     /// Election or tree messages dropped because the sender is not an ON neighbour.
     pub control_from_strangers: u64,
+    /// Messages dropped because their Lamport stamp jumped too far ahead.
+    pub lamport_jumps: u64,
+    /// The election and tree machines' counters.
+    pub plane: PlaneStats,
 }
 
 /// One node's control plane. See the module docs for the driver loop.
@@ -103,6 +152,10 @@ pub struct Node {
     clock: LamportClock,
     events: VecDeque<NodeEvent>,
     control_from_strangers: u64,
+    /// Each neighbour's last accepted stamp since its handshake.
+    last_stamp: BTreeMap<NodeId, u64>,
+    max_lamport_jump: u64,
+    lamport_jumps: u64,
 }
 
 impl Node {
@@ -111,7 +164,8 @@ impl Node {
         Self::with_clock(config, LamportClock::new(), now)
     }
 
-    /// A fresh node sharing `clock` with the rest of the process (its logs, its data plane).
+    /// A fresh node whose clock can be read through `clock` by the rest of the process (its
+    /// logs). Only the node advances it.
     pub fn with_clock(config: NodeConfig, clock: LamportClock, now: Instant) -> Self {
         let topology = Topology::new(
             config.id,
@@ -128,13 +182,27 @@ impl Node {
             clock,
             events: VecDeque::new(),
             control_from_strangers: 0,
+            last_stamp: BTreeMap::new(),
+            max_lamport_jump: config.max_lamport_jump,
+            lamport_jumps: 0,
         }
     }
 
-    /// The node's Lamport clock (clones share it): the driver ticks it for every send and
-    /// observes every received header with it.
-    pub fn clock(&self) -> LamportClock {
-        self.clock.clone()
+    /// The node's Lamport time now (for logs).
+    pub fn lamport(&self) -> u64 {
+        self.clock.now()
+    }
+
+    /// The highest term of a tree this node was a member of; never decreases.
+    pub fn term(&self) -> u64 {
+        self.plane.term()
+    }
+
+    /// The node's durable data changed (after every write or apply): the election prefers
+    /// the best key, and a node whose key beats its leader's does not serve under it.
+    pub fn set_election_key(&mut self, now: Instant, key: ElectionKey) {
+        self.plane.set_election_key(now, key);
+        self.drain_plane();
     }
 
     /// A neighbour from config or the bootstrap service: starts the handshake.
@@ -146,12 +214,30 @@ impl Node {
     /// A received envelope's body from `from`. Election and tree messages count only from ON
     /// neighbours (others are dropped and counted: a restarted peer speaks again after its
     /// new handshake).
-    pub fn handle_message(&mut self, now: Instant, from: NodeId, body: &Body) {
+    ///
+    /// `lamport` is the header's stamp: merged into the node's clock, unless it jumps more
+    /// than `max_lamport_jump` ahead of the neighbour's previous one (then the whole message
+    /// is dropped and counted in [`NodeStats::lamport_jumps`]).
+    pub fn handle_message(&mut self, now: Instant, from: NodeId, lamport: u64, body: &Body) {
+        if let Some(&last) = self.last_stamp.get(&from) {
+            if lamport > last.saturating_add(self.max_lamport_jump) {
+                self.lamport_jumps += 1;
+                return;
+            }
+        }
+        let was_on = self.topology.is_on(from);
+        self.clock.observe(lamport);
         self.topology.handle_message(now, from, body);
         self.pump(now);
+        if was_on || self.topology.is_on(from) {
+            // Stamps are checked from the handshake on: before it, the peer may be a new
+            // process (or this one is) and any clock is taken as it is.
+            let last = self.last_stamp.entry(from).or_insert(lamport);
+            *last = (*last).max(lamport);
+        }
         if matches!(body, Body::Election(_) | Body::Tree(_)) {
             if self.topology.is_on(from) {
-                self.plane.handle_message(now, from, body);
+                self.plane.handle_body(now, from, body);
             } else {
                 self.control_from_strangers += 1;
             }
@@ -159,10 +245,15 @@ impl Node {
         self.drain_plane();
     }
 
-    /// The transport saw the connection to `peer` drop.
+    /// The transport saw `peer`'s host close the connection (the zmq monitor's TCP close):
+    /// the peer process is gone. A silent drop or a frozen peer produces no such event.
     pub fn handle_link_down(&mut self, now: Instant, peer: NodeId) {
         self.topology.handle_link_down(now, peer);
         self.pump(now);
+        if self.topology.check_addressable(peer).is_ok() {
+            self.plane.handle_link_down(now, peer);
+            self.drain_plane();
+        }
     }
 
     /// The transport (re)connected to `peer`.
@@ -183,17 +274,17 @@ impl Node {
         self.drain_plane();
     }
 
-    /// The node's durable data epoch changed (the election prefers the highest).
-    pub fn set_data_epoch(&mut self, epoch: u64) {
-        self.plane.set_data_epoch(epoch);
-    }
-
-    /// The next message to send. Drain [`Node::poll_event`] first.
+    /// The next message to send, stamped. Drain [`Node::poll_event`] first.
     #[must_use]
-    pub fn poll_transmit(&mut self) -> Option<(NodeId, Body)> {
-        self.topology
-            .poll_transmit()
-            .or_else(|| self.plane.poll_transmit())
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        if let Some((to, body)) = self.topology.poll_transmit() {
+            return Some(Transmit {
+                to,
+                lamport: self.clock.tick(),
+                body,
+            });
+        }
+        self.plane.poll_transmit()
     }
 
     /// The next event.
@@ -221,11 +312,19 @@ impl Node {
         self.topology.neighbors()
     }
 
+    /// The election and tree machines (for the simulator's checks).
+    #[cfg(feature = "sim")]
+    pub(crate) fn plane(&self) -> &ControlPlane {
+        &self.plane
+    }
+
     /// Counters of dropped inputs.
     pub fn stats(&self) -> NodeStats {
         NodeStats {
             topology: self.topology.stats(),
             control_from_strangers: self.control_from_strangers,
+            lamport_jumps: self.lamport_jumps,
+            plane: self.plane.stats(),
         }
     }
 
@@ -243,7 +342,13 @@ impl Node {
                     control_port,
                 }),
                 TopologyEvent::NeighborOn { id } => self.plane.handle_neighbor_on(now, id),
-                TopologyEvent::NeighborOff { id, .. } => self.plane.handle_neighbor_off(now, id),
+                TopologyEvent::NeighborOff { id, reason } => {
+                    if reason == crate::topology::OffReason::Restarted {
+                        // A new process: its clock and numbering start afresh.
+                        self.last_stamp.remove(&id);
+                    }
+                    self.plane.handle_neighbor_off(now, id)
+                }
                 TopologyEvent::RejoinStarted { id } => {
                     if self.plane.config.trace {
                         self.events.push_back(NodeEvent::Trace(crate::Trace {

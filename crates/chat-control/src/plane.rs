@@ -12,16 +12,34 @@
 //! leader: a fresh node that hears none within `join_wait` (a lone node elects itself that
 //! way), an orphan nobody adopts within `heal_timeout`, a run that cannot finish (a link
 //! neighbour lost, the ends of a link disagreeing, no progress within `election_timeout`),
-//! or two trees meeting after a partition heals.
+//! two trees meeting after a partition heals, or a node that must not join the tree it is
+//! offered (its data is newer than the leader's, or its term is not lower than the tree's).
+//!
+//! Safety (see `quorum` and `docs/decisions.md`):
+//!
+//! * **Terms.** A tree's term is the Lamport time of the run that built it. A node only
+//!   joins a tree whose term is higher than any term it was a member of (`term`, persisted
+//!   by the driver and restored as `initial_term`); offered anything else it starts a run
+//!   stronger than both, so every new tree's term exceeds what its members saw.
+//! * **The key.** Candidates carry the live [`ElectionKey`]; a node whose key beats the
+//!   announced leader's does not attach under it but elects (the better node wins).
+//! * **A majority to write.** A root is writable only while a majority of `cluster_size`
+//!   answered, in its term, a probe it sent within `writer_lease`; a member that answers
+//!   promises not to support another writer for the lease.
+//! * **Nothing lost.** Tree messages that expect no periodic repeat are numbered and resent
+//!   until acknowledged or the neighbour goes OFF; copies are recognised and ignored.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use chat_wire::{Body, Candidate, Election, ElectionKind, NodeId, RunId, Tree, TreeKind};
+use chat_wire::{Body, Candidate, Election, ElectionKind, NodeId, RunId, TreeId, TreeKind};
 
 use crate::clock::LamportClock;
+use crate::defaults;
 use crate::election::{Outcome, Phase, YoYo};
-use crate::event::{NodeEvent, Outbox, StartReason, Step, Subsystem};
+use crate::event::{NodeEvent, Outbox, StartReason, Step, Subsystem, Transmit};
+use crate::quorum::{Probes, Promise};
+use crate::reliable::Reliable;
 use crate::roles::{roles_for, Place, Roles};
 use crate::routes::{RouteTable, Routes, Upstream};
 
@@ -45,19 +63,63 @@ pub struct ControlConfig {
     pub data_port: u16,
     /// Produce [`NodeEvent::Trace`] events.
     pub trace: bool,
+    /// How many nodes the cluster has (1: a lone node). A root is writable only while more
+    /// than half of them answered its probe; trees of another size are refused.
+    pub cluster_size: usize,
+    /// How long a majority's answer to a probe lets the root write, counted from when the
+    /// probe was sent; also how long an answering member supports no other writer.
+    pub writer_lease: Duration,
+    /// Period of resending unacknowledged tree messages.
+    pub retransmit: Duration,
+    /// The highest term this node was a member of before it restarted (0 for a new node).
+    pub initial_term: u64,
 }
 
 impl Default for ControlConfig {
     fn default() -> Self {
         ControlConfig {
-            election_timeout: Duration::from_secs(3),
-            join_wait: Duration::from_millis(300),
-            epoch_tick: Duration::from_millis(200),
-            heal_timeout: Duration::from_millis(450),
+            election_timeout: defaults::ELECTION_TIMEOUT,
+            join_wait: defaults::JOIN_WAIT,
+            epoch_tick: defaults::EPOCH_TICK,
+            heal_timeout: defaults::HEAL_TIMEOUT,
             data_port: 0,
             trace: true,
+            cluster_size: 1,
+            writer_lease: defaults::WRITER_LEASE,
+            retransmit: defaults::RETRANSMIT,
+            initial_term: 0,
         }
     }
+}
+
+impl ControlConfig {
+    /// The cluster size as it travels on the wire.
+    pub(crate) fn wire_size(&self) -> u32 {
+        u32::try_from(self.cluster_size).unwrap_or(u32::MAX)
+    }
+}
+
+/// The live election key: (term of the last durable write, data epoch). Greater is better;
+/// between equal keys the smaller node id wins. The driver sets it after every durable
+/// write or apply ([`ControlPlane::set_election_key`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ElectionKey {
+    /// The term in which the last durable write was made (0: none).
+    pub last_term: u64,
+    /// The number of writes held (the data epoch).
+    pub epoch: u64,
+}
+
+/// Whether this node's tree may accept writes, as `/status` shows it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Quorum {
+    /// The configured cluster size.
+    pub size: usize,
+    /// At the root: nodes (the root included) that answered the freshest probe still within
+    /// the lease; 0 elsewhere.
+    pub have: usize,
+    /// At the root: more than `size / 2` answered a probe sent within the lease.
+    pub writable: bool,
 }
 
 /// The timers of the control plane; each has one slot in [`TimerTable`].
@@ -67,18 +129,34 @@ pub(crate) enum Timer {
     Election,
     /// Orphan: nobody adopted it, elect.
     Heal,
-    /// Root: tick the tree epoch.
+    /// Root: tick the tree epoch (and probe).
     EpochTick,
+    /// Member: send the probe answer even though not every child answered yet.
+    AckFlush,
+    /// Root: the lease of the freshest answered probe runs out.
+    Lease,
+    /// Resend unacknowledged tree messages.
+    Retransmit,
 }
 
 impl Timer {
-    const ALL: [Timer; 3] = [Timer::Election, Timer::Heal, Timer::EpochTick];
+    const ALL: [Timer; 6] = [
+        Timer::Election,
+        Timer::Heal,
+        Timer::EpochTick,
+        Timer::AckFlush,
+        Timer::Lease,
+        Timer::Retransmit,
+    ];
 
     fn index(self) -> usize {
         match self {
             Timer::Election => 0,
             Timer::Heal => 1,
             Timer::EpochTick => 2,
+            Timer::AckFlush => 3,
+            Timer::Lease => 4,
+            Timer::Retransmit => 5,
         }
     }
 }
@@ -86,7 +164,7 @@ impl Timer {
 /// Deadlines, one per [`Timer`].
 #[derive(Debug, Clone, Default)]
 pub(crate) struct TimerTable {
-    deadlines: [Option<Instant>; 3],
+    deadlines: [Option<Instant>; 6],
 }
 
 impl TimerTable {
@@ -125,7 +203,7 @@ pub(crate) enum Membership {
     /// In no tree: fresh, or taking part in an election.
     Detached,
     /// In the tree of `run`.
-    Member(Member),
+    Member(Box<Member>),
     /// Was in the tree of `run`, lost its way to the root, seeks adoption.
     Orphan(Orphan),
 }
@@ -134,6 +212,10 @@ pub(crate) enum Membership {
 pub(crate) struct Member {
     pub(crate) run: RunId,
     pub(crate) leader: NodeId,
+    /// The leader's election key, as last heard (the root's own, at the root).
+    pub(crate) leader_key: Candidate,
+    /// Probe state: what the root sent and heard, or what a member answers.
+    pub(crate) probes: Probes,
     /// `None` at the root.
     pub(crate) parent: Option<Upstream>,
     pub(crate) hops: u32,
@@ -184,10 +266,29 @@ pub struct Status {
     pub orphaned: bool,
     /// Whether every neighbour it sent a SHOUT answered.
     pub settled: bool,
-    /// Its durable data epoch (the election key).
+    /// Its durable data epoch (`key.epoch`).
     pub data_epoch: u64,
+    /// Its election key.
+    pub key: ElectionKey,
+    /// The highest term of a tree it was a member of; never decreases.
+    pub term: u64,
+    /// Whether its tree may accept writes (meaningful at the root).
+    pub quorum: Quorum,
     /// Its ON neighbours.
     pub neighbors: Vec<NodeId>,
+}
+
+/// Counters of the election and tree machines, for metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PlaneStats {
+    /// Trees or runs refused because they announced another cluster size.
+    pub size_mismatches: u64,
+    /// Numbered tree messages received again and ignored.
+    pub duplicates: u64,
+    /// Numbered tree messages resent.
+    pub retransmits: u64,
+    /// Tree messages dropped because they made no sense here (stale, another tree).
+    pub ignored: u64,
 }
 
 /// The election and tree state machines of one node, driven by neighbour ON/OFF inputs.
@@ -208,16 +309,45 @@ pub struct ControlPlane {
     pub(crate) now: Instant,
     /// A fresh node already gave a neighbour with a smaller id the chance to start.
     pub(crate) deferred_start: bool,
+    /// The highest term of a tree this node was a member of.
+    pub(crate) term: u64,
+    /// The tree whose term is `term`, when this process was in it.
+    pub(crate) term_tree: Option<TreeId>,
+    /// The live election key.
+    pub(crate) key: ElectionKey,
+    /// The support this node promised a root by answering its probe.
+    pub(crate) promise: Option<Promise>,
+    /// The newest tree whose root is known gone (its host closed the connection).
+    pub(crate) root_gone: Option<TreeId>,
+    /// Neighbours whose connection their host closed, since they were last ON.
+    pub(crate) closed: BTreeSet<NodeId>,
+    /// Numbered tree messages awaiting acknowledgement, and those already handled.
+    pub(crate) reliable: Reliable,
+    /// Writability as last reported.
+    pub(crate) writable: bool,
+    pub(crate) stats: PlaneStats,
 }
 
 impl ControlPlane {
-    /// A fresh node: in no tree, waiting `join_wait` to be told a leader.
+    /// A fresh node: in no tree, waiting `join_wait` to be told a leader. `clock` is the
+    /// node's Lamport clock (a fresh one unless the node shares it with its topology).
     pub fn new(me: NodeId, config: ControlConfig, clock: LamportClock, now: Instant) -> Self {
         let mut timers = TimerTable::default();
         timers.set(Timer::Election, now + config.join_wait);
+        // Runs this node starts must be stronger than any tree it was in before a restart.
+        clock.observe(config.initial_term);
         ControlPlane {
             me,
             out: Outbox::new(config.trace),
+            term: config.initial_term,
+            term_tree: None,
+            key: ElectionKey::default(),
+            promise: None,
+            root_gone: None,
+            closed: BTreeSet::new(),
+            reliable: Reliable::default(),
+            writable: false,
+            stats: PlaneStats::default(),
             config,
             clock,
             data_epoch: 0,
@@ -233,6 +363,37 @@ impl ControlPlane {
         }
     }
 
+    /// The highest term of a tree this node was a member of (never decreases).
+    pub fn term(&self) -> u64 {
+        self.term
+    }
+
+    /// Counters for metrics.
+    pub fn stats(&self) -> PlaneStats {
+        self.stats
+    }
+
+    /// The tree this node is a member of.
+    #[cfg(feature = "sim")]
+    pub(crate) fn tree_id(&self) -> Option<TreeId> {
+        match &self.membership {
+            Membership::Member(m) => Some(TreeId {
+                run: m.run,
+                leader: m.leader,
+            }),
+            _ => None,
+        }
+    }
+
+    /// Its parent in that tree.
+    #[cfg(feature = "sim")]
+    pub(crate) fn parent_id(&self) -> Option<NodeId> {
+        match &self.membership {
+            Membership::Member(m) => m.parent.map(|p| p.next_hop),
+            _ => None,
+        }
+    }
+
     fn begin(&mut self, now: Instant) {
         self.now = now;
         self.out.lamport = self.clock.now();
@@ -240,14 +401,31 @@ impl ControlPlane {
 
     pub(crate) fn candidate(&self) -> Candidate {
         Candidate {
-            data_epoch: self.data_epoch,
+            last_term: self.key.last_term,
+            data_epoch: self.key.epoch,
             node: self.me,
         }
     }
 
-    /// The node's durable data epoch changed; later runs use it as the election key.
+    /// The node's durable data changed (a write or an apply): later runs use the new key,
+    /// and a root announces it to its tree with the next probe.
+    pub fn set_election_key(&mut self, now: Instant, key: ElectionKey) {
+        self.begin(now);
+        self.key = key;
+        self.data_epoch = key.epoch;
+        let me = self.candidate();
+        if let Membership::Member(m) = &mut self.membership {
+            if m.parent.is_none() {
+                m.leader_key = me;
+            }
+        }
+    }
+
+    /// The node's durable data epoch changed (the key's term part unchanged).
     pub fn set_data_epoch(&mut self, epoch: u64) {
-        self.data_epoch = epoch;
+        let key = ElectionKey { epoch, ..self.key };
+        let now = self.now;
+        self.set_election_key(now, key);
     }
 
     /// A neighbour completed the handshake or was heard again.
@@ -256,6 +434,7 @@ impl ControlPlane {
         if !self.on.insert(id) {
             return;
         }
+        self.closed.remove(&id);
         self.out
             .trace(Subsystem::Topology, self.run(), None, || Step::NeighborOn {
                 id,
@@ -277,6 +456,9 @@ impl ControlPlane {
             Step::NeighborOff { id }
         });
         self.requests.remove(&id);
+        // The link is declared dead: nothing more is resent to it, and its numbering starts
+        // afresh when it comes back (it may have restarted).
+        self.reliable.forget(id);
         if let Some(yoyo) = &mut self.election {
             let outcome = yoyo.neighbor_off(id, &mut self.out);
             self.on_outcome(outcome, StartReason::NeighborLost(id));
@@ -290,15 +472,39 @@ impl ControlPlane {
     pub fn handle_link_up(&mut self, now: Instant, peer: NodeId) {
         self.begin(now);
         self.tree_resync(peer);
+        self.resend_to(peer);
         self.refresh();
     }
 
-    /// An election or tree message from neighbour `from` (others are ignored).
-    pub fn handle_message(&mut self, now: Instant, from: NodeId, body: &Body) {
+    /// `peer`'s host closed its connection: its process is gone (a silent drop or a frozen
+    /// process never produces this). A promise to a tree rooted at `peer` is released at
+    /// once, and the news travels up and down the next tree with the probes.
+    pub fn handle_link_down(&mut self, now: Instant, peer: NodeId) {
+        self.begin(now);
+        self.closed.insert(peer);
+        self.peer_process_gone(peer);
+        self.refresh();
+    }
+
+    /// An election or tree message from neighbour `from` (others are ignored), with the
+    /// Lamport time of its header.
+    pub fn handle_message(&mut self, now: Instant, from: NodeId, lamport: u64, body: &Body) {
+        self.clock.observe(lamport);
+        self.handle_body(now, from, body);
+    }
+
+    /// [`ControlPlane::handle_message`] once the clock has seen the header.
+    pub(crate) fn handle_body(&mut self, now: Instant, from: NodeId, body: &Body) {
         self.begin(now);
         match body {
-            Body::Election(e) => self.handle_election(from, e),
-            Body::Tree(t) => self.handle_tree(from, t),
+            Body::Election(e) => {
+                if e.cluster_size == self.config.wire_size() {
+                    self.handle_election(from, e);
+                } else {
+                    self.stats.size_mismatches += 1;
+                }
+            }
+            Body::Tree(t) => self.receive_tree(from, t),
             Body::Topology(_) | Body::Heartbeat(_) | Body::Data(_) => {}
         }
         self.refresh();
@@ -338,15 +544,24 @@ impl ControlPlane {
                     }
                 }
                 Timer::EpochTick => self.tick_epoch(),
+                Timer::AckFlush => self.flush_probe_ack(),
+                Timer::Lease => {}
+                Timer::Retransmit => self.retransmit_due(),
             }
         }
         self.refresh();
     }
 
-    /// The next message to send: `(neighbour, body)`. Call until `None` after every input.
+    /// The next message to send, stamped by the node's clock. Call until `None` after
+    /// every input.
     #[must_use]
-    pub fn poll_transmit(&mut self) -> Option<(NodeId, Body)> {
-        self.out.transmits.pop_front()
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        let (to, body) = self.out.transmits.pop_front()?;
+        Some(Transmit {
+            to,
+            lamport: self.clock.tick(),
+            body,
+        })
     }
 
     /// The next event.
@@ -408,6 +623,9 @@ impl ControlPlane {
             orphaned: matches!(self.membership, Membership::Orphan(_)),
             settled,
             data_epoch: self.data_epoch,
+            key: self.key,
+            term: self.term,
+            quorum: self.quorum(),
             neighbors: self.on.iter().copied().collect(),
         }
     }
@@ -428,6 +646,12 @@ impl ControlPlane {
                     // Our run is over here; the sender joined it late. Tell it the result.
                     self.offer_leader(from, true);
                 }
+            }
+            _ if !self.may_join_term(e.run, None) => {
+                // A stronger run, but its tree's term would not exceed one this node was in
+                // (same Lamport time, smaller initiator; or an old run after a restart): a
+                // run stronger than both takes its place.
+                self.start_election_above(StartReason::KeyAhead(from), e.run.lamport);
             }
             _ => {
                 // A stronger run: follow it, then process the message that announced it
@@ -451,14 +675,48 @@ impl ControlPlane {
         }
     }
 
-    /// Starts a fresh run, stronger than anything this node has seen.
+    /// Starts a fresh run, stronger than anything this node has seen, and whose term is
+    /// higher than any tree it was a member of.
     pub(crate) fn start_election(&mut self, reason: StartReason) {
-        let floor = self.run().map_or(0, |r| r.lamport.saturating_add(1));
+        self.start_election_above(reason, 0);
+    }
+
+    /// As [`ControlPlane::start_election`], also stronger than runs of Lamport time `seen`.
+    pub(crate) fn start_election_above(&mut self, reason: StartReason, seen: u64) {
+        let floor = self
+            .run()
+            .map_or(0, |r| r.lamport)
+            .max(self.term)
+            .max(seen)
+            .saturating_add(1);
+        let lamport = self.clock.tick().max(floor);
+        self.clock.observe(lamport);
         let run = RunId {
-            lamport: self.clock.tick().max(floor),
+            lamport,
             initiator: self.me,
         };
         self.join_run(run, StepCause::Started(reason));
+    }
+
+    /// Whether this node may join a tree (or a run building one) of `tree`: its term must be
+    /// higher than any this node was a member of, unless it is that very tree.
+    pub(crate) fn may_join_term(&self, run: RunId, leader: Option<NodeId>) -> bool {
+        run.lamport > self.term
+            || (run.lamport == self.term
+                && leader.is_some_and(|leader| self.term_tree == Some(TreeId { run, leader })))
+    }
+
+    /// Records that this node is a member of `tree` (its term may rise).
+    pub(crate) fn enter_term(&mut self, tree: TreeId) {
+        if tree.run.lamport > self.term {
+            self.term = tree.run.lamport;
+            self.out
+                .events
+                .push_back(NodeEvent::TermChanged { term: self.term });
+        }
+        if tree.run.lamport == self.term {
+            self.term_tree = Some(tree);
+        }
     }
 
     fn join_run(&mut self, run: RunId, cause: StepCause) {
@@ -471,7 +729,7 @@ impl ControlPlane {
                 StepCause::Started(reason) => Step::RunStarted { reason },
                 StepCause::Adopted(from) => Step::RunAdopted { from },
             });
-        let (yoyo, outcome) = YoYo::start(run, me, on, &mut self.out);
+        let (yoyo, outcome) = YoYo::start(run, me, self.config.wire_size(), on, &mut self.out);
         self.election = Some(yoyo);
         self.arm_election_timer();
         self.on_outcome(outcome, StartReason::Stalled);
@@ -525,9 +783,10 @@ impl ControlPlane {
         };
         if leader != self.leader {
             self.leader = leader;
+            let term = self.term;
             self.out
                 .events
-                .push_back(NodeEvent::LeaderChanged { leader });
+                .push_back(NodeEvent::LeaderChanged { leader, term });
         }
         let roles = match &self.membership {
             Membership::Member(m) if m.awaiting.is_empty() => roles_for(Place::InTree {
@@ -540,10 +799,14 @@ impl ControlPlane {
         };
         if roles != self.roles {
             let old = std::mem::replace(&mut self.roles, roles);
-            self.out
-                .events
-                .push_back(NodeEvent::RolesChanged { old, new: roles });
+            let term = self.term;
+            self.out.events.push_back(NodeEvent::RolesChanged {
+                old,
+                new: roles,
+                term,
+            });
         }
+        self.refresh_writable();
         self.report_routes();
     }
 
@@ -565,13 +828,14 @@ impl ControlPlane {
             return;
         }
         m.routes.reported = Some(inputs.clone());
-        let body = Body::Tree(Tree {
-            tree_epoch: m.epoch,
-            kind: TreeKind::Routes {
+        let epoch = m.epoch;
+        self.send_tree(
+            parent.next_hop,
+            epoch,
+            TreeKind::Routes {
                 input_nodes: inputs.into_iter().collect(),
             },
-        });
-        self.out.send(parent.next_hop, body);
+        );
     }
 }
 
@@ -585,14 +849,24 @@ enum StepCause {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chat_wire::ElectionKind;
+    use chat_wire::{ElectionKind, LeaderInfo, Tree};
 
     fn plane(me: NodeId, now: Instant) -> ControlPlane {
         ControlPlane::new(me, ControlConfig::default(), LamportClock::new(), now)
     }
 
     fn drain(p: &mut ControlPlane) -> Vec<(NodeId, Body)> {
-        std::iter::from_fn(|| p.poll_transmit()).collect()
+        std::iter::from_fn(|| p.poll_transmit())
+            .map(|t| (t.to, t.body))
+            .collect()
+    }
+
+    fn candidate(node: NodeId) -> Candidate {
+        Candidate {
+            last_term: 0,
+            data_epoch: 0,
+            node,
+        }
     }
 
     #[test]
@@ -608,6 +882,10 @@ mod tests {
         assert_eq!(s.leader, Some(4));
         assert_eq!(s.roles.names(), vec!["writer", "input"]);
         assert!(s.election.is_none());
+        // A one-node cluster is its own majority.
+        assert!(s.quorum.writable);
+        assert_eq!(s.quorum.have, 1);
+        assert!(s.term > 0);
     }
 
     #[test]
@@ -622,12 +900,10 @@ mod tests {
         let start = Body::Election(Election {
             run,
             round: 0,
-            kind: ElectionKind::Start(Candidate {
-                data_epoch: 0,
-                node: 9,
-            }),
+            cluster_size: 1,
+            kind: ElectionKind::Start(candidate(9)),
         });
-        p.handle_message(t0, 9, &start);
+        p.handle_message(t0, 9, 50, &start);
         // Node 5 adopted the run, answered with its own START, and, since 9's START was
         // processed rather than dropped, fixed the link at once: 5 < 9 so it is the source
         // and proposes itself in round 0.
@@ -642,17 +918,30 @@ mod tests {
         assert_eq!(
             kinds,
             vec![
-                ElectionKind::Start(Candidate {
-                    data_epoch: 0,
-                    node: 5
-                }),
-                ElectionKind::Proposal(Candidate {
-                    data_epoch: 0,
-                    node: 5
-                }),
+                ElectionKind::Start(candidate(5)),
+                ElectionKind::Proposal(candidate(5)),
             ]
         );
         assert_eq!(p.status().election, Some((run, 0)));
+    }
+
+    #[test]
+    fn a_run_of_another_cluster_size_is_ignored_and_counted() {
+        let t0 = Instant::now();
+        let mut p = plane(5, t0);
+        p.handle_neighbor_on(t0, 9);
+        let start = Body::Election(Election {
+            run: RunId {
+                lamport: 50,
+                initiator: 9,
+            },
+            round: 0,
+            cluster_size: 3,
+            kind: ElectionKind::Start(candidate(9)),
+        });
+        p.handle_message(t0, 9, 50, &start);
+        assert!(p.status().election.is_none());
+        assert_eq!(p.stats().size_mismatches, 1);
     }
 
     #[test]
@@ -670,11 +959,12 @@ mod tests {
                 [(
                     7,
                     Body::Tree(Tree {
-                        kind: TreeKind::Shout {
+                        kind: TreeKind::Shout(LeaderInfo {
                             leader: 4,
                             hops_from_root: 0,
+                            cluster_size: 1,
                             ..
-                        },
+                        }),
                         ..
                     })
                 )]
@@ -685,14 +975,137 @@ mod tests {
         let run = p.status().tree_run.expect("in a tree");
         let answer = Body::Tree(Tree {
             tree_epoch: 0,
+            seq: 1,
             kind: TreeKind::Answer {
                 run,
                 accepted: true,
             },
         });
-        p.handle_message(due, 7, &answer);
+        p.handle_message(due, 7, 1, &answer);
         let s = p.status();
         assert_eq!(s.children, vec![7]);
         assert_eq!(s.roles.names(), vec!["writer"]);
+        // The answer was acknowledged, and a copy of it changes nothing.
+        let acks = drain(&mut p);
+        assert!(acks.iter().any(|(to, b)| *to == 7
+            && matches!(
+                b,
+                Body::Tree(Tree {
+                    kind: TreeKind::Ack { seq: 1 },
+                    ..
+                })
+            )));
+        p.handle_message(due, 7, 2, &answer);
+        assert_eq!(p.stats().duplicates, 1);
+        assert_eq!(p.status().children, vec![7]);
+    }
+
+    #[test]
+    fn an_unacknowledged_shout_is_resent_until_acknowledged() {
+        let t0 = Instant::now();
+        let mut p = plane(4, t0);
+        let due = p.poll_timeout().expect("join wait armed");
+        p.handle_timeout(due);
+        p.handle_neighbor_on(due, 7);
+        let first = drain(&mut p);
+        let seq = match first.as_slice() {
+            [(7, Body::Tree(t))] => t.seq,
+            other => panic!("{other:?}"),
+        };
+        assert_ne!(seq, 0);
+        let later = due + ControlConfig::default().retransmit;
+        p.handle_timeout(later);
+        let resent = drain(&mut p);
+        assert!(
+            resent
+                .iter()
+                .any(|(to, b)| *to == 7 && matches!(b, Body::Tree(t) if t.seq == seq)),
+            "{resent:?}"
+        );
+        let ack = Body::Tree(Tree {
+            tree_epoch: 0,
+            seq: 0,
+            kind: TreeKind::Ack { seq },
+        });
+        p.handle_message(later, 7, 1, &ack);
+        p.handle_timeout(later + ControlConfig::default().retransmit);
+        let after = drain(&mut p);
+        assert!(
+            !after
+                .iter()
+                .any(|(_, b)| matches!(b, Body::Tree(t) if t.seq == seq)),
+            "{after:?}"
+        );
+    }
+
+    #[test]
+    fn a_node_whose_key_beats_the_leaders_elects_instead_of_attaching() {
+        let t0 = Instant::now();
+        let mut p = plane(5, t0);
+        p.set_election_key(
+            t0,
+            ElectionKey {
+                last_term: 3,
+                epoch: 10,
+            },
+        );
+        p.handle_neighbor_on(t0, 9);
+        let shout = |key: Candidate| {
+            Body::Tree(Tree {
+                tree_epoch: 1,
+                seq: 1,
+                kind: TreeKind::Shout(LeaderInfo {
+                    run: RunId {
+                        lamport: 20,
+                        initiator: 9,
+                    },
+                    leader: 9,
+                    hops_from_root: 0,
+                    data_port: 0,
+                    cluster_size: 1,
+                    leader_key: key,
+                }),
+            })
+        };
+        let older = Candidate {
+            last_term: 3,
+            data_epoch: 9,
+            node: 9,
+        };
+        p.handle_message(t0, 9, 20, &shout(older));
+        let s = p.status();
+        assert_eq!(s.leader, None);
+        let (run, _) = s.election.expect("electing");
+        assert!(run.lamport > 20 && run.initiator == 5, "{run:?}");
+    }
+
+    #[test]
+    fn a_restarted_node_never_joins_a_tree_below_its_term() {
+        let t0 = Instant::now();
+        let config = ControlConfig {
+            initial_term: 30,
+            ..ControlConfig::default()
+        };
+        let mut p = ControlPlane::new(5, config, LamportClock::new(), t0);
+        p.handle_neighbor_on(t0, 9);
+        let shout = Body::Tree(Tree {
+            tree_epoch: 1,
+            seq: 1,
+            kind: TreeKind::Shout(LeaderInfo {
+                run: RunId {
+                    lamport: 30,
+                    initiator: 9,
+                },
+                leader: 9,
+                hops_from_root: 0,
+                data_port: 0,
+                cluster_size: 1,
+                leader_key: candidate(9),
+            }),
+        });
+        p.handle_message(t0, 9, 31, &shout);
+        assert_eq!(p.term(), 30);
+        let (run, _) = p.status().election.expect("electing a stronger run");
+        assert!(run.lamport > 30, "{run:?}");
     }
 }

@@ -37,15 +37,32 @@ impl Routes {
 /// What the children reported, and what this node last reported to its parent.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct RouteTable {
-    reports: BTreeMap<NodeId, BTreeSet<NodeId>>,
+    /// Per child: the number of the report applied last, and what it said.
+    reports: BTreeMap<NodeId, (u64, BTreeSet<NodeId>)>,
     /// The set last sent up; `None` when nothing was sent to the current parent yet.
     pub(crate) reported: Option<BTreeSet<NodeId>>,
 }
 
 impl RouteTable {
-    /// Replaces what `child` said lies below it.
-    pub(crate) fn report(&mut self, child: NodeId, inputs: impl IntoIterator<Item = NodeId>) {
-        self.reports.insert(child, inputs.into_iter().collect());
+    /// Replaces what `child` said lies below it, unless this report (numbered `seq` by its
+    /// sender) is older than the one applied: reports are resent until acknowledged, so a
+    /// lost-then-resent old report can arrive after its successor and must not undo it
+    /// (seed 120008: a stale empty report hid an input node from the root for good).
+    pub(crate) fn report(
+        &mut self,
+        child: NodeId,
+        seq: u64,
+        inputs: impl IntoIterator<Item = NodeId>,
+    ) {
+        if self
+            .reports
+            .get(&child)
+            .is_some_and(|(last, _)| *last > seq)
+        {
+            return;
+        }
+        self.reports
+            .insert(child, (seq, inputs.into_iter().collect()));
     }
 
     /// Forgets a child that left.
@@ -58,7 +75,7 @@ impl RouteTable {
     /// (briefly, while it moves), the smaller child id wins, so the table is deterministic.
     pub(crate) fn downstream(&self, children: &BTreeSet<NodeId>) -> BTreeMap<NodeId, NodeId> {
         let mut table = BTreeMap::new();
-        for (&child, inputs) in self.reports.iter().filter(|(c, _)| children.contains(c)) {
+        for (&child, (_, inputs)) in self.reports.iter().filter(|(c, _)| children.contains(c)) {
             for &input in inputs {
                 table.entry(input).or_insert(child);
             }
@@ -77,7 +94,7 @@ impl RouteTable {
             .reports
             .iter()
             .filter(|(c, _)| children.contains(c))
-            .flat_map(|(_, inputs)| inputs)
+            .flat_map(|(_, (_, inputs))| inputs)
             .copied()
             .collect();
         if i_am_input {
@@ -95,14 +112,14 @@ mod tests {
     #[test]
     fn inputs_map_to_the_child_above_them() {
         let mut at3 = RouteTable::default();
-        at3.report(4, [4]);
-        at3.report(5, [5]);
+        at3.report(4, 1, [4]);
+        at3.report(5, 1, [5]);
         let kids3 = BTreeSet::from([4, 5]);
         assert_eq!(at3.downstream(&kids3), BTreeMap::from([(4, 4), (5, 5)]));
         let up3 = at3.subtree_inputs(3, false, &kids3);
         let mut at1 = RouteTable::default();
-        at1.report(2, [2]);
-        at1.report(3, up3);
+        at1.report(2, 1, [2]);
+        at1.report(3, 1, up3);
         let kids1 = BTreeSet::from([2, 3]);
         assert_eq!(
             at1.downstream(&kids1),
@@ -111,8 +128,19 @@ mod tests {
         at1.forget(3);
         assert_eq!(at1.downstream(&kids1), BTreeMap::from([(2, 2)]));
         // A report from a node that is not (yet) a child is kept but not used.
-        at1.report(6, [6]);
+        at1.report(6, 1, [6]);
         assert_eq!(at1.downstream(&kids1), BTreeMap::from([(2, 2)]));
+    }
+
+    #[test]
+    fn an_old_report_arriving_late_does_not_undo_a_newer_one() {
+        let mut table = RouteTable::default();
+        let kids = BTreeSet::from([3]);
+        table.report(3, 7, [4]);
+        table.report(3, 5, []);
+        assert_eq!(table.downstream(&kids), BTreeMap::from([(4, 3)]));
+        table.report(3, 9, [5]);
+        assert_eq!(table.downstream(&kids), BTreeMap::from([(5, 3)]));
     }
 
     #[test]

@@ -41,8 +41,9 @@ use std::time::{Duration, Instant};
 
 use chat_wire::{Body, HandshakeStep, Heartbeat, NodeId, Topology as TopologyBody};
 
-/// Timings and thresholds of the neighbour protocol. Defaults are far faster than the
-/// prototype's (2 s heartbeats, 10 s liveness, 500 ms..16 s JOIN backoff; SPEC §5.6).
+/// Timings and thresholds of the neighbour protocol. Defaults ([`crate::defaults`]) are far
+/// faster than the prototype's (2 s heartbeats, 10 s liveness, 500 ms..16 s JOIN backoff;
+/// SPEC §5.6).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopologyConfig {
     /// Period of heartbeats to every neighbour.
@@ -62,13 +63,14 @@ pub struct TopologyConfig {
 
 impl Default for TopologyConfig {
     fn default() -> Self {
+        use crate::defaults;
         TopologyConfig {
-            heartbeat: Duration::from_millis(250),
-            liveness_timeout: Duration::from_millis(1500),
-            join_backoff_initial: Duration::from_millis(50),
-            join_backoff_max: Duration::from_secs(2),
+            heartbeat: defaults::HEARTBEAT,
+            liveness_timeout: defaults::LIVENESS_TIMEOUT,
+            join_backoff_initial: defaults::JOIN_BACKOFF_INITIAL,
+            join_backoff_max: defaults::JOIN_BACKOFF_MAX,
             stranger_heartbeats_before_rejoin: 5,
-            link_down_grace: Duration::from_millis(150),
+            link_down_grace: defaults::LINK_DOWN_GRACE,
         }
     }
 }

@@ -13,17 +13,24 @@
 //!   No cycle can form: every node below an orphan has an epoch no newer than the orphan's,
 //!   so none of them can offer, and once dissolved an orphan has no subtree at all. The root
 //!   offers too (the prototype's never did, bug 11.1-4). An orphan that gets no offer within
-//!   `heal_timeout` starts an election: the root is out of reach.
+//!   `heal_timeout` starts an election: the root is out of reach. When the lost parent is
+//!   the root and its host closed its connection, the orphan elects at once: nobody can
+//!   adopt it.
+//! * **Joining.** A node attaches only to a tree announced with its own cluster size, whose
+//!   term it may join (see `plane`), and whose leader's key is not beaten by its own;
+//!   otherwise it refuses (size) or starts a stronger run (term, key).
 
-use chat_wire::{Body, NodeId, RunId, Tree, TreeKind};
+use chat_wire::{LeaderInfo, NodeId, RunId, Tree, TreeId, TreeKind};
 
 use crate::event::{StartReason, Step, Subsystem};
 use crate::plane::{AdoptionRequest, ControlPlane, Member, Membership, Orphan, Timer};
+use crate::quorum::Probes;
 use crate::routes::{RouteTable, Upstream};
 
 /// What a leader announcement (SHOUT or adoption offer) says.
 #[derive(Debug, Clone, Copy)]
 struct Announcement {
+    info: LeaderInfo,
     run: RunId,
     leader: NodeId,
     hops: u32,
@@ -33,20 +40,24 @@ struct Announcement {
     is_shout: bool,
 }
 
+impl Announcement {
+    fn new(info: LeaderInfo, epoch: u64, is_shout: bool) -> Self {
+        Announcement {
+            info,
+            run: info.run,
+            leader: info.leader,
+            hops: info.hops_from_root,
+            data_port: info.data_port,
+            epoch,
+            is_shout,
+        }
+    }
+}
+
 impl ControlPlane {
     fn tree_trace(&mut self, step: impl FnOnce() -> Step) {
         let run = self.run();
         self.out.trace(Subsystem::Tree, run, None, step);
-    }
-
-    fn send_tree(&mut self, to: NodeId, epoch: u64, kind: TreeKind) {
-        self.out.send(
-            to,
-            Body::Tree(Tree {
-                tree_epoch: epoch,
-                kind,
-            }),
-        );
     }
 
     /// Leaves whatever tree this node is in (a new run begins).
@@ -55,21 +66,32 @@ impl ControlPlane {
         self.requests.clear();
         self.timers.stop(Timer::Heal);
         self.timers.stop(Timer::EpochTick);
+        self.timers.stop(Timer::AckFlush);
+        self.timers.stop(Timer::Lease);
+        self.forget_pending();
     }
 
     /// This node won `run`: it is the root.
     pub(crate) fn become_root(&mut self, run: RunId) {
         self.timers.stop(Timer::Election);
-        self.membership = Membership::Member(Member {
+        self.enter_term(TreeId {
             run,
             leader: self.me,
+        });
+        self.membership = Membership::Member(Box::new(Member {
+            run,
+            leader: self.me,
+            leader_key: self.candidate(),
+            probes: Probes::default(),
             parent: None,
             hops: 0,
             epoch: 1,
             children: Default::default(),
             awaiting: Default::default(),
             routes: RouteTable::default(),
-        });
+        }));
+        // Epoch 1 is the first probe: a lone node of a one-node cluster is writable at once.
+        self.record_probe_sent();
         self.timers
             .set(Timer::EpochTick, self.now + self.config.epoch_tick);
         self.shout_to_all(None);
@@ -94,27 +116,26 @@ impl ControlPlane {
     /// Tells `to` who leads this node's tree: a SHOUT (answer awaited) or an offer.
     pub(crate) fn offer_leader(&mut self, to: NodeId, is_shout: bool) {
         let data_port = self.config.data_port;
+        let cluster_size = self.config.wire_size();
         let Membership::Member(m) = &mut self.membership else {
             return;
         };
-        let (run, leader, hops, epoch) = (m.run, m.leader, m.hops, m.epoch);
+        let info = LeaderInfo {
+            run: m.run,
+            leader: m.leader,
+            hops_from_root: m.hops,
+            data_port,
+            cluster_size,
+            leader_key: m.leader_key,
+        };
+        let epoch = m.epoch;
         let kind = if is_shout {
             if m.parent.map(|p| p.next_hop) != Some(to) {
                 m.awaiting.insert(to);
             }
-            TreeKind::Shout {
-                run,
-                leader,
-                hops_from_root: hops,
-                data_port,
-            }
+            TreeKind::Shout(info)
         } else {
-            TreeKind::AdoptOffer {
-                leader,
-                run,
-                hops_from_root: hops,
-                data_port,
-            }
+            TreeKind::AdoptOffer(info)
         };
         self.send_tree(to, epoch, kind);
     }
@@ -138,9 +159,16 @@ impl ControlPlane {
         m.awaiting.remove(&id);
         if m.children.remove(&id) {
             m.routes.forget(id);
+            m.probes.forget(id);
         }
         if m.parent.map(|p| p.next_hop) == Some(id) {
+            let root_gone = m.leader == id && self.closed.contains(&id);
             self.become_orphan(id, true);
+            if root_gone {
+                // The root's host closed its connection: no node can adopt this orphan
+                // (none is connected to that root any more), so waiting is pointless.
+                self.start_election(StartReason::RootGone);
+            }
         }
     }
 
@@ -160,48 +188,61 @@ impl ControlPlane {
     pub(crate) fn handle_tree(&mut self, from: NodeId, t: &Tree) {
         let epoch = t.tree_epoch;
         match &t.kind {
-            &TreeKind::Shout {
-                run,
-                leader,
-                hops_from_root,
-                data_port,
-            } => self.on_announcement(
-                from,
-                Announcement {
-                    run,
-                    leader,
-                    hops: hops_from_root,
-                    data_port,
-                    epoch,
-                    is_shout: true,
-                },
-            ),
-            &TreeKind::AdoptOffer {
-                leader,
-                run,
-                hops_from_root,
-                data_port,
-            } => self.on_announcement(
-                from,
-                Announcement {
-                    run,
-                    leader,
-                    hops: hops_from_root,
-                    data_port,
-                    epoch,
-                    is_shout: false,
-                },
-            ),
-            &TreeKind::Answer { run, accepted } => self.on_answer(from, run, accepted),
-            &TreeKind::EpochTick { leader, data_port } => {
-                self.on_epoch_tick(from, leader, data_port, epoch)
+            &TreeKind::Shout(info) => {
+                self.on_announcement(from, Announcement::new(info, epoch, true))
             }
+            &TreeKind::AdoptOffer(info) => {
+                self.on_announcement(from, Announcement::new(info, epoch, false))
+            }
+            &TreeKind::Answer { run, accepted } => self.on_answer(from, run, accepted),
+            &TreeKind::EpochTick {
+                leader,
+                data_port,
+                run,
+                leader_key,
+                root_gone,
+            } => {
+                self.learn_root_gone(root_gone);
+                self.on_epoch_tick(from, TreeId { run, leader }, leader_key, data_port, epoch)
+            }
+            &TreeKind::ProbeAck {
+                run,
+                count,
+                root_gone,
+            } => self.on_probe_ack(from, epoch, run, count, root_gone),
             &TreeKind::AdoptRequest { run, leader } => {
                 self.on_adopt_request(from, AdoptionRequest { run, leader, epoch })
             }
             &TreeKind::Detach { run } => self.on_detach(from, run),
-            TreeKind::Routes { input_nodes } => self.on_routes(from, input_nodes),
+            TreeKind::Routes { input_nodes } => self.on_routes(from, t.seq, input_nodes),
+            TreeKind::Ack { .. } => {}
         }
+    }
+
+    /// Whether this node must not attach to the announced tree as it is; if so it has
+    /// already acted (refused, or started a stronger run).
+    fn refuse_to_join(&mut self, from: NodeId, a: &Announcement) -> bool {
+        if a.info.cluster_size != self.config.wire_size() {
+            self.stats.size_mismatches += 1;
+            let size = a.info.cluster_size;
+            self.tree_trace(|| Step::SizeMismatch { from, size });
+            if a.is_shout {
+                self.answer(from, a.run, false);
+            }
+            return true;
+        }
+        if !self.may_join_term(a.run, Some(a.leader)) {
+            // Its term is not above one this node was in: a stronger run replaces it.
+            self.start_election_above(StartReason::KeyAhead(from), a.run.lamport);
+            return true;
+        }
+        if self.candidate().key_beats(&a.info.leader_key) {
+            // This node holds data the leader lacks: it must not serve under it. An election
+            // among everyone puts the best key at the root (decisions.md: merge election).
+            self.start_election_above(StartReason::KeyAhead(from), a.run.lamport);
+            return true;
+        }
+        false
     }
 
     fn answer(&mut self, to: NodeId, run: RunId, accepted: bool) {
@@ -215,13 +256,20 @@ impl ControlPlane {
     fn on_announcement(&mut self, from: NodeId, a: Announcement) {
         match &self.membership {
             Membership::Member(m) => {
-                if a.run == m.run {
+                if a.run == m.run && a.leader != m.leader {
+                    // One run id, two trees: a node that restarted without memory reused
+                    // an old run's id (its clock started again at 0) and won alone. The run
+                    // id cannot tell the trees apart, so they would never merge (seed 69851):
+                    // a run stronger than both settles it.
+                    self.start_election(StartReason::Merge(from));
+                } else if a.run == m.run {
                     if let (Membership::Member(m), true) = (&mut self.membership, a.is_shout) {
                         // A child never shouts to its parent: the sender re-attached
                         // elsewhere (it restarted, or healed) and is no child of ours. (An
                         // offer from a child is fine: it answers a request we made earlier.)
                         if m.children.remove(&from) {
                             m.routes.forget(from);
+                            m.probes.forget(from);
                         }
                         // It is in our tree under another parent: that answers our SHOUT to
                         // it even if its A was lost.
@@ -248,15 +296,22 @@ impl ControlPlane {
                         self.answer(from, a.run, false);
                         self.offer_leader(from, true);
                     }
+                } else if a.info.cluster_size != self.config.wire_size() {
+                    self.refuse_to_join(from, &a);
                 } else {
                     // Another, newer tree is reachable: the components merged.
-                    self.start_election(StartReason::Merge(from));
+                    self.start_election_above(StartReason::Merge(from), a.run.lamport);
                 }
             }
             Membership::Orphan(o) => {
                 let same_tree = a.run == o.run && a.leader == o.leader;
                 if (same_tree && a.epoch > o.epoch) || a.run > o.run {
-                    self.attach(from, a, true);
+                    if !self.refuse_to_join(from, &a) {
+                        self.attach(from, a, true);
+                    }
+                } else if a.run == o.run && a.leader != o.leader {
+                    // Another tree under the same run id (see the member case above).
+                    self.start_election(StartReason::Merge(from));
                 } else if a.is_shout {
                     self.answer(from, a.run, false);
                 }
@@ -264,7 +319,9 @@ impl ControlPlane {
             Membership::Detached => {
                 let electing = self.election.as_ref().map(|y| y.run());
                 if electing.is_none_or(|run| a.run >= run) {
-                    self.attach(from, a, false);
+                    if !self.refuse_to_join(from, &a) {
+                        self.attach(from, a, false);
+                    }
                 } else {
                     if self.in_setup() {
                         if let Some(yoyo) = &mut self.election {
@@ -290,9 +347,15 @@ impl ControlPlane {
             self.requests
                 .retain(|_, r| r.run == a.run && r.leader == a.leader);
         }
-        self.membership = Membership::Member(Member {
+        self.enter_term(TreeId {
             run: a.run,
             leader: a.leader,
+        });
+        self.membership = Membership::Member(Box::new(Member {
+            run: a.run,
+            leader: a.leader,
+            leader_key: a.info.leader_key,
+            probes: Probes::default(),
             parent: Some(Upstream {
                 next_hop: from,
                 data_port: a.data_port,
@@ -302,7 +365,7 @@ impl ControlPlane {
             children: Default::default(),
             awaiting: Default::default(),
             routes: RouteTable::default(),
-        });
+        }));
         self.answer(from, a.run, true);
         let hops = a.hops.saturating_add(1);
         self.out.trace(Subsystem::Tree, Some(a.run), None, || {
@@ -341,6 +404,7 @@ impl ControlPlane {
             m.children.insert(from);
         } else if m.children.remove(&from) {
             m.routes.forget(from);
+            m.probes.forget(from);
         }
         let settled = m.awaiting.is_empty();
         let children = m.children.len();
@@ -350,21 +414,34 @@ impl ControlPlane {
         }
     }
 
-    fn on_epoch_tick(&mut self, from: NodeId, leader: NodeId, data_port: u16, epoch: u64) {
+    fn on_epoch_tick(
+        &mut self,
+        from: NodeId,
+        tree: TreeId,
+        leader_key: chat_wire::Candidate,
+        data_port: u16,
+        epoch: u64,
+    ) {
         let Membership::Member(m) = &mut self.membership else {
             return;
         };
         let Some(parent) = &mut m.parent else {
             return;
         };
-        if parent.next_hop != from || m.leader != leader {
+        if parent.next_hop != from || m.leader != tree.leader || m.run != tree.run {
+            self.stats.ignored += 1;
             return;
         }
         parent.data_port = data_port;
+        m.leader_key = leader_key;
+        if epoch <= m.epoch && m.probes_answered(epoch) {
+            return;
+        }
         if epoch > m.epoch {
             m.epoch = epoch;
         }
         self.forward_epoch();
+        self.answer_probe(epoch);
         self.serve_requests();
     }
 
@@ -380,6 +457,7 @@ impl ControlPlane {
         let epoch = m.epoch;
         self.timers
             .set(Timer::EpochTick, self.now + self.config.epoch_tick);
+        self.record_probe_sent();
         self.tree_trace(|| Step::EpochTick { epoch });
         self.forward_epoch();
         self.serve_requests();
@@ -387,13 +465,24 @@ impl ControlPlane {
 
     fn forward_epoch(&mut self) {
         let data_port = self.config.data_port;
+        let root_gone = self.root_gone;
         let Membership::Member(m) = &self.membership else {
             return;
         };
-        let (epoch, leader) = (m.epoch, m.leader);
+        let (epoch, leader, run, leader_key) = (m.epoch, m.leader, m.run, m.leader_key);
         let children: Vec<NodeId> = m.children.iter().copied().collect();
         for child in children {
-            self.send_tree(child, epoch, TreeKind::EpochTick { leader, data_port });
+            self.send_tree(
+                child,
+                epoch,
+                TreeKind::EpochTick {
+                    leader,
+                    data_port,
+                    run,
+                    leader_key,
+                    root_gone,
+                },
+            );
         }
     }
 
@@ -408,6 +497,7 @@ impl ControlPlane {
                 }
                 if m.children.remove(&from) {
                     m.routes.forget(from);
+                    m.probes.forget(from);
                 }
                 self.requests.insert(from, request);
                 self.serve_requests();
@@ -488,9 +578,9 @@ impl ControlPlane {
         }
     }
 
-    fn on_routes(&mut self, from: NodeId, inputs: &[NodeId]) {
+    fn on_routes(&mut self, from: NodeId, seq: u64, inputs: &[NodeId]) {
         if let Membership::Member(m) = &mut self.membership {
-            m.routes.report(from, inputs.iter().copied());
+            m.routes.report(from, seq, inputs.iter().copied());
         }
     }
 }

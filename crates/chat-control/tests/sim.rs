@@ -1,14 +1,21 @@
 //! Seeded simulations of whole clusters (see `chat_control::sim`).
 //!
 //! Every scenario builds a topology (line, ring, star, grid, complete, random tree, random
-//! connected graph of average degree 3-6; 1 to 500 nodes), runs faults, and then waits for
-//! the network to go quiet and checks, per connected component: one leader that everyone
-//! agrees on; parent/child links that agree and form a spanning tree rooted at the leader;
-//! roles as the rules say; every input node routable from the root; nobody electing, orphaned
-//! or waiting for SHOUT answers.
+//! connected graph of average degree 3-6, irregular meshes with cut vertices; 1 to 500
+//! nodes), runs faults, and then waits for the network to go quiet and checks, per
+//! connected component: one leader that everyone agrees on; parent/child links that agree
+//! and form a spanning tree rooted at the leader; roles as the rules say; every input node
+//! routable from the root; nobody electing, orphaned or waiting for SHOUT answers.
+//!
+//! Throughout, after every single step, the simulator checks safety (see `chat_control::sim`):
+//! one writable root at most at any instant, terms never decreasing, no cycle of parents, no
+//! member with a newer key than its writer, and (with writes on) no acknowledged write lost.
+//! The cluster size every node is configured with is the scenario's node count, and the
+//! nodes run the shipped timings.
 //!
 //! `CHAT_SIM_SEEDS=N` runs N seeds per scenario; `CHAT_SIM_SEED=S` replays one. A failure
-//! prints the replay command.
+//! prints the replay command. The soak before closing a control-plane issue:
+//! `CHAT_SIM_SEEDS=100000 cargo test --release -p chat-control --test sim`.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -129,6 +136,17 @@ fn config(seed: u64, full_stack: bool) -> SimConfig {
     config
 }
 
+/// How often the data model writes when it is on.
+const WRITE_EVERY: Duration = Duration::from_millis(40);
+
+/// Checks the safety record of a run (also checked by every `settle`).
+fn safe(sim: &Sim) -> Result<(), String> {
+    match sim.safety_violation() {
+        Some(v) => Err(with_log(sim, format!("safety: {v}"))),
+        None => Ok(()),
+    }
+}
+
 /// Mostly small graphs, sometimes medium, rarely large.
 fn pick_size(sim: &mut Sim) -> usize {
     let roll = sim.rng().random_range(0..1000);
@@ -163,8 +181,12 @@ fn booted(seed: u64, full_stack: bool) -> Result<(Sim, Vec<NodeId>), String> {
     }
     let ids = build(&mut sim, shape, n);
     sim.scale_timeouts_for(n);
+    sim.set_cluster_size(n);
     sim.set_trace(std::env::var_os("CHAT_SIM_TRACE").is_some());
     sim.keep_log = std::env::var_os("CHAT_SIM_LOG").is_some();
+    if n <= 60 {
+        sim.enable_writes(WRITE_EVERY);
+    }
     if sim.rng().random_bool(0.3) {
         for &id in &ids {
             let epoch = sim.rng().random_range(0..4);
@@ -199,14 +221,19 @@ fn leader_of(sim: &Sim, id: NodeId) -> Option<NodeId> {
 fn clean_boot_scenario(seed: u64, full_stack: bool) -> Result<(), String> {
     let (sim, _) = booted(seed, full_stack)?;
     // Everyone started together and saw their neighbours well before the join wait, so the
-    // one election covered the whole graph: the best candidate leads.
+    // one election covered the whole graph: the best candidate leads. (Its writes since
+    // then copied its key to its members: the best key is what counts, not the id.)
     for comp in sim.components() {
         let best = sim.best_candidate(&comp);
         let first = comp.iter().next().copied().unwrap_or_default();
-        if leader_of(&sim, first) != best {
-            return Err(format!(
-                "leader {:?} is not the best candidate {best:?}",
-                leader_of(&sim, first)
+        let leader = leader_of(&sim, first);
+        if leader.map(|l| sim.key(l)) != best.map(|b| sim.key(b)) {
+            return Err(with_log(
+                &sim,
+                format!(
+                    "leader {:?} is not the best candidate {best:?}",
+                    leader_of(&sim, first)
+                ),
             ));
         }
     }
@@ -228,7 +255,7 @@ fn leader_crash_scenario(seed: u64, full_stack: bool) -> Result<(), String> {
     let runs_before = sim.stats.runs_started;
     sim.start(leader);
     sim.settle(SETTLE_LIMIT, CHECK_EVERY)
-        .map_err(|e| format!("after leader {leader} restarted: {e}"))?;
+        .map_err(|e| with_log(&sim, format!("after leader {leader} restarted: {e}")))?;
     if survivors_connected && ids.len() > 1 && sim.stats.runs_started != runs_before {
         return Err(with_log(
             &sim,
@@ -294,6 +321,7 @@ fn late_join_scenario(seed: u64, full_stack: bool) -> Result<(), String> {
     };
     let ids = build(&mut sim, shape, n);
     sim.scale_timeouts_for(n);
+    sim.set_cluster_size(n);
     // Start a connected part, then the rest one by one, each next to a running node.
     let first = sim.rng().random_range(1..=n);
     let order = bfs_order(&sim, &ids);
@@ -340,7 +368,7 @@ fn chaos_scenario(seed: u64, full_stack: bool) -> Result<(), String> {
     let faults = sim.rng().random_range(1..8);
     for _ in 0..faults {
         let alive = sim.alive();
-        match sim.rng().random_range(0..7) {
+        match sim.rng().random_range(0..9) {
             0 => {
                 if let Some(&id) = alive.choose(sim.rng()) {
                     let keep = sim.rng().random_bool(0.5);
@@ -379,16 +407,42 @@ fn chaos_scenario(seed: u64, full_stack: bool) -> Result<(), String> {
                     }
                 }
             }
-            _ => {
+            6 => {
                 if let Some(&a) = alive.choose(sim.rng()) {
                     if let Some(&b) = sim.configured_neighbours(a).choose(sim.rng()) {
                         sim.cut(a, b);
                     }
                 }
             }
+            7 => {
+                // SIGSTOP, often the leader.
+                let leader = alive.first().and_then(|&id| leader_of(&sim, id));
+                let victim = if sim.rng().random_bool(0.5) {
+                    leader
+                } else {
+                    alive.choose(sim.rng()).copied()
+                };
+                if let Some(id) = victim {
+                    sim.pause(id);
+                }
+            }
+            _ => {
+                let paused: Vec<NodeId> = alive
+                    .iter()
+                    .copied()
+                    .filter(|&id| sim.is_paused(id))
+                    .collect();
+                if let Some(&id) = paused.choose(sim.rng()) {
+                    sim.resume(id);
+                }
+            }
         }
         let pause = Duration::from_millis(sim.rng().random_range(0..2000));
         sim.run_for(pause);
+        safe(&sim)?;
+    }
+    for id in sim.alive() {
+        sim.resume(id);
     }
     if let Err(e) = sim.settle(SETTLE_LIMIT, CHECK_EVERY) {
         return Err(with_log(&sim, format!("after faults: {e}")));
@@ -403,8 +457,172 @@ fn chaos_scenario(seed: u64, full_stack: bool) -> Result<(), String> {
         sim.start(id);
     }
     sim.settle(SETTLE_LIMIT, CHECK_EVERY)
-        .map_err(|e| format!("after repairs: {e}"))
-        .map(|_| ())
+        .map_err(|e| with_log(&sim, format!("after repairs: {e}")))?;
+    safe(&sim)
+}
+
+/// A frozen leader (SIGSTOP) is replaced once its lease and the liveness timeout passed (if
+/// the rest still holds a majority), and after it resumes it never writes in its old term.
+fn paused_leader_scenario(seed: u64, full_stack: bool) -> Result<(), String> {
+    let (mut sim, ids) = booted(seed, full_stack)?;
+    let Some(leader) = leader_of(&sim, ids[0]) else {
+        return Err("no leader after boot".into());
+    };
+    let before = Duration::from_millis(sim.rng().random_range(0..300));
+    sim.run_for(before);
+    sim.pause(leader);
+    let frozen_for = Duration::from_millis(sim.rng().random_range(100..4000));
+    sim.run_for(frozen_for);
+    safe(&sim)?;
+    sim.resume(leader);
+    sim.settle(SETTLE_LIMIT, CHECK_EVERY)
+        .map_err(|e| with_log(&sim, format!("after leader {leader} resumed: {e}")))?;
+    safe(&sim)
+}
+
+/// Lossy, duplicating links with crashes, pauses and partitions on small irregular graphs.
+fn lossy_scenario(seed: u64, full_stack: bool) -> Result<(), String> {
+    let mut config = config(seed, full_stack);
+    config.loss = 0.01;
+    config.duplicate = 0.02;
+    let mut sim = Sim::new(config);
+    let n = sim.rng().random_range(2..16);
+    let degree = sim.rng().random_range(2..=4);
+    let ids = build(&mut sim, Shape::Random { degree }, n);
+    sim.set_cluster_size(n);
+    sim.enable_writes(WRITE_EVERY);
+    sim.set_trace(std::env::var_os("CHAT_SIM_TRACE").is_some());
+    sim.keep_log = std::env::var_os("CHAT_SIM_LOG").is_some();
+    for &id in &ids {
+        sim.start(id);
+    }
+    sim.settle(SETTLE_LIMIT, CHECK_EVERY)
+        .map_err(|e| with_log(&sim, format!("boot: {e}")))?;
+    for _ in 0..sim.rng().random_range(1..4) {
+        let &victim = ids.choose(sim.rng()).unwrap_or(&ids[0]);
+        match sim.rng().random_range(0..3) {
+            0 => {
+                sim.pause(victim);
+                let d = Duration::from_millis(sim.rng().random_range(100..3000));
+                sim.run_for(d);
+                sim.resume(victim);
+            }
+            1 => {
+                let keep = sim.rng().random_bool(0.7);
+                sim.crash(victim, keep);
+                let d = Duration::from_millis(sim.rng().random_range(100..3000));
+                sim.run_for(d);
+                sim.start(victim);
+            }
+            _ => {
+                let side: BTreeSet<NodeId> = ids
+                    .iter()
+                    .copied()
+                    .filter(|_| sim.rng().random_bool(0.4))
+                    .collect();
+                sim.partition(&side);
+                let d = Duration::from_millis(sim.rng().random_range(100..3000));
+                sim.run_for(d);
+                sim.heal_all();
+            }
+        }
+        safe(&sim)?;
+    }
+    sim.settle(SETTLE_LIMIT, CHECK_EVERY)
+        .map_err(|e| with_log(&sim, format!("after faults: {e}")))?;
+    safe(&sim)
+}
+
+/// A mesh with cut vertices: small rings and triangles joined at single nodes.
+fn build_cut_vertex_mesh(sim: &mut Sim) -> Vec<NodeId> {
+    let blocks = sim.rng().random_range(2..5);
+    let mut next: NodeId = 1;
+    let mut ids = vec![next];
+    for _ in 0..blocks {
+        // Each block hangs off an existing node (a cut vertex) and is a ring of 3-5.
+        let &anchor = ids.choose(sim.rng()).unwrap_or(&1);
+        let len = sim.rng().random_range(2..5);
+        let mut prev = anchor;
+        for _ in 0..len {
+            next += 1;
+            sim.add_edge(prev, next);
+            ids.push(next);
+            prev = next;
+        }
+        sim.add_edge(prev, anchor);
+    }
+    ids
+}
+
+/// Faults during faults on meshes with cut vertices: a cut vertex crashes or freezes while a
+/// partition is in place, the leader is frozen meanwhile, things come back in random order.
+fn cut_vertex_scenario(seed: u64, full_stack: bool) -> Result<(), String> {
+    let mut sim = Sim::new(config(seed, full_stack));
+    let ids = build_cut_vertex_mesh(&mut sim);
+    let n = ids.len();
+    sim.set_cluster_size(n);
+    sim.enable_writes(WRITE_EVERY);
+    sim.set_trace(std::env::var_os("CHAT_SIM_TRACE").is_some());
+    sim.keep_log = std::env::var_os("CHAT_SIM_LOG").is_some();
+    for &id in &ids {
+        sim.start(id);
+    }
+    sim.settle(SETTLE_LIMIT, CHECK_EVERY)
+        .map_err(|e| with_log(&sim, format!("boot: {e}")))?;
+    let cut_vertices: Vec<NodeId> = ids
+        .iter()
+        .copied()
+        .filter(|&id| sim.configured_neighbours(id).len() > 2)
+        .collect();
+    let mut touched = Vec::new();
+    for _ in 0..sim.rng().random_range(2..6) {
+        let alive = sim.alive();
+        let pick = cut_vertices
+            .choose(sim.rng())
+            .copied()
+            .or_else(|| alive.first().copied());
+        let Some(victim) = pick else { break };
+        match sim.rng().random_range(0..5) {
+            0 => sim.pause(victim),
+            1 => {
+                let keep = sim.rng().random_bool(0.7);
+                sim.crash(victim, keep);
+            }
+            2 => {
+                if let Some(leader) = alive.first().and_then(|&id| leader_of(&sim, id)) {
+                    sim.pause(leader);
+                    touched.push(leader);
+                }
+            }
+            3 => {
+                let side: BTreeSet<NodeId> = ids
+                    .iter()
+                    .copied()
+                    .filter(|_| sim.rng().random_bool(0.4))
+                    .collect();
+                sim.partition(&side);
+            }
+            _ => sim.heal_all(),
+        }
+        touched.push(victim);
+        let d = Duration::from_millis(sim.rng().random_range(0..1500));
+        sim.run_for(d);
+        safe(&sim)?;
+    }
+    touched.shuffle(sim.rng());
+    for id in touched {
+        if sim.alive().contains(&id) {
+            sim.resume(id);
+        } else {
+            sim.start(id);
+        }
+        let d = Duration::from_millis(sim.rng().random_range(0..500));
+        sim.run_for(d);
+    }
+    sim.heal_all();
+    sim.settle(SETTLE_LIMIT, CHECK_EVERY)
+        .map_err(|e| with_log(&sim, format!("after repairs: {e}")))?;
+    safe(&sim)
 }
 
 #[test]
@@ -473,6 +691,75 @@ fn chaos_of_crashes_partitions_and_flaps_converges() {
     );
 }
 
+/// Issue 16: a node that restarted without memory reused the run id (lamport 1, initiator
+/// 1) of a tree that still stood, won alone, and the two trees never merged.
+#[test]
+fn seed_69851_a_reused_run_id_does_not_split_a_component() {
+    if let Err(failure) = chaos_scenario(69_851, false) {
+        panic!("seed 69851: {failure}");
+    }
+}
+
+/// A routes report lost once and resent arrived after the report that replaced it, and the
+/// parent kept the stale one: an input node stayed unreachable from the root for good.
+#[test]
+fn seed_120008_a_late_routes_report_does_not_undo_a_newer_one() {
+    if let Err(failure) = lossy_scenario(120_008, false) {
+        panic!("seed 120008: {failure}");
+    }
+}
+
+/// A node resumed after SIGSTOP still counted as ON a neighbour cut off while it was
+/// stopped, and every later election waited for that neighbour's START.
+#[test]
+fn seed_50005_a_resumed_node_notices_neighbours_lost_while_it_was_stopped() {
+    if let Err(failure) = chaos_scenario(50_005, false) {
+        panic!("seed 50005: {failure}");
+    }
+}
+
+/// Writes held by exactly a majority lose a copy with a disk; the majority that forms
+/// without them is no safety violation (the checker used to demand them).
+#[test]
+fn seed_50143_writes_a_lost_disk_leaves_in_a_minority_are_not_required() {
+    if let Err(failure) = chaos_scenario(50_143, false) {
+        panic!("seed 50143: {failure}");
+    }
+}
+
+#[test]
+fn a_frozen_leader_is_replaced_and_never_writes_in_its_old_term() {
+    run_seeds(
+        "a_frozen_leader_is_replaced_and_never_writes_in_its_old_term",
+        100,
+        110_000,
+        false,
+        paused_leader_scenario,
+    );
+}
+
+#[test]
+fn lossy_duplicating_links_stay_safe_and_converge() {
+    run_seeds(
+        "lossy_duplicating_links_stay_safe_and_converge",
+        100,
+        120_000,
+        false,
+        lossy_scenario,
+    );
+}
+
+#[test]
+fn faults_during_faults_on_meshes_with_cut_vertices() {
+    run_seeds(
+        "faults_during_faults_on_meshes_with_cut_vertices",
+        100,
+        130_000,
+        false,
+        cut_vertex_scenario,
+    );
+}
+
 /// Yo-Yo costs O(m log n) messages: START both ways over each link (2m), then per round at
 /// most a proposal and a vote per remaining link, over at most ~log2(n) + 1 rounds. One run
 /// (a single initiator) on random connected graphs must stay within that.
@@ -482,6 +769,7 @@ fn single_election_messages_scenario(seed: u64, full_stack: bool) -> Result<(), 
     let degree = sim.rng().random_range(3..=6);
     let ids = build(&mut sim, Shape::Random { degree }, n);
     sim.scale_timeouts_for(n);
+    sim.set_cluster_size(n);
     let m: usize = ids
         .iter()
         .map(|&id| sim.configured_neighbours(id).len())
@@ -558,6 +846,24 @@ fn full_stack_partitions_and_chaos_converge() {
         95_000,
         true,
         chaos_scenario,
+    );
+}
+
+#[test]
+fn full_stack_frozen_leaders_and_cut_vertices() {
+    run_seeds(
+        "full_stack_frozen_leaders_and_cut_vertices",
+        30,
+        140_000,
+        true,
+        paused_leader_scenario,
+    );
+    run_seeds(
+        "full_stack_frozen_leaders_and_cut_vertices",
+        30,
+        150_000,
+        true,
+        cut_vertex_scenario,
     );
 }
 

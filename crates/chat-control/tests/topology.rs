@@ -26,8 +26,16 @@ fn port_of(id: NodeId) -> u16 {
     46_000 + u16::try_from(id).expect("test ids are small")
 }
 
+/// Fixed timings (not the shipped defaults), so the counts below stay what they say.
 fn config() -> TopologyConfig {
-    TopologyConfig::default()
+    TopologyConfig {
+        heartbeat: ms(250),
+        liveness_timeout: ms(1500),
+        join_backoff_initial: ms(50),
+        join_backoff_max: Duration::from_secs(2),
+        stranger_heartbeats_before_rejoin: 5,
+        link_down_grace: ms(150),
+    }
 }
 
 /// A message as it left its sender.
@@ -275,6 +283,7 @@ fn heartbeat(incarnation: u64) -> Body {
 
 fn election_message() -> Body {
     let candidate = Candidate {
+        last_term: 0,
         data_epoch: 0,
         node: 2,
     };
@@ -284,6 +293,7 @@ fn election_message() -> Body {
             initiator: 2,
         },
         round: 0,
+        cluster_size: 1,
         kind: ElectionKind::Start(candidate),
     })
 }

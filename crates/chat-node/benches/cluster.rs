@@ -57,6 +57,46 @@ async fn main() {
         "roles again after SIGSTOP of the leader (liveness 1.5 s)",
         &after_stop,
     );
+
+    let mut mesh_after_stop = Vec::new();
+    for round in 0..ROUNDS {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let base = 26_900 - u16::try_from(round).expect("few rounds") * 20;
+        let mut cluster = start(10, mesh_with_a_triangle(), dir.path(), base, &[]).await;
+        let mut live = set(1..=10);
+        let settled = |s: &_| settled_tree(s).map(|_| ());
+        let (statuses, _) = wait_until(&cluster, &live, DEADLINE, "mesh ready", settled).await;
+        let leader = settled_tree(&statuses).expect("settled");
+        cluster.kill(leader, NodeSignal::Stop).expect("SIGSTOP");
+        live.remove(&leader);
+        let (_, took) = wait_until(&cluster, &live, DEADLINE, "mesh after SIGSTOP", settled).await;
+        mesh_after_stop.push(took);
+        cluster.kill(leader, NodeSignal::Cont).expect("SIGCONT");
+        cluster.down().await.expect("stop");
+    }
+    report(
+        "roles again after SIGSTOP of the leader, irregular 10-node mesh with a triangle",
+        &mesh_after_stop,
+    );
+}
+
+/// Ten nodes, irregular: a triangle 1-2-3, a square 3-4-5-6, a tail 6-7-8 and a chord 8-9,
+/// 9-10, 10-2 that closes a long cycle back to the triangle.
+fn mesh_with_a_triangle() -> Topology {
+    Topology::Edges(vec![
+        (1, 2),
+        (2, 3),
+        (1, 3),
+        (3, 4),
+        (4, 5),
+        (5, 6),
+        (6, 3),
+        (6, 7),
+        (7, 8),
+        (8, 9),
+        (9, 10),
+        (10, 2),
+    ])
 }
 
 fn report(what: &str, samples: &[Duration]) {

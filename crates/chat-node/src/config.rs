@@ -18,6 +18,7 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
+use chat_control::defaults;
 use chat_ops::config::{self as layered_config, ConfigError, Problem};
 use chat_ops::LogSettings;
 use figment::Figment;
@@ -70,6 +71,9 @@ pub(crate) struct NodeConfig {
     /// Static neighbours (used as well as, or instead of, the bootstrap service).
     #[serde(default)]
     pub(crate) neighbors: Vec<NeighborConfig>,
+    /// The cluster as a whole: its size, and where the node keeps its control state.
+    #[serde(default)]
+    pub(crate) cluster: ClusterSettings,
     /// The bootstrap (neighbour assignment) service.
     #[serde(default)]
     pub(crate) bootstrap: BootstrapSettings,
@@ -114,6 +118,27 @@ pub(crate) struct NeighborConfig {
     pub(crate) host: String,
     /// Its control-plane port.
     pub(crate) port: u16,
+}
+
+/// `[cluster]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct ClusterSettings {
+    /// How many nodes the cluster has, this one included. A tree's root accepts writes only
+    /// while its tree holds more than half of them; 1 is a lone node.
+    pub(crate) size: u64,
+    /// File, relative to the state directory (or absolute), where the node keeps the highest
+    /// term it has seen, so its term never decreases across restarts.
+    pub(crate) state_file: PathBuf,
+}
+
+impl Default for ClusterSettings {
+    fn default() -> Self {
+        Self {
+            size: 1,
+            state_file: PathBuf::from("control-state.json"),
+        }
+    }
 }
 
 /// `[bootstrap]`
@@ -181,12 +206,12 @@ pub(crate) struct TopologySettings {
 impl Default for TopologySettings {
     fn default() -> Self {
         Self {
-            heartbeat_ms: 250,
-            liveness_timeout_ms: 1_500,
-            join_backoff_initial_ms: 50,
-            join_backoff_max_ms: 2_000,
+            heartbeat_ms: millis(defaults::HEARTBEAT),
+            liveness_timeout_ms: millis(defaults::LIVENESS_TIMEOUT),
+            join_backoff_initial_ms: millis(defaults::JOIN_BACKOFF_INITIAL),
+            join_backoff_max_ms: millis(defaults::JOIN_BACKOFF_MAX),
             stranger_heartbeats_before_rejoin: 5,
-            link_down_grace_ms: 150,
+            link_down_grace_ms: millis(defaults::LINK_DOWN_GRACE),
         }
     }
 }
@@ -197,18 +222,36 @@ impl Default for TopologySettings {
 pub(crate) struct ElectionSettings {
     /// An election step unanswered this long is retried.
     pub(crate) timeout_ms: u64,
-    /// Seed of the node's random choices; random when absent (set it to replay a run).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub(crate) seed: Option<u64>,
+    /// How long a fresh node waits to be told of a leader before it starts an election.
+    pub(crate) join_wait_ms: u64,
+    /// How long a node that lost its parent waits for adoption before it starts an election;
+    /// must exceed `tree.epoch_tick_ms` by [`HEAL_MARGIN_MS`] (adoption needs a fresher epoch).
+    pub(crate) heal_timeout_ms: u64,
+    /// A root stays writable this long after a majority answered its probe (counted from
+    /// when the probe was sent); must be shorter than `topology.liveness_timeout_ms`.
+    pub(crate) writer_lease_ms: u64,
 }
 
 impl Default for ElectionSettings {
     fn default() -> Self {
         Self {
-            timeout_ms: 1_500,
-            seed: None,
+            timeout_ms: millis(defaults::ELECTION_TIMEOUT),
+            join_wait_ms: millis(defaults::JOIN_WAIT),
+            heal_timeout_ms: millis(defaults::HEAL_TIMEOUT),
+            writer_lease_ms: millis(defaults::WRITER_LEASE),
         }
     }
+}
+
+/// How much longer than one epoch tick an orphan must wait for adoption: the fresher epoch
+/// an adopter needs must travel down the tree and the offer back (a few message delays).
+pub(crate) const HEAL_MARGIN_MS: u64 = millis(defaults::HEAL_MARGIN);
+
+/// The timing defaults live in [`chat_control::defaults`], the one place the state machines,
+/// this file, the shipped node.toml and docs/decisions.md agree on.
+const fn millis(duration: std::time::Duration) -> u64 {
+    // Every default is a few seconds at most: no truncation.
+    duration.as_millis() as u64
 }
 
 /// `[tree]`
@@ -221,7 +264,9 @@ pub(crate) struct TreeSettings {
 
 impl Default for TreeSettings {
     fn default() -> Self {
-        Self { epoch_tick_ms: 500 }
+        Self {
+            epoch_tick_ms: millis(defaults::EPOCH_TICK),
+        }
     }
 }
 
@@ -284,6 +329,9 @@ pub(crate) struct ResolvedConfig {
     /// `http.public_address`, or `http://<host>:<http_port>`.
     pub(crate) public_address: String,
     pub(crate) neighbors: Vec<NeighborConfig>,
+    pub(crate) cluster: ClusterSettings,
+    /// `cluster.state_file` joined to `state_dir`.
+    pub(crate) cluster_state_path: PathBuf,
     pub(crate) bootstrap: BootstrapSettings,
     pub(crate) nameserver: NameserverSettings,
     pub(crate) topology: TopologySettings,
@@ -328,6 +376,7 @@ impl NodeConfig {
             admin_port: None,
             state_dir: None,
             neighbors: Vec::new(),
+            cluster: ClusterSettings::default(),
             bootstrap: BootstrapSettings::default(),
             nameserver: NameserverSettings::default(),
             topology: TopologySettings::default(),
@@ -375,6 +424,7 @@ impl NodeConfig {
         }
         self.check_timings()?;
         self.check_neighbors()?;
+        check_cluster_size(self.cluster.size, self.neighbors.len())?;
         if !(4..=31).contains(&self.storage.bcrypt_cost) {
             return Err(Violation::new(
                 "storage.bcrypt_cost",
@@ -397,6 +447,7 @@ impl NodeConfig {
             .clone()
             .unwrap_or_else(|| PathBuf::from(format!("/var/lib/chat-system/node-{}", self.id)));
         let db_path = state_dir.join(&self.storage.db_file);
+        let cluster_state_path = state_dir.join(&self.cluster.state_file);
         let public_address = self
             .http
             .public_address
@@ -414,6 +465,8 @@ impl NodeConfig {
             db_path,
             public_address,
             neighbors: self.neighbors.clone(),
+            cluster: self.cluster.clone(),
+            cluster_state_path,
             bootstrap: self.bootstrap.clone(),
             nameserver: self.nameserver.clone(),
             topology: self.topology.clone(),
@@ -437,6 +490,9 @@ impl NodeConfig {
             ("topology.join_backoff_max_ms", topology.join_backoff_max_ms),
             ("topology.link_down_grace_ms", topology.link_down_grace_ms),
             ("election.timeout_ms", self.election.timeout_ms),
+            ("election.join_wait_ms", self.election.join_wait_ms),
+            ("election.heal_timeout_ms", self.election.heal_timeout_ms),
+            ("election.writer_lease_ms", self.election.writer_lease_ms),
             ("tree.epoch_tick_ms", self.tree.epoch_tick_ms),
             ("bootstrap.timeout_ms", self.bootstrap.timeout_ms),
             ("nameserver.lease_ttl_ms", self.nameserver.lease_ttl_ms),
@@ -466,15 +522,42 @@ impl NodeConfig {
                 "nameserver.renew_ms",
                 self.nameserver.renew_ms,
             ),
+            // A member promises not to back another writer for one lease after answering a
+            // probe; the old writer must lose its lease before anyone declares it dead.
+            (
+                "topology.liveness_timeout_ms",
+                topology.liveness_timeout_ms,
+                "election.writer_lease_ms",
+                self.election.writer_lease_ms,
+            ),
+            // The root renews its lease once per epoch tick (each tick is a probe).
+            (
+                "election.writer_lease_ms",
+                self.election.writer_lease_ms,
+                "tree.epoch_tick_ms",
+                self.tree.epoch_tick_ms,
+            ),
         ];
         for (key, value, smaller_key, smaller) in orderings {
             if value <= smaller {
                 return Err(Violation::new(
                     key,
                     value,
-                    format!("must exceed {smaller_key}"),
+                    format!("must exceed {smaller_key} ({smaller})"),
                 ));
             }
+        }
+        let heal_floor = self.tree.epoch_tick_ms.saturating_add(HEAL_MARGIN_MS);
+        if self.election.heal_timeout_ms <= heal_floor {
+            return Err(Violation::new(
+                "election.heal_timeout_ms",
+                self.election.heal_timeout_ms,
+                format!(
+                    "must exceed tree.epoch_tick_ms ({}) + {HEAL_MARGIN_MS}: an orphan is \
+                     adopted only by a node that has seen a fresher epoch",
+                    self.tree.epoch_tick_ms
+                ),
+            ));
         }
         if topology.stranger_heartbeats_before_rejoin == 0 {
             return Err(Violation::new(
@@ -510,6 +593,42 @@ impl NodeConfig {
         }
         Ok(())
     }
+}
+
+/// A node with neighbours is not alone: it must know how many nodes make a majority.
+pub(crate) fn check_cluster_size(size: u64, neighbors: usize) -> Result<(), Violation> {
+    if size == 0 {
+        return Err(Violation::new("cluster.size", 0, "must be >= 1"));
+    }
+    if neighbors > 0 && size == 1 {
+        return Err(Violation::new(
+            "cluster.size",
+            size,
+            format!(
+                "this node has {neighbors} neighbour(s), so it is not a lone node: set \
+                 cluster.size to the number of nodes in the cluster (writes need a majority of it)"
+            ),
+        ));
+    }
+    let at_least = u64::try_from(neighbors)
+        .unwrap_or(u64::MAX)
+        .saturating_add(1);
+    if size < at_least {
+        return Err(Violation::new(
+            "cluster.size",
+            size,
+            format!("must count this node and its {neighbors} neighbours (>= {at_least})"),
+        ));
+    }
+    Ok(())
+}
+
+/// What `chat-node config` and the start-up log say about a cluster size, if anything.
+pub(crate) fn size_warning(size: u64) -> Option<&'static str> {
+    (size == 2).then_some(
+        "cluster.size = 2: a two-node cluster cannot survive the loss of either node for \
+         writes (a majority of 2 is both); use 3 or more nodes",
+    )
 }
 
 fn port_or_derived(key: &str, explicit: Option<u16>, base: u64, id: u64) -> Result<u16, Violation> {
@@ -681,6 +800,9 @@ pub(crate) fn effective_toml(loaded: &LoadedConfig) -> Result<String, toml::ser:
     effective.state_dir = Some(resolved.state_dir.clone());
     let table = toml::Table::try_from(&effective)?;
     let mut out = String::new();
+    if let Some(warning) = size_warning(resolved.cluster.size) {
+        out.push_str(&format!("# WARNING: {warning}\n\n"));
+    }
     render_table(&mut out, &loaded.figment, "", &table);
     Ok(out)
 }
@@ -805,7 +927,7 @@ mod tests {
         Jail::expect_with(|jail| {
             jail.create_file(
                 "node.toml",
-                "id = 4\nhost = \"10.0.0.4\"\n[topology]\nheartbeat_ms = 100\nliveness_timeout_ms = 900",
+                "id = 4\nhost = \"10.0.0.4\"\n[cluster]\nsize = 3\n[topology]\nheartbeat_ms = 100\nliveness_timeout_ms = 1200",
             )?;
             jail.create_dir("node.d")?;
             jail.create_file("node.d/4.toml", "[topology]\nheartbeat_ms = 200\n[[neighbors]]\nid = 5\nhost = \"10.0.0.5\"\nport = 46005")?;
@@ -819,7 +941,7 @@ mod tests {
                 resolved.topology.heartbeat_ms, 200,
                 "node.d overrides node.toml"
             );
-            assert_eq!(resolved.topology.liveness_timeout_ms, 900);
+            assert_eq!(resolved.topology.liveness_timeout_ms, 1200);
             assert_eq!(resolved.http_port, 8_084);
             assert_eq!(resolved.neighbors.len(), 1);
 
@@ -926,10 +1048,97 @@ mod tests {
             jail.create_file("node.toml", "id = 4\n[topology]\nheartbeat_ms = 2000")?;
             let text = error_text(&packaged(jail), &FlagOverrides::default());
             assert!(
-                text.contains("`topology.liveness_timeout_ms` = 1500"),
+                text.contains("`topology.liveness_timeout_ms` = 1000"),
                 "{text}"
             );
             assert!(text.contains("must exceed topology.heartbeat_ms"), "{text}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn heal_timeout_must_exceed_the_epoch_tick_and_a_margin() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "node.toml",
+                "id = 4\n[tree]\nepoch_tick_ms = 300\n[election]\nheal_timeout_ms = 350",
+            )?;
+            let text = error_text(&packaged(jail), &FlagOverrides::default());
+            assert!(text.contains("`election.heal_timeout_ms` = 350"), "{text}");
+            assert!(text.contains("tree.epoch_tick_ms (300) + 100"), "{text}");
+            assert!(text.contains("node.toml"), "{text}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn writer_lease_must_exceed_the_epoch_tick() {
+        Jail::expect_with(|jail| {
+            jail.set_env("CHAT_NODE_ELECTION__WRITER_LEASE_MS", "100");
+            let text = error_text(&packaged(jail), &with_id(4));
+            assert!(text.contains("`election.writer_lease_ms` = 100"), "{text}");
+            assert!(
+                text.contains("must exceed tree.epoch_tick_ms (100)"),
+                "{text}"
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn writer_lease_must_be_shorter_than_liveness() {
+        Jail::expect_with(|jail| {
+            jail.set_env("CHAT_NODE_ELECTION__WRITER_LEASE_MS", "1500");
+            let text = error_text(&packaged(jail), &with_id(4));
+            assert!(
+                text.contains("`topology.liveness_timeout_ms` = 1000"),
+                "{text}"
+            );
+            assert!(
+                text.contains("must exceed election.writer_lease_ms (1500)"),
+                "{text}"
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn neighbours_with_cluster_size_one_are_refused() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "node.toml",
+                "id = 4\n[[neighbors]]\nid = 3\nhost = \"h\"\nport = 46003",
+            )?;
+            let text = error_text(&packaged(jail), &FlagOverrides::default());
+            assert!(text.contains("`cluster.size` = 1"), "{text}");
+            assert!(text.contains("not a lone node"), "{text}");
+
+            jail.set_env("CHAT_NODE_CLUSTER__SIZE", "3");
+            let loaded = load(&packaged(jail), &FlagOverrides::default()).expect("loads");
+            assert_eq!(loaded.resolved.cluster.size, 3);
+            assert_eq!(
+                loaded.resolved.cluster_state_path,
+                PathBuf::from("/var/lib/chat-system/node-4/control-state.json")
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn config_output_warns_that_two_nodes_do_not_survive_a_loss() {
+        Jail::expect_with(|jail| {
+            let warning = "cannot survive the loss of either node for writes";
+            jail.set_env("CHAT_NODE_CLUSTER__SIZE", "2");
+            let two = load(&packaged(jail), &with_id(4)).expect("loads");
+            let text = effective_toml(&two).expect("renders");
+            assert!(
+                text.starts_with("# WARNING:") && text.contains(warning),
+                "{text}"
+            );
+            jail.set_env("CHAT_NODE_CLUSTER__SIZE", "3");
+            let three = load(&packaged(jail), &with_id(4)).expect("loads");
+            let text = effective_toml(&three).expect("renders");
+            assert!(!text.contains(warning), "{text}");
             Ok(())
         });
     }
@@ -981,6 +1190,9 @@ mod tests {
         });
     }
 
+    /// The one-host quick start runs five nodes.
+    const SHIPPED_CLUSTER_SIZE: u64 = 5;
+
     /// The shipped file documents every key as a commented-out line (`#key = value`, no space
     /// after `#`; prose comments have one). Uncommented, it must load and mean the defaults.
     #[test]
@@ -1006,13 +1218,15 @@ mod tests {
             )
             .expect("defaults load")
             .resolved;
-            // Examples rather than defaults: neighbours, a fixed seed, a public address.
+            // Examples rather than defaults: neighbours, a public address; and the cluster
+            // size, the one value the shipped file sets.
             assert!(
                 !documented.neighbors.is_empty(),
                 "node.toml shows a [[neighbors]] example"
             );
+            assert_eq!(documented.cluster.size, SHIPPED_CLUSTER_SIZE);
             documented.neighbors.clear();
-            documented.election.seed = None;
+            documented.cluster.size = plain.cluster.size;
             documented.http.public_address = None;
             documented.public_address = plain.public_address.clone();
             assert_eq!(documented, plain);
@@ -1027,9 +1241,10 @@ mod tests {
             .expect("the shipped file loads as is");
             let mut expected = NodeConfig::defaults();
             expected.id = 4;
+            expected.cluster.size = SHIPPED_CLUSTER_SIZE;
             assert_eq!(
                 as_shipped.config, expected,
-                "every key is commented out as shipped"
+                "every key but cluster.size is commented out as shipped"
             );
             Ok(())
         });
@@ -1040,7 +1255,7 @@ mod tests {
         Jail::expect_with(|jail| {
             jail.create_file(
                 "node.toml",
-                "[topology]\nheartbeat_ms = 100\n[[neighbors]]\nid = 5\nhost = \"h\"\nport = 46005",
+                "[cluster]\nsize = 3\n[topology]\nheartbeat_ms = 100\n[[neighbors]]\nid = 5\nhost = \"h\"\nport = 46005",
             )?;
             jail.set_env("CHAT_NODE_HTTP_PORT", "9000");
             let loaded = load(&packaged(jail), &with_id(4)).expect("loads");

@@ -1,10 +1,13 @@
 //! The node driver: moves bytes between the ZeroMQ transport and the control plane's state
 //! machines, with real time.
 //!
-//! One task owns the [`Node`] state machine. Each turn of its loop waits for whichever comes
-//! first: a transport event, the machine's next deadline, or shutdown; feeds it in; then drains
-//! every output (events first, so a `Connect` reaches the transport before the JOIN that needs
-//! it; then transmits) and publishes the status. It makes no protocol decision of its own.
+//! One task owns the [`Node`] state machine. Each turn of its loop takes one input: the
+//! machine's due timers if any are due (always before the next message, so a steady stream of
+//! messages cannot starve heartbeats), else whichever comes first of a transport event, the
+//! next deadline, or shutdown; feeds it in; then drains every output (events first, so a
+//! `Connect` reaches the transport before the JOIN that needs it; then transmits) and
+//! publishes the status. It makes no protocol decision of its own, and awaits no network I/O:
+//! anything slow (nameserver leases) runs in tasks of its own that the loop only signals.
 
 use std::collections::BTreeSet;
 use std::future::Future;
@@ -14,15 +17,16 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use chat_control::clock::LamportClock;
 use chat_control::topology::{NeighborState as TopologyNeighborState, TopologyConfig};
-use chat_control::{Node, NodeConfig, NodeEvent};
+use chat_control::{ElectionKey, Node, NodeConfig, NodeEvent, Transmit};
 use chat_transport::{Transport, TransportConfig, TransportEvent, TransportHandle};
-use chat_wire::{Body, Envelope, NodeId};
+use chat_wire::{Envelope, NodeId};
 use tokio::sync::watch;
 
 use crate::config::{NeighborConfig, ResolvedConfig};
+use crate::durable::{DurableKey, DurableKeyHandle};
 use crate::lease::InputLease;
-use crate::metrics::Metrics;
-use crate::status::{ElectionStatus, NeighborState, NeighborStatus, NodeStatus};
+use crate::metrics::{DropReason, Metrics};
+use crate::status::{ElectionStatus, NeighborState, NeighborStatus, NodeStatus, QuorumStatus};
 use crate::trace;
 
 /// The uptime in `/status` is refreshed at least this often when nothing else happens.
@@ -43,7 +47,30 @@ pub(crate) async fn run(
         neighbors = crate::discovery::neighbors(&config) => neighbors?,
         () = &mut shutdown => return Ok(()),
     };
+    // Static neighbours were checked with the configuration; the bootstrap's are known now.
+    crate::config::check_cluster_size(config.cluster.size, neighbors.len()).map_err(
+        |violation| {
+            BadClusterSize(format!(
+                "`{}` = {} {} (the bootstrap service assigned neighbours {:?})",
+                violation.key,
+                violation.value,
+                violation.reason,
+                neighbors.iter().map(|n| n.id).collect::<Vec<_>>()
+            ))
+        },
+    )?;
+    if let Some(warning) = crate::config::size_warning(config.cluster.size) {
+        tracing::warn!(target: "main", subsystem = "main", "{warning}");
+    }
     let data_epoch = durable_data_epoch(&config).await?;
+    let initial_term = crate::cluster_state::load_term(&config.cluster_state_path)?;
+    tracing::info!(
+        target: "election",
+        subsystem = "election",
+        term = initial_term,
+        path = %config.cluster_state_path.display(),
+        "term restored"
+    );
 
     let bind = format!("tcp://{}:{}", config.bind_host, config.control_port);
     let (transport, mut events) =
@@ -51,22 +78,30 @@ pub(crate) async fn run(
             .with_context(|| format!("cannot open the control-plane socket {bind}"))?;
 
     let now = Instant::now();
-    let mut node = Node::with_clock(node_config(&config), clock.clone(), now);
+    // The node owns its Lamport clock; `clock` only lets the log lines read it.
+    let mut node = Node::with_clock(node_config(&config, initial_term), clock, now);
     // The election prefers the most up-to-date node, so a replica that outlived the writer
-    // takes over with everything it has.
-    node.set_data_epoch(data_epoch);
+    // takes over with everything it has. The store records no term of its writes yet (the
+    // data-plane issue adds it): 0 until then.
+    let stored = DurableKey {
+        last_term: 0,
+        epoch: data_epoch,
+    };
+    apply_durable_key(&mut node, Instant::now(), stored);
+    let (durable_keys, mut durable_updates) = crate::durable::channel(stored);
     for NeighborConfig { id, host, port } in &neighbors {
         node.add_neighbor(now, *id, host.clone(), *port);
     }
     let mut driver = Driver {
         me: config.id,
-        clock,
+        cluster_state_path: config.cluster_state_path.clone(),
         transport,
         metrics,
         status,
         started,
         lease: InputLease::new(&config),
         links_up: BTreeSet::new(),
+        durable_keys,
     };
     tracing::info!(
         target: "main",
@@ -75,18 +110,44 @@ pub(crate) async fn run(
         "control plane listening on {bind}"
     );
 
+    let mut watchdog = Watchdog::from_env();
+    let mut turn_started = Instant::now();
     loop {
         driver.drain(&mut node).await;
-        let refresh = Instant::now() + STATUS_REFRESH;
-        let deadline = node.poll_timeout().map_or(refresh, |at| at.min(refresh));
+        driver
+            .metrics
+            .loop_turn(turn_started.elapsed().as_secs_f64());
+        // Due timers first: a heartbeat or a liveness check never waits behind a backlog.
+        let now = Instant::now();
+        turn_started = now;
+        watchdog.pet(now);
+        if node.poll_timeout().is_some_and(|due| due <= now) {
+            node.handle_timeout(now);
+            continue;
+        }
+        let wake = watchdog
+            .next_due(now)
+            .map_or(now + STATUS_REFRESH, |due| due.min(now + STATUS_REFRESH));
+        let deadline = node.poll_timeout().map_or(wake, |at| at.min(wake));
         tokio::select! {
             biased;
             () = &mut shutdown => break,
-            event = events.recv() => match event {
-                Some(event) => driver.handle_transport_event(&mut node, event),
-                None => anyhow::bail!("the control-plane transport stopped"),
-            },
-            () = tokio::time::sleep_until(deadline.into()) => node.handle_timeout(Instant::now()),
+            () = tokio::time::sleep_until(deadline.into()) => {
+                turn_started = Instant::now();
+                node.handle_timeout(turn_started);
+            }
+            Ok(()) = durable_updates.changed() => {
+                turn_started = Instant::now();
+                let key = *durable_updates.borrow_and_update();
+                apply_durable_key(&mut node, turn_started, key);
+            }
+            event = events.recv() => {
+                turn_started = Instant::now();
+                match event {
+                    Some(event) => driver.handle_transport_event(&mut node, event),
+                    None => anyhow::bail!("the control-plane transport stopped"),
+                }
+            }
         }
     }
 
@@ -94,6 +155,46 @@ pub(crate) async fn run(
     driver.transport.shutdown().await;
     Ok(())
 }
+
+/// systemd's watchdog, fed from the control loop itself: a loop that stalls stops the
+/// WATCHDOG=1 messages and systemd restarts the node. Sent every half `WATCHDOG_USEC` (as
+/// sd_watchdog_enabled(3) advises); nothing when the unit sets no `WatchdogSec=`.
+struct Watchdog {
+    every: Option<Duration>,
+    last: Option<Instant>,
+}
+
+impl Watchdog {
+    fn from_env() -> Self {
+        let every = sd_notify::watchdog_enabled().map(|timeout| timeout / 2);
+        if let Some(every) = every {
+            tracing::info!(target: "main", subsystem = "main", every_ms = millis(every), "systemd watchdog enabled");
+        }
+        Self { every, last: None }
+    }
+
+    /// When the next WATCHDOG=1 is due (`now` before the first), if the watchdog is on.
+    fn next_due(&self, now: Instant) -> Option<Instant> {
+        let every = self.every?;
+        Some(self.last.map_or(now, |last| last + every))
+    }
+
+    /// Sends WATCHDOG=1 if it is due (a datagram on a local socket: it does not block).
+    fn pet(&mut self, now: Instant) {
+        if self.next_due(now).is_some_and(|due| due <= now) {
+            self.last = Some(now);
+            if let Err(error) = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]) {
+                tracing::warn!(target: "main", subsystem = "main", %error, "cannot notify the systemd watchdog");
+            }
+        }
+    }
+}
+
+/// The bootstrap service gave this node neighbours while its configuration says it is alone
+/// (or counts fewer nodes than it has neighbours): a configuration error (exit code 2).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub(crate) struct BadClusterSize(String);
 
 /// The number of writes this node's database holds (0 for a new node). Opening the store
 /// also creates it and applies the migrations, so a bad state directory stops start-up here
@@ -123,8 +224,19 @@ async fn durable_data_epoch(config: &ResolvedConfig) -> anyhow::Result<u64> {
     Ok(epoch)
 }
 
+/// Hands the state machine the store's durable key (the election prefers the highest).
+fn apply_durable_key(node: &mut Node, now: Instant, key: DurableKey) {
+    node.set_election_key(
+        now,
+        ElectionKey {
+            last_term: key.last_term,
+            epoch: key.epoch,
+        },
+    );
+}
+
 /// The state machines' configuration, from the node's.
-fn node_config(config: &ResolvedConfig) -> NodeConfig {
+fn node_config(config: &ResolvedConfig, initial_term: u64) -> NodeConfig {
     // A fresh random number per process start lets neighbours tell a restart from a delayed
     // message.
     let incarnation = uuid::Uuid::new_v4().as_u64_pair().0;
@@ -144,7 +256,12 @@ fn node_config(config: &ResolvedConfig) -> NodeConfig {
         link_down_grace: Duration::from_millis(topology.link_down_grace_ms),
     };
     node.election_timeout = Duration::from_millis(config.election.timeout_ms);
+    node.join_wait = Duration::from_millis(config.election.join_wait_ms);
+    node.heal_timeout = Duration::from_millis(config.election.heal_timeout_ms);
     node.epoch_tick = Duration::from_millis(config.tree.epoch_tick_ms);
+    node.writer_lease = Duration::from_millis(config.election.writer_lease_ms);
+    node.cluster_size = usize::try_from(config.cluster.size).unwrap_or(usize::MAX);
+    node.initial_term = initial_term;
     node.data_port = config.data_port;
     node.trace = true;
     node
@@ -152,7 +269,8 @@ fn node_config(config: &ResolvedConfig) -> NodeConfig {
 
 struct Driver {
     me: NodeId,
-    clock: LamportClock,
+    /// Where the term is persisted on every change (`[cluster] state_file`).
+    cluster_state_path: std::path::PathBuf,
     transport: TransportHandle,
     metrics: Arc<Metrics>,
     status: watch::Sender<NodeStatus>,
@@ -160,6 +278,10 @@ struct Driver {
     lease: InputLease,
     /// Peers whose connection from us is established, as the transport reports it.
     links_up: BTreeSet<NodeId>,
+    /// The data plane's way to report durable writes (see [`crate::durable`]); handed to it
+    /// when it starts.
+    #[allow(dead_code)] // until the data plane exists
+    durable_keys: DurableKeyHandle,
 }
 
 impl Driver {
@@ -184,7 +306,7 @@ impl Driver {
         let envelope = match Envelope::decode(payload) {
             Ok(envelope) => envelope,
             Err(error) => {
-                self.metrics.decode_error();
+                self.metrics.dropped(DropReason::Undecodable);
                 tracing::debug!(target: "transport", subsystem = "transport", from, %error, "dropped an undecodable frame");
                 return;
             }
@@ -192,7 +314,7 @@ impl Driver {
         // The ZeroMQ identity is the authenticated-enough sender; a header that claims
         // another source or another destination is not for us.
         if envelope.header.source != from || envelope.header.destination != self.me {
-            self.metrics.decode_error();
+            self.metrics.dropped(DropReason::Misaddressed);
             tracing::debug!(
                 target: "transport",
                 subsystem = "transport",
@@ -203,9 +325,8 @@ impl Driver {
             );
             return;
         }
-        self.clock.observe(envelope.header.lamport);
         self.metrics.message_received(envelope.scope());
-        node.handle_message(now, from, &envelope.body);
+        node.handle_message(now, from, envelope.header.lamport, &envelope.body);
     }
 
     /// Drains every output of the state machine, then publishes the status.
@@ -213,19 +334,58 @@ impl Driver {
         while let Some(event) = node.poll_event() {
             self.handle_node_event(event).await;
         }
-        while let Some((to, body)) = node.poll_transmit() {
-            self.send(to, body);
+        while let Some(transmit) = node.poll_transmit() {
+            self.send(transmit);
         }
         self.publish(node);
+        self.count_drops(node);
     }
 
-    fn send(&mut self, to: NodeId, body: Body) {
+    /// Brings the drop counters up to the totals the transport and the state machines keep.
+    fn count_drops(&self, node: &Node) {
+        let transport = self.transport.stats();
+        let machines = node.stats();
+        for (reason, total) in [
+            (DropReason::TransportQueueFull, transport.dropped_queue_full),
+            (
+                DropReason::TransportUnroutable,
+                transport.dropped_unroutable,
+            ),
+            (DropReason::TransportPipeFull, transport.dropped_pipe_full),
+            (DropReason::TransportSendError, transport.send_errors),
+            (DropReason::TransportBadFrame, transport.bad_frames),
+            (
+                DropReason::ControlFromStranger,
+                machines.control_from_strangers,
+            ),
+            (
+                DropReason::UnexpectedHandshake,
+                machines.topology.unexpected_handshakes,
+            ),
+            (
+                DropReason::StrangerMessage,
+                machines.topology.stranger_messages,
+            ),
+            (
+                DropReason::StrangersOverLimit,
+                machines.topology.strangers_over_limit,
+            ),
+            (
+                DropReason::AbandonedHandshake,
+                machines.topology.abandoned_handshakes,
+            ),
+        ] {
+            self.metrics.dropped_total(reason, total);
+        }
+    }
+
+    fn send(&mut self, Transmit { to, lamport, body }: Transmit) {
         let scope = body.scope();
-        let envelope = Envelope::new(self.me, to, self.clock.tick(), body);
+        let envelope = Envelope::new(self.me, to, lamport, body);
         match self.transport.send(to, envelope.encode()) {
             Ok(()) => self.metrics.message_sent(scope),
             Err(error) => {
-                self.metrics.dropped_send();
+                self.metrics.dropped(DropReason::TransportClosed);
                 tracing::debug!(target: "transport", subsystem = "transport", to, %error, "send dropped");
             }
         }
@@ -243,10 +403,30 @@ impl Driver {
                     tracing::warn!(target: "topology", subsystem = "topology", id, %endpoint, %error, "cannot connect to neighbour");
                 }
             }
-            NodeEvent::LeaderChanged { leader } => {
-                tracing::info!(target: "election", subsystem = "election", leader = ?leader, "leader changed");
+            NodeEvent::LeaderChanged { leader, term } => {
+                tracing::info!(target: "election", subsystem = "election", leader = ?leader, term, "leader changed");
             }
-            NodeEvent::RolesChanged { old, new } => {
+            NodeEvent::TermChanged { term } => {
+                // Events are handled before the transmits of the same turn, so the term is on
+                // disk before any message of it leaves: a restart never goes below it.
+                tracing::info!(target: "election", subsystem = "election", term, "term changed");
+                if let Err(error) = crate::cluster_state::store_term(&self.cluster_state_path, term)
+                {
+                    self.metrics.term_not_persisted();
+                    tracing::error!(
+                        target: "election",
+                        subsystem = "election",
+                        term,
+                        path = %self.cluster_state_path.display(),
+                        %error,
+                        "cannot persist the term; a restart could go back to an older one"
+                    );
+                }
+            }
+            NodeEvent::WritableChanged { writable, term } => {
+                tracing::info!(target: "tree", subsystem = "tree", writable, term, "writability changed");
+            }
+            NodeEvent::RolesChanged { old, new, .. } => {
                 self.metrics.role_changed();
                 tracing::info!(target: "tree", subsystem = "tree", %old, %new, "roles changed");
                 self.lease.set_serving(new.input);
@@ -274,7 +454,7 @@ impl Driver {
                     .map(|seen| millis(now.saturating_duration_since(seen))),
             })
             .collect();
-        let lamport = self.clock.now();
+        let lamport = node.lamport();
         self.status.send_if_modified(|status| {
             let next = NodeStatus {
                 lamport,
@@ -290,6 +470,12 @@ impl Driver {
                 children: control.children.clone(),
                 routes: control.routes.downstream.clone(),
                 tree_epoch: control.tree_epoch,
+                term: control.term,
+                quorum: QuorumStatus {
+                    size: u64::try_from(control.quorum.size).unwrap_or(u64::MAX),
+                    have: u64::try_from(control.quorum.have).unwrap_or(u64::MAX),
+                    writable: control.quorum.writable,
+                },
                 election: control.election.map(|(run, round)| ElectionStatus {
                     run: run.to_string(),
                     round,
@@ -300,6 +486,10 @@ impl Driver {
                 ..status.clone()
             };
             let changed = *status != next;
+            if next.role_line() != status.role_line() {
+                // One line per change of role, leader, term or writability, with all four.
+                tracing::info!(target: "tree", subsystem = "tree", "now {}", next.role_line());
+            }
             *status = next;
             changed
         });
@@ -309,4 +499,71 @@ impl Driver {
 
 fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_recorded_durable_key_reaches_the_election() {
+        let now = Instant::now();
+        let mut node = Node::new(NodeConfig::new(1, "127.0.0.1".into(), 46_001, 7), now);
+        let (handle, mut updates) = crate::durable::channel(DurableKey::default());
+        handle.record(DurableKey {
+            last_term: 3,
+            epoch: 42,
+        });
+        updates.changed().await.expect("the handle is alive");
+        apply_durable_key(&mut node, now, *updates.borrow_and_update());
+        assert_eq!(node.status().data_epoch, 42);
+    }
+
+    /// chat-node's defaults and the state machines' are one set (issue 10, item 6): a node
+    /// started with no timing keys runs exactly `chat_control::defaults`.
+    #[test]
+    fn the_node_defaults_are_the_state_machines_defaults() {
+        let mut settings = crate::config::NodeConfig::defaults();
+        settings.id = 3;
+        let resolved = settings.resolve().expect("the defaults are valid");
+        let mapped = node_config(&resolved, 0);
+        let expected = NodeConfig::new(3, mapped.host.clone(), mapped.control_port, 0);
+        assert_eq!(mapped.topology, expected.topology);
+        assert_eq!(
+            (
+                mapped.election_timeout,
+                mapped.join_wait,
+                mapped.heal_timeout,
+                mapped.epoch_tick,
+                mapped.writer_lease,
+                mapped.retransmit,
+                mapped.max_lamport_jump,
+                mapped.cluster_size,
+                mapped.initial_term,
+            ),
+            (
+                expected.election_timeout,
+                expected.join_wait,
+                expected.heal_timeout,
+                expected.epoch_tick,
+                expected.writer_lease,
+                expected.retransmit,
+                expected.max_lamport_jump,
+                expected.cluster_size,
+                expected.initial_term,
+            )
+        );
+        assert_eq!(mapped.check_timings(), Ok(()));
+    }
+
+    #[test]
+    fn the_restored_term_and_the_cluster_size_reach_the_state_machine() {
+        let mut settings = crate::config::NodeConfig::defaults();
+        settings.id = 3;
+        settings.cluster.size = 5;
+        let resolved = settings.resolve().expect("valid");
+        let node = Node::new(node_config(&resolved, 41), Instant::now());
+        assert_eq!(node.term(), 41);
+        assert_eq!(node.status().quorum.size, 5);
+    }
 }

@@ -10,9 +10,11 @@
 
 mod admin;
 mod cli;
+mod cluster_state;
 mod config;
 mod discovery;
 mod driver;
+mod durable;
 mod lease;
 mod metrics;
 mod status;
@@ -88,7 +90,11 @@ fn run_node(config: ResolvedConfig) -> ExitCode {
         Err(error) => {
             tracing::error!(target: "main", subsystem = "main", error = format!("{error:#}"), "stopped on error");
             eprintln!("chat-node: {error:#}");
-            ExitCode::FAILURE
+            if error.downcast_ref::<driver::BadClusterSize>().is_some() {
+                ExitCode::from(EXIT_BAD_CONFIG)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }
@@ -155,25 +161,15 @@ async fn shutdown_requested(mut stopping: watch::Receiver<bool>) {
 /// STATUS= whenever the summary changes, and READY=1 once the node has a role (it can serve
 /// from then on, so `systemctl start` returns when the node is useful). Does nothing outside
 /// systemd.
-///
-/// WATCHDOG=1 follows the control loop: the driver republishes the status (uptime included) on
-/// every turn of its loop, at least every half second, so status updates stop when the loop
-/// is stuck, the pings stop with them and systemd restarts the node (`WatchdogSec=`).
+/// WATCHDOG=1 is sent by the control loop itself (`driver::Watchdog`), so a stuck loop stops
+/// the pings and systemd restarts the node (`WatchdogSec=`).
 async fn report_to_systemd(mut status: watch::Receiver<NodeStatus>) {
     if !chat_ops::service::under_systemd() {
         return;
     }
-    let watchdog_period = chat_ops::service::watchdog_ping_period();
-    let mut last_ping: Option<std::time::Instant> = None;
     let mut last = String::new();
     let mut ready_sent = false;
     loop {
-        if let Some(period) = watchdog_period {
-            if last_ping.is_none_or(|at| at.elapsed() >= period / 2) {
-                chat_ops::service::notify_watchdog();
-                last_ping = Some(std::time::Instant::now());
-            }
-        }
         let (summary, ready) = {
             let status = status.borrow_and_update();
             (status.summary_line(), status.ready)

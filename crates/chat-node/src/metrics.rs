@@ -10,6 +10,7 @@ use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEn
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 use crate::status::NodeStatus;
@@ -33,17 +34,86 @@ struct ScopeLabel {
     scope: ScopeValue,
 }
 
+/// Why a message or a send was dropped: every drop anywhere on the node has one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum DropReason {
+    /// A received frame that is not an envelope.
+    Undecodable,
+    /// An envelope whose header names another sender than its ZeroMQ identity, or another
+    /// destination than this node.
+    Misaddressed,
+    /// The transport was shut down when the driver sent.
+    TransportClosed,
+    /// The transport's queue to its socket thread was full.
+    TransportQueueFull,
+    /// No connection to the peer existed (never connected, down, handshake unfinished).
+    TransportUnroutable,
+    /// The peer's ZeroMQ pipe was at its high-water mark.
+    TransportPipeFull,
+    /// ZeroMQ refused the send for another reason.
+    TransportSendError,
+    /// A received frame with a wrong frame count or identity.
+    TransportBadFrame,
+    /// An election or tree message from a node that is not an ON neighbour.
+    ControlFromStranger,
+    /// A handshake answer from a node with no handshake in progress.
+    UnexpectedHandshake,
+    /// A non-topology message from a node that is not a neighbour.
+    StrangerMessage,
+    /// A stranger's heartbeat beyond the number of strangers counted at once.
+    StrangersOverLimit,
+    /// A handshake with a stranger abandoned because it stopped answering.
+    AbandonedHandshake,
+}
+
+impl DropReason {
+    /// The label value.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::Undecodable => "undecodable",
+            Self::Misaddressed => "misaddressed",
+            Self::TransportClosed => "transport_closed",
+            Self::TransportQueueFull => "transport_queue_full",
+            Self::TransportUnroutable => "transport_unroutable",
+            Self::TransportPipeFull => "transport_pipe_full",
+            Self::TransportSendError => "transport_send_error",
+            Self::TransportBadFrame => "transport_bad_frame",
+            Self::ControlFromStranger => "control_from_stranger",
+            Self::UnexpectedHandshake => "unexpected_handshake",
+            Self::StrangerMessage => "stranger_message",
+            Self::StrangersOverLimit => "strangers_over_limit",
+            Self::AbandonedHandshake => "abandoned_handshake",
+        }
+    }
+}
+
+impl EncodeLabelValue for DropReason {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+        encoder.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: DropReason,
+}
+
+/// Bucket bounds of the control loop's turn time: 10 µs doubling to ~5 s, so both an
+/// ordinary turn and a stall show up.
+const TURN_BUCKETS: (f64, f64, u16) = (0.000_01, 2.0, 20);
+
 /// Every metric of a node. Counters are monotone; call the methods from any task.
 #[derive(Debug)]
 pub(crate) struct Metrics {
     registry: Registry,
     messages_sent: Family<ScopeLabel, Counter>,
     messages_received: Family<ScopeLabel, Counter>,
-    decode_errors: Counter,
-    dropped_sends: Counter,
+    dropped: Family<ReasonLabel, Counter>,
+    loop_turn: Histogram,
     elections_started: Counter,
     healings: Counter,
     role_changes: Counter,
+    term_persist_failures: Counter,
     neighbors_on: Gauge,
     neighbors_off: Gauge,
     lamport_gauge: Gauge,
@@ -64,17 +134,13 @@ impl Metrics {
         let messages_sent = Family::<ScopeLabel, Counter>::default();
         let messages_received = Family::<ScopeLabel, Counter>::default();
         let counters = [
-            (
-                "decode_errors",
-                "Frames that did not decode and were dropped",
-            ),
-            (
-                "dropped_sends",
-                "Messages dropped because the peer or queue could not take them",
-            ),
             ("elections_started", "Elections this node started or joined"),
             ("healings", "Tree healings after a lost parent or child"),
             ("role_changes", "Changes of this node's role set"),
+            (
+                "term_persist_failures",
+                "Terms that could not be written to the cluster state file",
+            ),
         ]
         .map(|(name, help)| {
             let counter = Counter::default();
@@ -106,17 +172,33 @@ impl Metrics {
             "Messages received, by scope",
             messages_received.clone(),
         );
-        let [decode_errors, dropped_sends, elections_started, healings, role_changes] = counters;
+        let dropped = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "dropped",
+            "Messages and sends dropped anywhere on the node, by reason",
+            dropped.clone(),
+        );
+        let (start, factor, count) = TURN_BUCKETS;
+        let loop_turn = Histogram::new(exponential_buckets(start, factor, count));
+        registry.register_with_unit(
+            "control_loop_turn",
+            "Time the control loop spends on one input (a message, a link change or its \
+             timers) and everything it causes, before it waits again",
+            prometheus_client::registry::Unit::Seconds,
+            loop_turn.clone(),
+        );
+        let [elections_started, healings, role_changes, term_persist_failures] = counters;
         let [neighbors_on, neighbors_off, lamport_gauge, tree_epoch, data_epoch] = gauges;
         Self {
             registry,
             messages_sent,
             messages_received,
-            decode_errors,
-            dropped_sends,
+            dropped,
+            loop_turn,
             elections_started,
             healings,
             role_changes,
+            term_persist_failures,
             neighbors_on,
             neighbors_off,
             lamport_gauge,
@@ -143,14 +225,24 @@ impl Metrics {
             .inc();
     }
 
-    /// A frame did not decode.
-    pub(crate) fn decode_error(&self) {
-        self.decode_errors.inc();
+    /// One message or send was dropped.
+    pub(crate) fn dropped(&self, reason: DropReason) {
+        self.dropped.get_or_create(&ReasonLabel { reason }).inc();
     }
 
-    /// A send was dropped (peer down, queue full).
-    pub(crate) fn dropped_send(&self) {
-        self.dropped_sends.inc();
+    /// Another component counts drops of `reason` itself: `total` is its count since start.
+    /// Only this method feeds such a reason, so the counter holds the last total seen.
+    pub(crate) fn dropped_total(&self, reason: DropReason, total: u64) {
+        let counter = self.dropped.get_or_create(&ReasonLabel { reason });
+        let seen = counter.get();
+        if total > seen {
+            counter.inc_by(total - seen);
+        }
+    }
+
+    /// One turn of the control loop took `seconds`.
+    pub(crate) fn loop_turn(&self, seconds: f64) {
+        self.loop_turn.observe(seconds);
     }
 
     /// An election started.
@@ -166,6 +258,11 @@ impl Metrics {
     /// The node's roles changed.
     pub(crate) fn role_changed(&self) {
         self.role_changes.inc();
+    }
+
+    /// A new term could not be written to `[cluster] state_file`.
+    pub(crate) fn term_not_persisted(&self) {
+        self.term_persist_failures.inc();
     }
 
     /// Sets the gauges that mirror `/status`.
@@ -213,7 +310,11 @@ mod tests {
         metrics.message_sent(Scope::Election);
         metrics.message_sent(Scope::Election);
         metrics.message_received(Scope::Heartbeat);
-        metrics.decode_error();
+        metrics.dropped(DropReason::Undecodable);
+        metrics.dropped_total(DropReason::TransportQueueFull, 3);
+        metrics.dropped_total(DropReason::TransportQueueFull, 5);
+        metrics.dropped_total(DropReason::TransportQueueFull, 4);
+        metrics.loop_turn(0.000_5);
         metrics.election_started();
         let mut status = NodeStatus::starting(4);
         status.neighbors = vec![
@@ -255,8 +356,22 @@ mod tests {
             Some("1")
         );
         assert_eq!(
-            value_of(&text, "chat_node_decode_errors_total").as_deref(),
+            value_of(&text, "chat_node_dropped_total{reason=\"undecodable\"}").as_deref(),
             Some("1")
+        );
+        assert_eq!(
+            value_of(
+                &text,
+                "chat_node_dropped_total{reason=\"transport_queue_full\"}"
+            )
+            .as_deref(),
+            Some("5"),
+            "a cumulative total is followed, never decreased"
+        );
+        assert_eq!(
+            value_of(&text, "chat_node_control_loop_turn_seconds_count").as_deref(),
+            Some("1"),
+            "{text}"
         );
         assert_eq!(
             value_of(&text, "chat_node_elections_started_total").as_deref(),

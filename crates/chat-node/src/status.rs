@@ -28,6 +28,11 @@ pub(crate) struct NodeStatus {
     /// Input node id -> next hop towards it.
     pub(crate) routes: BTreeMap<u64, u64>,
     pub(crate) tree_epoch: u64,
+    /// The term of this node's tree: never decreases on a node, even across restarts.
+    pub(crate) term: u64,
+    /// Whether this node's tree holds a majority of the cluster and, at its root, whether
+    /// the root may accept writes now.
+    pub(crate) quorum: QuorumStatus,
     /// The election under way, `None` when settled.
     pub(crate) election: Option<ElectionStatus>,
     pub(crate) data_epoch: u64,
@@ -61,6 +66,19 @@ pub(crate) enum NeighborState {
     Off,
 }
 
+/// The majority behind this node's tree.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct QuorumStatus {
+    /// The cluster's configured size (`[cluster] size`).
+    pub(crate) size: u64,
+    /// At the root: nodes (the root included) that answered its freshest probe still within
+    /// the writer lease; 0 on every other node.
+    pub(crate) have: u64,
+    /// This node is a root that may accept writes now: its tree holds a majority and a
+    /// majority answered a probe within the writer lease, in the current term.
+    pub(crate) writable: bool,
+}
+
 /// An election in progress.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct ElectionStatus {
@@ -82,6 +100,8 @@ impl NodeStatus {
             children: Vec::new(),
             routes: BTreeMap::new(),
             tree_epoch: 0,
+            term: 0,
+            quorum: QuorumStatus::default(),
             election: None,
             data_epoch: 0,
             ready: false,
@@ -100,20 +120,34 @@ impl NodeStatus {
         (on, self.neighbors.len() - on)
     }
 
+    /// `roles writer,input; leader 1; term 7; writable` (or `read-only`): what role-change
+    /// log lines and systemd's STATUS= say about the node's place in its tree.
+    pub(crate) fn role_line(&self) -> String {
+        let roles = if self.roles.is_empty() {
+            "none".to_owned()
+        } else {
+            self.roles.join(",")
+        };
+        format!(
+            "roles {roles}; leader {}; term {}; {}",
+            OptionalId(self.leader),
+            self.term,
+            if self.quorum.writable {
+                "writable"
+            } else {
+                "read-only"
+            }
+        )
+    }
+
     /// One line for systemd's STATUS= (shown by `systemctl status`).
     pub(crate) fn summary_line(&self) -> String {
         let (on, off) = self.neighbor_counts();
-        let mut line = format!(
-            "neighbours {on} on/{off} off; leader {}",
-            OptionalId(self.leader)
-        );
-        if !self.roles.is_empty() {
-            let _ = write!(line, "; roles {}", self.roles.join(","));
-        }
+        let mut line = format!("{}; neighbours {on} on/{off} off", self.role_line());
         let _ = write!(
             line,
-            "; tree epoch {}; data epoch {}",
-            self.tree_epoch, self.data_epoch
+            "; quorum {}/{}; tree epoch {}; data epoch {}",
+            self.quorum.have, self.quorum.size, self.tree_epoch, self.data_epoch
         );
         if !self.ready {
             line.push_str("; not ready");
@@ -148,11 +182,23 @@ impl fmt::Display for NodeStatus {
         )?;
         writeln!(
             f,
-            "lamport {}  leader {}  tree epoch {}  data epoch {}",
+            "lamport {}  leader {}  term {}  tree epoch {}  data epoch {}",
             self.lamport,
             OptionalId(self.leader),
+            self.term,
             self.tree_epoch,
             self.data_epoch
+        )?;
+        writeln!(
+            f,
+            "quorum    {} of {} in the tree{}",
+            self.quorum.have,
+            self.quorum.size,
+            if self.quorum.writable {
+                "; writable"
+            } else {
+                "; not writable"
+            }
         )?;
         match &self.election {
             Some(election) => {
@@ -228,6 +274,12 @@ mod tests {
             run: "5-2".into(),
             round: 3,
         });
+        status.term = 9;
+        status.quorum = QuorumStatus {
+            size: 5,
+            have: 3,
+            writable: true,
+        };
         status
     }
 
@@ -246,6 +298,8 @@ mod tests {
             "children",
             "routes",
             "tree_epoch",
+            "term",
+            "quorum",
             "election",
             "data_epoch",
             "ready",
@@ -260,6 +314,10 @@ mod tests {
         assert!(json["parent"].is_null());
         assert_eq!(json["routes"]["7"], 3);
         assert_eq!(json["election"]["round"], 3);
+        assert_eq!(json["term"], 9);
+        assert_eq!(json["quorum"]["size"], 5);
+        assert_eq!(json["quorum"]["have"], 3);
+        assert_eq!(json["quorum"]["writable"], true);
         let back: NodeStatus = serde_json::from_value(json).expect("deserializes");
         assert_eq!(back, status);
     }
@@ -274,9 +332,12 @@ mod tests {
         assert!(text.contains("3  on   last seen 120 ms ago"), "{text}");
         assert!(text.contains("5  off  never heard from"), "{text}");
         assert!(text.contains("7 -> 3"), "{text}");
+        assert!(text.contains("term 9"), "{text}");
+        assert!(text.contains("3 of 5 in the tree; writable"), "{text}");
         assert_eq!(
             status.summary_line(),
-            "neighbours 1 on/1 off; leader 5; roles writer,input; tree epoch 0; data epoch 0; not ready"
+            "roles writer,input; leader 5; term 9; writable; neighbours 1 on/1 off; \
+             quorum 3/5; tree epoch 0; data epoch 0; not ready"
         );
     }
 }

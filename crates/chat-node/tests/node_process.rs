@@ -1,7 +1,9 @@
 //! Starts the real `chat-node` binary on loopback and checks its admin endpoint, its operator
 //! subcommands, its clean exit on SIGTERM and its refusal of a bad configuration.
 
+use std::ffi::OsStr;
 use std::net::TcpListener;
+use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -50,13 +52,18 @@ struct RunningNode {
 
 impl RunningNode {
     fn start(dir: &Path) -> Self {
+        Self::start_with_env(dir, &[])
+    }
+
+    fn start_with_env(dir: &Path, env: &[(&str, &OsStr)]) -> Self {
         let [control, data, http, admin] = free_ports::<4>();
         let config = dir.join("node.toml");
         std::fs::write(
             &config,
             format!(
                 "id = 4\ncontrol_port = {control}\ndata_port = {data}\nhttp_port = {http}\n\
-                 admin_port = {admin}\nstate_dir = {:?}\n\n[bootstrap]\nenabled = false\n\n\
+                 admin_port = {admin}\nstate_dir = {:?}\n\n[cluster]\nsize = 3\n\n\
+                 [bootstrap]\nenabled = false\n\n\
                  [[neighbors]]\nid = 5\nhost = \"127.0.0.1\"\nport = 1025\n",
                 dir.join("state")
             ),
@@ -64,6 +71,7 @@ impl RunningNode {
         .expect("write config");
         let stderr = dir.join("stderr.log");
         let child = node_command(&["--config", config.to_str().expect("utf-8 path")])
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&stderr).expect("stderr file"))
             .spawn()
@@ -273,5 +281,50 @@ async fn a_node_reports_the_data_epoch_of_its_database() {
     assert_eq!(
         status["data_epoch"], 3,
         "the election key is the epoch on disk"
+    );
+}
+
+#[tokio::test]
+async fn under_systemd_the_node_reports_ready_with_its_role_and_term_and_feeds_the_watchdog() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let socket_path = dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).expect("bind the notify socket");
+    socket
+        .set_read_timeout(Some(DEADLINE))
+        .expect("read timeout");
+    let _node = RunningNode::start_with_env(
+        dir.path(),
+        &[
+            ("NOTIFY_SOCKET", socket_path.as_os_str()),
+            ("WATCHDOG_USEC", OsStr::new("400000")),
+        ],
+    );
+    let mut ready = None;
+    let mut watchdogs = 0;
+    let mut buffer = [0_u8; 4096];
+    let deadline = Instant::now() + DEADLINE;
+    while (ready.is_none() || watchdogs < 3) && Instant::now() < deadline {
+        let Ok(length) = socket.recv(&mut buffer) else {
+            break;
+        };
+        let message = String::from_utf8_lossy(&buffer[..length]).into_owned();
+        if message.lines().any(|line| line == "WATCHDOG=1") {
+            watchdogs += 1;
+        }
+        if message.lines().any(|line| line == "READY=1") {
+            ready = Some(message);
+        }
+    }
+    let ready = ready.expect("READY=1 before the deadline");
+    for part in ["STATUS=roles writer", "leader 4", "term "] {
+        assert!(ready.contains(part), "{part:?} missing from {ready:?}");
+    }
+    assert!(
+        ready.contains("; writable") || ready.contains("; read-only"),
+        "writability missing from {ready:?}"
+    );
+    assert!(
+        watchdogs >= 3,
+        "only {watchdogs} WATCHDOG=1 before the deadline"
     );
 }

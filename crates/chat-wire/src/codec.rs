@@ -286,6 +286,7 @@ fn candidate_to_proto(c: Candidate) -> proto::Candidate {
     proto::Candidate {
         data_epoch: c.data_epoch,
         node: c.node,
+        last_term: c.last_term,
     }
 }
 
@@ -295,6 +296,7 @@ fn candidate_from_proto(
 ) -> Result<Candidate, DecodeError> {
     let c = required(c, field)?;
     Ok(Candidate {
+        last_term: c.last_term,
         data_epoch: c.data_epoch,
         node: node_id(c.node, field)?,
     })
@@ -305,6 +307,7 @@ fn election_to_proto(e: &Election) -> proto::Election {
     proto::Election {
         run: Some(run_to_proto(e.run)),
         round: e.round,
+        cluster_size: e.cluster_size,
         kind: Some(match e.kind {
             ElectionKind::Start(c) => K::Start(proto::ElectionStart {
                 candidate: Some(candidate_to_proto(c)),
@@ -336,56 +339,124 @@ fn election_from_proto(e: proto::Election) -> Result<Election, DecodeError> {
     Ok(Election {
         run: run_from_proto(e.run, "election.run")?,
         round: e.round,
+        cluster_size: e.cluster_size,
         kind,
+    })
+}
+
+fn tree_id_to_proto(t: TreeId) -> proto::TreeId {
+    proto::TreeId {
+        run: Some(run_to_proto(t.run)),
+        leader: t.leader,
+    }
+}
+
+fn tree_id_from_proto(
+    t: Option<proto::TreeId>,
+    field: &'static str,
+) -> Result<Option<TreeId>, DecodeError> {
+    t.map(|t| {
+        Ok(TreeId {
+            run: run_from_proto(t.run, field)?,
+            leader: node_id(t.leader, field)?,
+        })
+    })
+    .transpose()
+}
+
+fn shout_to_proto(i: &LeaderInfo) -> proto::Shout {
+    proto::Shout {
+        run: Some(run_to_proto(i.run)),
+        leader: i.leader,
+        hops_from_root: i.hops_from_root,
+        data_port: u32::from(i.data_port),
+        cluster_size: i.cluster_size,
+        leader_key: Some(candidate_to_proto(i.leader_key)),
+    }
+}
+
+/// A SHOUT and an offer say the same things; one decoder, field names for errors.
+fn leader_info_from_proto(s: proto::Shout, what: &'static str) -> Result<LeaderInfo, DecodeError> {
+    let (run, leader, port, key) = match what {
+        "shout" => (
+            "tree.shout.run",
+            "tree.shout.leader",
+            "tree.shout.data_port",
+            "tree.shout.leader_key",
+        ),
+        _ => (
+            "tree.adopt_offer.run",
+            "tree.adopt_offer.leader",
+            "tree.adopt_offer.data_port",
+            "tree.adopt_offer.leader_key",
+        ),
+    };
+    Ok(LeaderInfo {
+        run: run_from_proto(s.run, run)?,
+        leader: node_id(s.leader, leader)?,
+        hops_from_root: s.hops_from_root,
+        data_port: optional_port(s.data_port, port)?,
+        cluster_size: s.cluster_size,
+        leader_key: candidate_from_proto(s.leader_key, key)?,
     })
 }
 
 fn tree_to_proto(t: &Tree) -> proto::Tree {
     use proto::tree::Kind as K;
     let kind = match &t.kind {
-        TreeKind::Shout {
-            run,
-            leader,
-            hops_from_root,
-            data_port,
-        } => K::Shout(proto::Shout {
-            run: Some(run_to_proto(*run)),
-            leader: *leader,
-            hops_from_root: *hops_from_root,
-            data_port: u32::from(*data_port),
-        }),
+        TreeKind::Shout(info) => K::Shout(shout_to_proto(info)),
         TreeKind::Answer { run, accepted } => K::Answer(proto::ShoutAnswer {
             run: Some(run_to_proto(*run)),
             accepted: *accepted,
         }),
-        TreeKind::EpochTick { leader, data_port } => K::EpochTick(proto::EpochTick {
+        TreeKind::EpochTick {
+            leader,
+            data_port,
+            run,
+            leader_key,
+            root_gone,
+        } => K::EpochTick(proto::EpochTick {
             leader: *leader,
             data_port: u32::from(*data_port),
+            run: Some(run_to_proto(*run)),
+            leader_key: Some(candidate_to_proto(*leader_key)),
+            root_gone: root_gone.map(tree_id_to_proto),
+        }),
+        TreeKind::ProbeAck {
+            run,
+            count,
+            root_gone,
+        } => K::ProbeAck(proto::ProbeAck {
+            run: Some(run_to_proto(*run)),
+            count: *count,
+            root_gone: root_gone.map(tree_id_to_proto),
         }),
         TreeKind::AdoptRequest { run, leader } => K::AdoptRequest(proto::AdoptRequest {
             run: Some(run_to_proto(*run)),
             leader: *leader,
         }),
-        TreeKind::AdoptOffer {
-            leader,
-            run,
-            hops_from_root,
-            data_port,
-        } => K::AdoptOffer(proto::AdoptOffer {
-            leader: *leader,
-            run: Some(run_to_proto(*run)),
-            hops_from_root: *hops_from_root,
-            data_port: u32::from(*data_port),
-        }),
+        TreeKind::AdoptOffer(info) => {
+            let s = shout_to_proto(info);
+            K::AdoptOffer(proto::AdoptOffer {
+                leader: s.leader,
+                run: s.run,
+                hops_from_root: s.hops_from_root,
+                data_port: s.data_port,
+                cluster_size: s.cluster_size,
+                leader_key: s.leader_key,
+            })
+        }
         TreeKind::Detach { run } => K::Detach(proto::Detach {
             run: Some(run_to_proto(*run)),
         }),
         TreeKind::Routes { input_nodes } => K::Routes(proto::Routes {
             input_nodes: input_nodes.clone(),
         }),
+        TreeKind::Ack { seq } => K::Ack(proto::Ack { seq: *seq }),
     };
     proto::Tree {
         tree_epoch: t.tree_epoch,
+        seq: t.seq,
         kind: Some(kind),
     }
 }
@@ -393,12 +464,7 @@ fn tree_to_proto(t: &Tree) -> proto::Tree {
 fn tree_from_proto(t: proto::Tree) -> Result<Tree, DecodeError> {
     use proto::tree::Kind as K;
     let kind = match required(t.kind, "tree.kind")? {
-        K::Shout(s) => TreeKind::Shout {
-            run: run_from_proto(s.run, "tree.shout.run")?,
-            leader: node_id(s.leader, "tree.shout.leader")?,
-            hops_from_root: s.hops_from_root,
-            data_port: optional_port(s.data_port, "tree.shout.data_port")?,
-        },
+        K::Shout(s) => TreeKind::Shout(leader_info_from_proto(s, "shout")?),
         K::Answer(a) => TreeKind::Answer {
             run: run_from_proto(a.run, "tree.answer.run")?,
             accepted: a.accepted,
@@ -406,17 +472,30 @@ fn tree_from_proto(t: proto::Tree) -> Result<Tree, DecodeError> {
         K::EpochTick(e) => TreeKind::EpochTick {
             leader: node_id(e.leader, "tree.epoch_tick.leader")?,
             data_port: optional_port(e.data_port, "tree.epoch_tick.data_port")?,
+            run: run_from_proto(e.run, "tree.epoch_tick.run")?,
+            leader_key: candidate_from_proto(e.leader_key, "tree.epoch_tick.leader_key")?,
+            root_gone: tree_id_from_proto(e.root_gone, "tree.epoch_tick.root_gone")?,
+        },
+        K::ProbeAck(a) => TreeKind::ProbeAck {
+            run: run_from_proto(a.run, "tree.probe_ack.run")?,
+            count: a.count,
+            root_gone: tree_id_from_proto(a.root_gone, "tree.probe_ack.root_gone")?,
         },
         K::AdoptRequest(r) => TreeKind::AdoptRequest {
             run: run_from_proto(r.run, "tree.adopt_request.run")?,
             leader: node_id(r.leader, "tree.adopt_request.leader")?,
         },
-        K::AdoptOffer(o) => TreeKind::AdoptOffer {
-            leader: node_id(o.leader, "tree.adopt_offer.leader")?,
-            run: run_from_proto(o.run, "tree.adopt_offer.run")?,
-            hops_from_root: o.hops_from_root,
-            data_port: optional_port(o.data_port, "tree.adopt_offer.data_port")?,
-        },
+        K::AdoptOffer(o) => TreeKind::AdoptOffer(leader_info_from_proto(
+            proto::Shout {
+                run: o.run,
+                leader: o.leader,
+                hops_from_root: o.hops_from_root,
+                data_port: o.data_port,
+                cluster_size: o.cluster_size,
+                leader_key: o.leader_key,
+            },
+            "offer",
+        )?),
         K::Detach(d) => TreeKind::Detach {
             run: run_from_proto(d.run, "tree.detach.run")?,
         },
@@ -428,9 +507,11 @@ fn tree_from_proto(t: proto::Tree) -> Result<Tree, DecodeError> {
                 input_nodes: r.input_nodes,
             }
         }
+        K::Ack(a) => TreeKind::Ack { seq: a.seq },
     };
     Ok(Tree {
         tree_epoch: t.tree_epoch,
+        seq: t.seq,
         kind,
     })
 }

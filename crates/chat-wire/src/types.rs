@@ -165,20 +165,32 @@ impl std::fmt::Display for RunId {
 }
 
 /// The value the election minimises. Ordered so that the *smaller* candidate is the better
-/// leader: higher durable data epoch first, then smaller node id.
+/// leader, in the Raft manner: higher term of the last durable write first (two histories
+/// with the same number of writes are told apart by it), then higher durable data epoch,
+/// then smaller node id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Candidate {
+    /// The term in which the candidate's last durable write was made (0: none).
+    pub last_term: u64,
     /// The candidate's durable data epoch (writes applied).
     pub data_epoch: u64,
     /// The candidate's id.
     pub node: NodeId,
 }
 
+impl Candidate {
+    /// Whether this candidate's data is strictly newer than `other`'s (ids aside).
+    pub fn key_beats(&self, other: &Candidate) -> bool {
+        (self.last_term, self.data_epoch) > (other.last_term, other.data_epoch)
+    }
+}
+
 impl Ord for Candidate {
     fn cmp(&self, other: &Self) -> Ordering {
         other
-            .data_epoch
-            .cmp(&self.data_epoch)
+            .last_term
+            .cmp(&self.last_term)
+            .then_with(|| other.data_epoch.cmp(&self.data_epoch))
             .then_with(|| self.node.cmp(&other.node))
     }
 }
@@ -194,6 +206,9 @@ impl PartialOrd for Candidate {
 pub struct Election {
     /// The run it belongs to.
     pub run: RunId,
+    /// The sender's configured cluster size: nodes of clusters of different sizes never
+    /// elect together.
+    pub cluster_size: u32,
     /// The Yo-Yo round (0 for `Start`).
     pub round: u32,
     /// What it says.
@@ -224,24 +239,45 @@ pub enum ElectionKind {
 pub struct Tree {
     /// The sender's tree epoch.
     pub tree_epoch: u64,
+    /// 0 for a periodic message; otherwise the sender resends it until the receiver answers
+    /// [`TreeKind::Ack`] with this number (the receiver ignores copies it already handled).
+    pub seq: u64,
     /// What it says.
     pub kind: TreeKind,
+}
+
+/// One tree: the run that built it and its root. (A run id alone can repeat: a node that
+/// restarted without memory may reuse one.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TreeId {
+    /// The run that built it; its Lamport time is the tree's term.
+    pub run: RunId,
+    /// Its root.
+    pub leader: NodeId,
+}
+
+/// What a leader announcement (SHOUT or adoption offer) says about the tree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaderInfo {
+    /// The run that chose the leader.
+    pub run: RunId,
+    /// The leader (the tree's root).
+    pub leader: NodeId,
+    /// The sender's distance from the root.
+    pub hops_from_root: u32,
+    /// The sender's data-plane port.
+    pub data_port: u16,
+    /// The cluster size the tree's members are configured with.
+    pub cluster_size: u32,
+    /// The leader's election key as last heard by the sender.
+    pub leader_key: Candidate,
 }
 
 /// The kinds of tree message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TreeKind {
     /// SHOUT's Q: the leader is known; be my child.
-    Shout {
-        /// The election run that chose the leader.
-        run: RunId,
-        /// The leader (the tree's root).
-        leader: NodeId,
-        /// The sender's distance from the root.
-        hops_from_root: u32,
-        /// The sender's data-plane port.
-        data_port: u16,
-    },
+    Shout(LeaderInfo),
     /// SHOUT's A.
     Answer {
         /// The run answered.
@@ -249,12 +285,30 @@ pub enum TreeKind {
         /// The sender took the receiver as its parent.
         accepted: bool,
     },
-    /// The root's periodic epoch, forwarded down the tree.
+    /// The root's periodic epoch, forwarded down the tree; also the root's quorum probe
+    /// (the epoch numbers it), which every member answers with [`TreeKind::ProbeAck`].
     EpochTick {
         /// The leader.
         leader: NodeId,
         /// The sender's data-plane port.
         data_port: u16,
+        /// The tree's run.
+        run: RunId,
+        /// The leader's current election key.
+        leader_key: Candidate,
+        /// The newest tree whose root is known to be gone (its host closed its connection):
+        /// members release their promise to it.
+        root_gone: Option<TreeId>,
+    },
+    /// Child to parent: how many nodes of the sender's subtree answered the probe of
+    /// `tree_epoch` (and so promised not to support another writer for the lease).
+    ProbeAck {
+        /// The tree's run.
+        run: RunId,
+        /// Nodes that answered, the sender included when it did.
+        count: u32,
+        /// As in [`TreeKind::EpochTick`], passed up.
+        root_gone: Option<TreeId>,
     },
     /// Healing: the sender lost its parent and asks to be adopted into this tree.
     AdoptRequest {
@@ -264,16 +318,7 @@ pub enum TreeKind {
         leader: NodeId,
     },
     /// Healing: the sender is connected to the root and offers to adopt.
-    AdoptOffer {
-        /// The leader.
-        leader: NodeId,
-        /// The run that chose it.
-        run: RunId,
-        /// The sender's distance from the root.
-        hops_from_root: u32,
-        /// The sender's data-plane port.
-        data_port: u16,
-    },
+    AdoptOffer(LeaderInfo),
     /// Parent to children: the sender lost its way to the root; the receivers are orphans.
     Detach {
         /// The run whose tree dissolves.
@@ -283,6 +328,11 @@ pub enum TreeKind {
     Routes {
         /// The input nodes (the sender included when it is one).
         input_nodes: Vec<NodeId>,
+    },
+    /// The receiver got the tree message numbered `seq`: stop resending it.
+    Ack {
+        /// The acknowledged message's `seq`.
+        seq: u64,
     },
 }
 

@@ -27,7 +27,36 @@ fn run_id() -> impl Strategy<Value = RunId> {
 }
 
 fn candidate() -> impl Strategy<Value = Candidate> {
-    (any::<u64>(), node_id()).prop_map(|(data_epoch, node)| Candidate { data_epoch, node })
+    (any::<u64>(), any::<u64>(), node_id()).prop_map(|(last_term, data_epoch, node)| Candidate {
+        last_term,
+        data_epoch,
+        node,
+    })
+}
+
+fn tree_id() -> impl Strategy<Value = Option<TreeId>> {
+    prop::option::of((run_id(), node_id()).prop_map(|(run, leader)| TreeId { run, leader }))
+}
+
+fn leader_info() -> impl Strategy<Value = LeaderInfo> {
+    (
+        run_id(),
+        node_id(),
+        any::<u32>(),
+        data_port(),
+        any::<u32>(),
+        candidate(),
+    )
+        .prop_map(
+            |(run, leader, hops_from_root, data_port, cluster_size, leader_key)| LeaderInfo {
+                run,
+                leader,
+                hops_from_root,
+                data_port,
+                cluster_size,
+                leader_key,
+            },
+        )
 }
 
 fn topology() -> impl Strategy<Value = Topology> {
@@ -61,39 +90,51 @@ fn election() -> impl Strategy<Value = Election> {
         candidate().prop_map(ElectionKind::Proposal),
         (any::<bool>(), any::<bool>()).prop_map(|(yes, prune)| ElectionKind::Vote { yes, prune }),
     ];
-    (run_id(), any::<u32>(), kind).prop_map(|(run, round, kind)| Election { run, round, kind })
+    (run_id(), any::<u32>(), any::<u32>(), kind).prop_map(|(run, round, cluster_size, kind)| {
+        Election {
+            run,
+            round,
+            cluster_size,
+            kind,
+        }
+    })
 }
 
 fn tree_kind() -> impl Strategy<Value = TreeKind> {
     prop_oneof![
-        (run_id(), node_id(), any::<u32>(), data_port()).prop_map(
-            |(run, leader, hops_from_root, data_port)| TreeKind::Shout {
-                run,
-                leader,
-                hops_from_root,
-                data_port,
-            }
-        ),
+        leader_info().prop_map(TreeKind::Shout),
         (run_id(), any::<bool>()).prop_map(|(run, accepted)| TreeKind::Answer { run, accepted }),
-        (node_id(), data_port())
-            .prop_map(|(leader, data_port)| TreeKind::EpochTick { leader, data_port }),
-        (run_id(), node_id()).prop_map(|(run, leader)| TreeKind::AdoptRequest { run, leader }),
-        (node_id(), run_id(), any::<u32>(), data_port()).prop_map(
-            |(leader, run, hops_from_root, data_port)| TreeKind::AdoptOffer {
+        (node_id(), data_port(), run_id(), candidate(), tree_id()).prop_map(
+            |(leader, data_port, run, leader_key, root_gone)| TreeKind::EpochTick {
                 leader,
-                run,
-                hops_from_root,
                 data_port,
+                run,
+                leader_key,
+                root_gone,
             }
         ),
+        (run_id(), any::<u32>(), tree_id()).prop_map(|(run, count, root_gone)| {
+            TreeKind::ProbeAck {
+                run,
+                count,
+                root_gone,
+            }
+        }),
+        (run_id(), node_id()).prop_map(|(run, leader)| TreeKind::AdoptRequest { run, leader }),
+        leader_info().prop_map(TreeKind::AdoptOffer),
         run_id().prop_map(|run| TreeKind::Detach { run }),
         prop::collection::vec(node_id(), 0..8)
             .prop_map(|input_nodes| TreeKind::Routes { input_nodes }),
+        any::<u64>().prop_map(|seq| TreeKind::Ack { seq }),
     ]
 }
 
 fn tree() -> impl Strategy<Value = Tree> {
-    (any::<u64>(), tree_kind()).prop_map(|(tree_epoch, kind)| Tree { tree_epoch, kind })
+    (any::<u64>(), any::<u64>(), tree_kind()).prop_map(|(tree_epoch, seq, kind)| Tree {
+        tree_epoch,
+        seq,
+        kind,
+    })
 }
 
 fn data() -> impl Strategy<Value = Data> {
@@ -368,6 +409,7 @@ fn node_id_zero_is_rejected_inside_bodies() {
         }),
         body: Some(proto::envelope::Body::Tree(proto::Tree {
             tree_epoch: 1,
+            seq: 0,
             kind: Some(proto::tree::Kind::Routes(proto::Routes {
                 input_nodes: vec![3, 0],
             })),
@@ -417,6 +459,7 @@ fn missing_required_sub_message_is_named() {
         body: Some(proto::envelope::Body::Election(proto::Election {
             run: None,
             round: 0,
+            cluster_size: 1,
             kind: Some(proto::election::Kind::Vote(proto::Vote {
                 yes: true,
                 prune: false,

@@ -72,9 +72,30 @@ pub async fn wait_until(
     what: &str,
     check: impl Fn(&BTreeMap<u64, Value>) -> Result<(), String>,
 ) -> (BTreeMap<u64, Value>, Duration) {
+    wait_until_checking(cluster, ids, deadline, what, |_| Ok(()), check).await
+}
+
+/// [`wait_until`], and every poll on the way (whichever nodes answer) must satisfy
+/// `invariant`, or the test fails at once with its reason.
+pub async fn wait_until_checking(
+    cluster: &LocalCluster,
+    ids: &BTreeSet<u64>,
+    deadline: Duration,
+    what: &str,
+    mut invariant: impl FnMut(&BTreeMap<u64, Value>) -> Result<(), String>,
+    check: impl Fn(&BTreeMap<u64, Value>) -> Result<(), String>,
+) -> (BTreeMap<u64, Value>, Duration) {
     let start = Instant::now();
     loop {
         let statuses = statuses(cluster, ids).await;
+        if let Err(reason) = invariant(&statuses) {
+            panic!(
+                "{what}: invariant broken after {:?}: {reason}\nstatuses: {}\n{}",
+                start.elapsed(),
+                serde_json::to_string(&statuses).unwrap_or_default(),
+                log_tails(cluster, ids)
+            );
+        }
         let verdict = if statuses.len() == ids.len() {
             check(&statuses)
         } else {
@@ -93,6 +114,58 @@ pub async fn wait_until(
             Err(_) => tokio::time::sleep(POLL).await,
         }
     }
+}
+
+/// Polls `ids` for `period`, failing at once if any poll breaks `invariant`: for properties
+/// that must hold over a stretch of time, not just become true.
+pub async fn hold(
+    cluster: &LocalCluster,
+    ids: &BTreeSet<u64>,
+    period: Duration,
+    what: &str,
+    mut invariant: impl FnMut(&BTreeMap<u64, Value>) -> Result<(), String>,
+) {
+    let start = Instant::now();
+    while start.elapsed() < period {
+        let statuses = statuses(cluster, ids).await;
+        if let Err(reason) = invariant(&statuses) {
+            panic!(
+                "{what}: broken after {:?}: {reason}\nstatuses: {}\n{}",
+                start.elapsed(),
+                serde_json::to_string(&statuses).unwrap_or_default(),
+                log_tails(cluster, ids)
+            );
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// No node of `ids` that answers sees another node of `ids` OFF.
+pub fn none_off_among(ids: &BTreeSet<u64>, statuses: &BTreeMap<u64, Value>) -> Result<(), String> {
+    for (id, status) in statuses.iter().filter(|(id, _)| ids.contains(id)) {
+        for other in ids.iter().filter(|other| *other != id) {
+            if neighbor_state(status, *other).as_deref() == Some("off") {
+                return Err(format!("node {id} sees its live neighbour {other} off"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Every node of `ids` that is a neighbour of another node of `ids` is ON there.
+pub fn all_on_among(ids: &BTreeSet<u64>, statuses: &BTreeMap<u64, Value>) -> Result<(), String> {
+    for (id, status) in statuses.iter().filter(|(id, _)| ids.contains(id)) {
+        let listed = status["neighbors"].as_array().cloned().unwrap_or_default();
+        for neighbor in &listed {
+            let Some(other) = neighbor["id"].as_u64().filter(|o| ids.contains(o)) else {
+                continue;
+            };
+            if neighbor["state"] != "on" {
+                return Err(format!("node {id} does not see {other} on yet"));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The last lines of each node's log, for a failure message (the run directory is a
