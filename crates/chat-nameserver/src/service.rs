@@ -175,6 +175,9 @@ async fn hold_lease(
             biased;
             // Err: the server is gone, which is a stop as well.
             _ = stopping.wait_for(|stop| *stop) => break LeaseEnd::withdrawn,
+            // The client reset the stream (its process died, or it dropped the call): tonic
+            // drops our response stream at once, before any inbound error shows.
+            () = responses.closed() => break LeaseEnd::stream_broken,
             message = inbound.next() => match message {
                 Some(Ok(request)) => match keep_alive(&leases, &request, held, stream) {
                     Ok((node, ttl)) => {

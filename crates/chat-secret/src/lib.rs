@@ -101,7 +101,9 @@ pub enum SecretError {
         path: PathBuf,
     },
     /// More lines than the current and the previous secret.
-    #[error("the cluster secret {path} has {lines} lines; at most {MAX_LINES} (current, previous)")]
+    #[error(
+        "the cluster secret {path} has {lines} lines; at most {MAX_LINES} (current, previous)"
+    )]
     TooManyLines {
         /// The file.
         path: PathBuf,
@@ -255,11 +257,17 @@ mod tests {
     #[test]
     fn bad_files_are_refused_naming_the_file_and_line() {
         let short = parse("abcd").unwrap_err();
-        assert!(matches!(short, SecretError::Malformed { line: 1, .. }), "{short}");
+        assert!(
+            matches!(short, SecretError::Malformed { line: 1, .. }),
+            "{short}"
+        );
         assert!(short.to_string().contains("/etc/chat-system/cluster.key"));
         let not_hex = parse(&format!("{A}\n{}", "z".repeat(64))).unwrap_err();
         assert!(matches!(not_hex, SecretError::Malformed { line: 2, .. }));
-        assert!(matches!(parse("\n# nothing\n"), Err(SecretError::Empty { .. })));
+        assert!(matches!(
+            parse("\n# nothing\n"),
+            Err(SecretError::Empty { .. })
+        ));
         assert!(matches!(
             parse(&format!("{A}\n{B}\n{A}\n")),
             Err(SecretError::TooManyLines { lines: 3, .. })
