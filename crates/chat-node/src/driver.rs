@@ -122,7 +122,7 @@ pub(crate) async fn run(
         turn_started = now;
         watchdog.pet(now);
         if node.poll_timeout().is_some_and(|due| due <= now) {
-            node.handle_timeout(now);
+            run_due_timers(&mut node, now);
             continue;
         }
         let wake = watchdog
@@ -138,11 +138,13 @@ pub(crate) async fn run(
             }
             Ok(()) = durable_updates.changed() => {
                 turn_started = Instant::now();
+                run_due_timers(&mut node, turn_started);
                 let key = *durable_updates.borrow_and_update();
                 apply_durable_key(&mut node, turn_started, key);
             }
             event = events.recv() => {
                 turn_started = Instant::now();
+                run_due_timers(&mut node, turn_started);
                 match event {
                     Some(event) => driver.handle_transport_event(&mut node, event),
                     None => anyhow::bail!("the control-plane transport stopped"),
@@ -154,6 +156,16 @@ pub(crate) async fn run(
     driver.lease.shutdown().await;
     driver.transport.shutdown().await;
     Ok(())
+}
+
+/// Runs the machine's timers if any is due. After a freeze (SIGSTOP) tokio can wake the loop
+/// for a queued message before it fires the overdue sleep, so the message branches call this
+/// first: a lapsed writer lease or liveness deadline is seen before any message is handled or
+/// any status is published.
+fn run_due_timers(node: &mut Node, now: Instant) {
+    if node.poll_timeout().is_some_and(|due| due <= now) {
+        node.handle_timeout(now);
+    }
 }
 
 /// systemd's watchdog, fed from the control loop itself: a loop that stalls stops the
