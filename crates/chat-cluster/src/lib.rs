@@ -450,10 +450,12 @@ struct NeighborEntry<'a> {
     port: u16,
 }
 
-/// `[cluster]`: the number of nodes launched, so each node knows what a majority is.
+/// `[cluster]`: the number of nodes launched, so each node knows what a majority is, and the
+/// cluster secret every node of this cluster shares.
 #[derive(Serialize)]
 struct ClusterEntry {
     size: u64,
+    secret_file: PathBuf,
 }
 
 #[derive(Serialize)]
@@ -583,6 +585,13 @@ impl LocalCluster {
                 .collect(),
         };
 
+        // One secret per local cluster (kept when the run directory is reused, so a node
+        // restarted by hand still accepts the tokens the others signed).
+        let secret_file = run_dir.join("cluster.key");
+        if !secret_file.exists() {
+            std::fs::write(&secret_file, chat_secret::ClusterSecret::generate_file_text())
+                .map_err(io_error(&secret_file))?;
+        }
         let mut records = Vec::new();
         for id in 1..=nodes {
             let node_dir = run_dir.join(id.to_string());
@@ -615,7 +624,10 @@ impl LocalCluster {
                         port: port(neighbor),
                     })
                     .collect(),
-                cluster: ClusterEntry { size: nodes },
+                cluster: ClusterEntry {
+                    size: nodes,
+                    secret_file: secret_file.clone(),
+                },
                 bootstrap: &bootstrap,
                 nameserver: &nameserver,
             };

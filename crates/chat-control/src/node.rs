@@ -307,6 +307,12 @@ impl Node {
         self.plane.status()
     }
 
+    /// At a writable root: the instant its writer lease runs out, if nothing extends it
+    /// (`None` elsewhere). See [`Status::quorum`] for the flag.
+    pub fn writable_until(&self) -> Option<Instant> {
+        self.plane.writable_until()
+    }
+
     /// Every neighbour with its address and state.
     pub fn neighbors(&self) -> impl Iterator<Item = NeighborView> + '_ {
         self.topology.neighbors()

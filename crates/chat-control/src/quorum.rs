@@ -265,6 +265,12 @@ impl ControlPlane {
         }
     }
 
+    /// At a writable root: when its writer lease runs out (unless a fresher probe extends
+    /// it). The data plane stops taking writes then even if this machine's next turn is late.
+    pub(crate) fn writable_until(&self) -> Option<Instant> {
+        self.lease().0.filter(|until| *until > self.now)
+    }
+
     /// Whether this node is a root whose lease holds at `now` (for the simulator's checks).
     #[cfg(feature = "sim")]
     pub(crate) fn writable_at(&self, now: Instant) -> bool {

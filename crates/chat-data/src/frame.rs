@@ -148,15 +148,15 @@ pub struct TermRun {
     pub first_epoch: Epoch,
 }
 
-/// A change notification: a chat changed at an epoch; the audience may see it.
+/// A change notification: something committed at an epoch that input nodes push to their
+/// live-update streams. The payload (which chat, who may see it) is the node's to encode; the
+/// data plane only holds it until its epoch is majority-durable and spreads it down the tree.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Change {
-    /// The chat.
-    pub chat_id: u64,
     /// The epoch of the change.
     pub epoch: Epoch,
-    /// The users who may see it (the chat's members at commit time).
-    pub audience: Vec<u64>,
+    /// What changed, encoded by the node.
+    pub payload: Vec<u8>,
 }
 
 /// A piece of a snapshot streamed from a parent to a child.
@@ -469,9 +469,8 @@ fn body_to_proto(body: &Body) -> proto::frame::Body {
             changes: changes
                 .iter()
                 .map(|c| proto::Change {
-                    chat_id: c.chat_id,
                     epoch: c.epoch,
-                    audience: c.audience.clone(),
+                    payload: c.payload.clone(),
                 })
                 .collect(),
         }),
@@ -576,9 +575,8 @@ fn body_from_proto(body: proto::frame::Body) -> Result<Body, DecodeError> {
             c.changes
                 .into_iter()
                 .map(|c| Change {
-                    chat_id: c.chat_id,
                     epoch: c.epoch,
-                    audience: c.audience,
+                    payload: c.payload,
                 })
                 .collect(),
         ),

@@ -367,6 +367,12 @@ impl DataPlane {
             .unwrap_or(self.log.base())
     }
 
+    /// The position of the local log's entry at `epoch` (the base for the base), if the log
+    /// holds it: the term a read's epoch reflects, for [`ReadResult::position`].
+    pub fn position_at(&self, epoch: Epoch) -> Option<Position> {
+        self.log.position_at(epoch)
+    }
+
     /// Whether a request from this node reaches a writable root: this node is one, or one
     /// answered within [`DataConfig::writer_reachable_for`].
     pub fn writer_reachable(&self, now: Instant) -> bool {
@@ -615,6 +621,33 @@ impl DataPlane {
     /// The chunk the driver read for [`Action::ReadSnapshotChunk`].
     pub fn snapshot_chunk_read(&mut self, _now: Instant, peer: NodeId, chunk: SnapshotChunk) {
         self.send(peer, Body::SnapshotChunk(chunk));
+    }
+
+    /// The store could not drop a suffix [`Action::DropSuffixAfter`] asked for (it had
+    /// already applied those entries: this node wrote them as a deposed writer): ask the
+    /// parent for a snapshot, which replaces the database and the log.
+    pub fn request_snapshot(&mut self, now: Instant) {
+        let Some(parent) = self.place.parent else {
+            return;
+        };
+        if self.place.is_root || self.snapshot_in.is_some() {
+            return;
+        }
+        self.snapshot_in = Some(IncomingSnapshot {
+            from: parent,
+            snapshot_id: 0,
+            next_offset: 0,
+            last_request: now,
+            complete: false,
+        });
+        self.send(
+            parent,
+            Body::SnapshotRequest {
+                snapshot_id: 0,
+                offset: 0,
+            },
+        );
+        self.flush();
     }
 
     /// The snapshot received was installed: the database and log now reflect `base`.

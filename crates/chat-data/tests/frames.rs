@@ -105,21 +105,13 @@ fn body() -> impl Strategy<Value = Body> {
                 })
             ),
         proptest::collection::vec(
-            (
-                any::<u64>(),
-                any::<u64>(),
-                proptest::collection::vec(any::<u64>(), 0..4)
-            ),
+            (any::<u64>(), proptest::collection::vec(any::<u8>(), 0..16)),
             0..4
         )
         .prop_map(|changes| Body::Changes(
             changes
                 .into_iter()
-                .map(|(chat_id, epoch, audience)| Change {
-                    chat_id,
-                    epoch,
-                    audience
-                })
+                .map(|(epoch, payload)| Change { epoch, payload })
                 .collect()
         )),
     ]

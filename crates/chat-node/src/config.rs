@@ -130,6 +130,10 @@ pub(crate) struct ClusterSettings {
     /// File, relative to the state directory (or absolute), where the node keeps the highest
     /// term it has seen, so its term never decreases across restarts.
     pub(crate) state_file: PathBuf,
+    /// The cluster secret: one or two lines of 64 hex characters (the first signs, both
+    /// verify). API tokens and session cookies are signed with it. Relative paths are taken
+    /// from the state directory. A node whose file is missing or malformed does not start.
+    pub(crate) secret_file: PathBuf,
 }
 
 impl Default for ClusterSettings {
@@ -137,6 +141,7 @@ impl Default for ClusterSettings {
         Self {
             size: 1,
             state_file: PathBuf::from("control-state.json"),
+            secret_file: PathBuf::from("/etc/chat-system/cluster.key"),
         }
     }
 }
@@ -282,14 +287,55 @@ pub(crate) struct HttpSettings {
     pub(crate) read_timeout_ms: u64,
     /// Time allowed to write a response.
     pub(crate) write_timeout_ms: u64,
+    /// How long an API token or session cookie lasts, in seconds (7 days).
+    pub(crate) session_ttl_s: u64,
+    /// How long one API request may take through the cluster, retries included; past it
+    /// the answer is 503 `unavailable` with `Retry-After`.
+    pub(crate) request_timeout_ms: u64,
+    /// Login attempts per account (`username#tag`): `{ burst, per_minute }`.
+    pub(crate) login_per_account: chat_web::ratelimit::Limit,
+    /// Login attempts per client address.
+    pub(crate) login_per_address: chat_web::ratelimit::Limit,
+    /// `Domain` of the session cookie (input nodes on several hosts of one domain).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) cookie_domain: Option<String>,
+    /// Mark the session cookie `Secure` (when browsers reach the nodes over HTTPS).
+    pub(crate) cookie_secure: bool,
+    /// Directory of the handlebars pages; unset: the copy built into the binary.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) template_dir: Option<PathBuf>,
 }
 
 impl Default for HttpSettings {
     fn default() -> Self {
+        let web = chat_web::WebConfig::default();
         Self {
             public_address: None,
             read_timeout_ms: 10_000,
             write_timeout_ms: 10_000,
+            session_ttl_s: web.session_ttl_s,
+            request_timeout_ms: 5_000,
+            login_per_account: web.login_per_account,
+            login_per_address: web.login_per_address,
+            cookie_domain: None,
+            cookie_secure: false,
+            template_dir: None,
+        }
+    }
+}
+
+impl HttpSettings {
+    /// The HTTP layer's settings.
+    pub(crate) fn web_config(&self) -> chat_web::WebConfig {
+        chat_web::WebConfig {
+            session_ttl_s: self.session_ttl_s,
+            login_per_account: self.login_per_account,
+            login_per_address: self.login_per_address,
+            template_dir: self.template_dir.clone(),
+            cookie_domain: self.cookie_domain.clone(),
+            cookie_secure: self.cookie_secure,
+            header_read_timeout_ms: self.read_timeout_ms,
+            ..chat_web::WebConfig::default()
         }
     }
 }
@@ -332,6 +378,8 @@ pub(crate) struct ResolvedConfig {
     pub(crate) cluster: ClusterSettings,
     /// `cluster.state_file` joined to `state_dir`.
     pub(crate) cluster_state_path: PathBuf,
+    /// `cluster.secret_file` joined to `state_dir`.
+    pub(crate) secret_path: PathBuf,
     pub(crate) bootstrap: BootstrapSettings,
     pub(crate) nameserver: NameserverSettings,
     pub(crate) topology: TopologySettings,
@@ -448,6 +496,7 @@ impl NodeConfig {
             .unwrap_or_else(|| PathBuf::from(format!("/var/lib/chat-system/node-{}", self.id)));
         let db_path = state_dir.join(&self.storage.db_file);
         let cluster_state_path = state_dir.join(&self.cluster.state_file);
+        let secret_path = state_dir.join(&self.cluster.secret_file);
         let public_address = self
             .http
             .public_address
@@ -467,6 +516,7 @@ impl NodeConfig {
             neighbors: self.neighbors.clone(),
             cluster: self.cluster.clone(),
             cluster_state_path,
+            secret_path,
             bootstrap: self.bootstrap.clone(),
             nameserver: self.nameserver.clone(),
             topology: self.topology.clone(),
@@ -499,6 +549,8 @@ impl NodeConfig {
             ("nameserver.renew_ms", self.nameserver.renew_ms),
             ("http.read_timeout_ms", self.http.read_timeout_ms),
             ("http.write_timeout_ms", self.http.write_timeout_ms),
+            ("http.session_ttl_s", self.http.session_ttl_s),
+            ("http.request_timeout_ms", self.http.request_timeout_ms),
         ];
         if let Some((key, _)) = durations.iter().find(|(_, value)| *value == 0) {
             return Err(Violation::new(*key, 0, "must be > 0"));

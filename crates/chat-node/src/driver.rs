@@ -23,7 +23,7 @@ use chat_wire::{Envelope, NodeId};
 use tokio::sync::watch;
 
 use crate::config::{NeighborConfig, ResolvedConfig};
-use crate::durable::{DurableKey, DurableKeyHandle};
+use crate::durable::DurableKey;
 use crate::lease::InputLease;
 use crate::metrics::{DropReason, Metrics};
 use crate::status::{ElectionStatus, NeighborState, NeighborStatus, NodeStatus, QuorumStatus};
@@ -62,7 +62,14 @@ pub(crate) async fn run(
     if let Some(warning) = crate::config::size_warning(config.cluster.size) {
         tracing::warn!(target: "main", subsystem = "main", "{warning}");
     }
-    let data_epoch = durable_data_epoch(&config).await?;
+    let secret = chat_secret::ClusterSecret::load(&config.secret_path).map_err(|error| {
+        BadClusterSize(format!(
+            "`cluster.secret_file` = {:?}: {error}",
+            config.secret_path.display().to_string()
+        ))
+    })?;
+    let store = open_store(&config).await?;
+    let stored_key = store.election_key();
     let initial_term = crate::cluster_state::load_term(&config.cluster_state_path)?;
     tracing::info!(
         target: "election",
@@ -81,17 +88,68 @@ pub(crate) async fn run(
     // The node owns its Lamport clock; `clock` only lets the log lines read it.
     let mut node = Node::with_clock(node_config(&config, initial_term), clock, now);
     // The election prefers the most up-to-date node, so a replica that outlived the writer
-    // takes over with everything it has. The store records no term of its writes yet (the
-    // data-plane issue adds it): 0 until then.
+    // takes over with everything it has: the (term, epoch) of its last durable log entry.
     let stored = DurableKey {
-        last_term: 0,
-        epoch: data_epoch,
+        last_term: stored_key.term,
+        epoch: stored_key.epoch,
     };
     apply_durable_key(&mut node, Instant::now(), stored);
     let (durable_keys, mut durable_updates) = crate::durable::channel(stored);
     for NeighborConfig { id, host, port } in &neighbors {
         node.add_neighbor(now, *id, host.clone(), *port);
     }
+    let (tree_view, tree_updates) = watch::channel(crate::data::TreeView::default());
+    let (http_serving, http_updates) = watch::channel(None::<String>);
+    let (data_stop, data_stopping) = watch::channel(false);
+    let stopped = |mut receiver: watch::Receiver<bool>| async move {
+        let _ = receiver.wait_for(|stop| *stop).await;
+    };
+    let feed = chat_web::ChangeFeed::new(
+        chat_web::feed::DEFAULT_RESUME_BUFFER,
+        store.applied_epoch(),
+    );
+    let hasher = std::sync::Arc::new(
+        chat_service::PasswordHasher::new(config.storage.bcrypt_cost)
+            .map_err(|error| anyhow::anyhow!("cannot start the password hasher: {error}"))?,
+    );
+    let (data, data_task) = crate::data::start(
+        crate::data::DataSettings {
+            id: config.id,
+            bind: format!("tcp://{}:{}", config.bind_host, config.data_port),
+            service: chat_service::ServiceConfig {
+                bcrypt_cost: config.storage.bcrypt_cost,
+                ..chat_service::ServiceConfig::default()
+            },
+            committer: chat_service::CommitterConfig::default(),
+            request_timeout: Duration::from_millis(config.http.request_timeout_ms),
+            read_wait: Duration::from_millis(50),
+        },
+        Arc::clone(&store),
+        tree_updates.clone(),
+        durable_keys.clone(),
+        feed.clone(),
+        stopped(data_stopping.clone()),
+    )
+    .await?;
+    let proxy = crate::data::proxy::DataProxy::new(
+        data.clone(),
+        hasher,
+        Duration::from_millis(config.http.request_timeout_ms),
+    );
+    let web_task = tokio::spawn(crate::web::run(
+        crate::web::WebSettings {
+            bind: format!("{}:{}", config.bind_host, config.http_port),
+            public_url: config.public_address.clone(),
+            config: config.http.web_config(),
+            keys: secret.keys(chat_secret::Purpose::Sessions),
+        },
+        tree_updates,
+        proxy,
+        feed,
+        http_serving,
+        stopped(data_stopping),
+    ));
+    let mut data_status = data.status.clone();
     let mut driver = Driver {
         me: config.id,
         cluster_state_path: config.cluster_state_path.clone(),
@@ -101,8 +159,12 @@ pub(crate) async fn run(
         started,
         lease: InputLease::new(&config),
         links_up: BTreeSet::new(),
-        durable_keys,
+        tree_view,
+        data_status: data.status.clone(),
+        http_serving: http_updates.clone(),
+        serving: false,
     };
+    let mut http_updates = http_updates;
     tracing::info!(
         target: "main",
         subsystem = "main",
@@ -136,6 +198,15 @@ pub(crate) async fn run(
                 turn_started = Instant::now();
                 node.handle_timeout(turn_started);
             }
+            Ok(()) = http_updates.changed() => {
+                turn_started = Instant::now();
+                run_due_timers(&mut node, turn_started);
+            }
+            Ok(()) = data_status.changed() => {
+                // The lease follows `writer_reachable`; the rest is only shown.
+                turn_started = Instant::now();
+                run_due_timers(&mut node, turn_started);
+            }
             Ok(()) = durable_updates.changed() => {
                 turn_started = Instant::now();
                 run_due_timers(&mut node, turn_started);
@@ -154,6 +225,13 @@ pub(crate) async fn run(
     }
 
     driver.lease.shutdown().await;
+    data_stop.send_replace(true);
+    if let Err(error) = web_task.await {
+        tracing::warn!(target: "input", subsystem = "input", %error, "the HTTP task failed");
+    }
+    if let Err(error) = data_task.await {
+        tracing::warn!(target: "data", subsystem = "data", %error, "the data-plane task failed");
+    }
     driver.transport.shutdown().await;
     Ok(())
 }
@@ -208,32 +286,31 @@ impl Watchdog {
 #[error("{0}")]
 pub(crate) struct BadClusterSize(String);
 
-/// The number of writes this node's database holds (0 for a new node). Opening the store
-/// also creates it and applies the migrations, so a bad state directory stops start-up here
-/// rather than on the first write.
-async fn durable_data_epoch(config: &ResolvedConfig) -> anyhow::Result<u64> {
+/// Opens the node's database (creating it and applying the migrations), so a bad state
+/// directory stops start-up here rather than on the first write.
+async fn open_store(config: &ResolvedConfig) -> anyhow::Result<Arc<chat_store::Store>> {
     let path = config.db_path.clone();
-    let epoch = tokio::task::spawn_blocking(move || {
+    let store = tokio::task::spawn_blocking(move || {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("cannot create the state directory {}", dir.display()))?;
         }
-        let store = chat_store::Store::open(&path)
-            .with_context(|| format!("cannot open the database {}", path.display()))?;
-        store
-            .current_epoch()
-            .with_context(|| format!("cannot read the epoch of {}", path.display()))
+        chat_store::Store::open(&path)
+            .with_context(|| format!("cannot open the database {}", path.display()))
     })
     .await
     .context("the database task failed")??;
+    let key = store.election_key();
     tracing::info!(
         target: "storage",
         subsystem = "storage",
-        data_epoch = epoch,
+        data_epoch = store.applied_epoch(),
+        last_term = key.term,
+        last_epoch = key.epoch,
         path = %config.db_path.display(),
         "database opened"
     );
-    Ok(epoch)
+    Ok(Arc::new(store))
 }
 
 /// Hands the state machine the store's durable key (the election prefers the highest).
@@ -290,10 +367,13 @@ struct Driver {
     lease: InputLease,
     /// Peers whose connection from us is established, as the transport reports it.
     links_up: BTreeSet<NodeId>,
-    /// The data plane's way to report durable writes (see [`crate::durable`]); handed to it
-    /// when it starts.
-    #[allow(dead_code)] // until the data plane exists
-    durable_keys: DurableKeyHandle,
+    /// What the data plane needs of the tree.
+    tree_view: watch::Sender<crate::data::TreeView>,
+    data_status: watch::Receiver<crate::data::DataStatus>,
+    /// The input role's HTTP server's URL while it answers.
+    http_serving: watch::Receiver<Option<String>>,
+    /// Whether the nameserver lease is held.
+    serving: bool,
 }
 
 impl Driver {
@@ -441,7 +521,6 @@ impl Driver {
             NodeEvent::RolesChanged { old, new, .. } => {
                 self.metrics.role_changed();
                 tracing::info!(target: "tree", subsystem = "tree", %old, %new, "roles changed");
-                self.lease.set_serving(new.input);
             }
             NodeEvent::Trace(step) => {
                 trace::record(&step, &self.metrics);
@@ -467,6 +546,15 @@ impl Driver {
             })
             .collect();
         let lamport = node.lamport();
+        self.publish_tree(node, &control);
+        let data = self.data_status.borrow().clone();
+        let http_url = self.http_serving.borrow().clone();
+        let ready = !control.roles.is_empty() && (!control.roles.input || http_url.is_some());
+        let serving = ready && control.roles.input && data.writer_reachable;
+        if serving != self.serving {
+            self.serving = serving;
+            self.lease.set_serving(serving);
+        }
         self.status.send_if_modified(|status| {
             let next = NodeStatus {
                 lamport,
@@ -493,7 +581,10 @@ impl Driver {
                     round,
                 }),
                 data_epoch: control.data_epoch,
-                ready: !control.roles.is_empty(),
+                ready,
+                writer_reachable: data.writer_reachable,
+                http_url: http_url.clone(),
+                data: data.clone(),
                 uptime_ms: millis(self.started.elapsed()),
                 ..status.clone()
             };
@@ -506,6 +597,37 @@ impl Driver {
             changed
         });
         self.metrics.observe_status(&self.status.borrow());
+    }
+}
+
+impl Driver {
+    /// Tells the data plane where this node stands, whenever that changes.
+    fn publish_tree(&self, node: &Node, control: &chat_control::Status) {
+        let upstream = control.routes.upstream;
+        let parent_endpoint = upstream.filter(|up| up.data_port != 0).and_then(|up| {
+            node.neighbors()
+                .find(|n| n.id == up.next_hop)
+                .map(|n| format!("tcp://{}:{}", n.host, up.data_port))
+        });
+        let view = crate::data::TreeView {
+            term: control.term,
+            writer: control.roles.writer,
+            replica: control.roles.replica,
+            input: control.roles.input,
+            writable_until: node.writable_until(),
+            parent: control.parent,
+            parent_endpoint,
+            children: control.children.clone(),
+            routes: control.routes.downstream.clone(),
+            cluster_size: control.quorum.size,
+        };
+        self.tree_view.send_if_modified(|current| {
+            let changed = *current != view;
+            if changed {
+                *current = view;
+            }
+            changed
+        });
     }
 }
 

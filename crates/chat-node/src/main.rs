@@ -12,6 +12,7 @@ mod admin;
 mod cli;
 mod cluster_state;
 mod config;
+mod data;
 mod discovery;
 mod driver;
 mod durable;
@@ -19,6 +20,7 @@ mod lease;
 mod metrics;
 mod status;
 mod trace;
+mod web;
 
 use std::process::ExitCode;
 use std::sync::Arc;

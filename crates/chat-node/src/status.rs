@@ -36,8 +36,19 @@ pub(crate) struct NodeStatus {
     /// The election under way, `None` when settled.
     pub(crate) election: Option<ElectionStatus>,
     pub(crate) data_epoch: u64,
-    /// The node has joined a tree and can serve its roles.
+    /// The node has joined a tree and its role's modules are up: for an input node, its HTTP
+    /// server answers (what systemd's READY=1 follows).
     pub(crate) ready: bool,
+    /// A request entering here reaches a writable root now (an input node's nameserver lease
+    /// is held only while this and `ready` are true).
+    #[serde(default)]
+    pub(crate) writer_reachable: bool,
+    /// Where this input node's API answers; `None` while it serves no HTTP.
+    #[serde(default)]
+    pub(crate) http_url: Option<String>,
+    /// The data plane: commit and log positions, counters.
+    #[serde(default)]
+    pub(crate) data: crate::data::DataStatus,
     /// Milliseconds since the process started.
     pub(crate) uptime_ms: u64,
     /// The chat-node version.
@@ -105,6 +116,9 @@ impl NodeStatus {
             election: None,
             data_epoch: 0,
             ready: false,
+            writer_reachable: false,
+            http_url: None,
+            data: crate::data::DataStatus::default(),
             uptime_ms: 0,
             version: env!("CARGO_PKG_VERSION").to_owned(),
         }

@@ -58,11 +58,13 @@ impl RunningNode {
     fn start_with_env(dir: &Path, env: &[(&str, &OsStr)]) -> Self {
         let [control, data, http, admin] = free_ports::<4>();
         let config = dir.join("node.toml");
+        let secret = dir.join("cluster.key");
+        std::fs::write(&secret, format!("{}\n", "ab".repeat(32))).expect("write secret");
         std::fs::write(
             &config,
             format!(
                 "id = 4\ncontrol_port = {control}\ndata_port = {data}\nhttp_port = {http}\n\
-                 admin_port = {admin}\nstate_dir = {:?}\n\n[cluster]\nsize = 3\n\n\
+                 admin_port = {admin}\nstate_dir = {:?}\n\n[cluster]\nsize = 3\nsecret_file = {secret:?}\n\n\
                  [bootstrap]\nenabled = false\n\n\
                  [[neighbors]]\nid = 5\nhost = \"127.0.0.1\"\nport = 1025\n",
                 dir.join("state")

@@ -100,6 +100,22 @@ pub enum Change {
         /// Epoch of the newest message seen.
         read_epoch: Epoch,
     },
+    /// Nothing: the entry a new writer appends first when its log ends in an older term, so
+    /// the older entries commit without waiting for a fresh write (the data plane's term
+    /// barrier). Logged like any write, applied as nothing, never remembered.
+    TermBarrier,
+}
+
+impl Operation {
+    /// The term barrier's one operation (see [`Change::TermBarrier`]).
+    pub fn term_barrier() -> Self {
+        Operation {
+            request_id: Uuid::nil(),
+            at_ms: 0,
+            fingerprint: Fingerprint::default(),
+            change: Change::TermBarrier,
+        }
+    }
 }
 
 /// What a write produced; kept per request id so a retry gets the same answer.
@@ -219,6 +235,9 @@ pub(crate) fn apply_change(
     let at = op.at_ms;
     let epoch_sql = epoch_to_sql(epoch)?;
     match &op.change {
+        Change::TermBarrier => Err(StoreError::Corrupt(
+            "a term barrier has nothing to apply".to_owned(),
+        )),
         Change::RegisterUser {
             user_uuid,
             username,

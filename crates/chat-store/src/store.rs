@@ -371,6 +371,9 @@ fn load_state(conn: &mut SqliteConnection) -> Result<LogState, StoreError> {
 /// the caller moves `current_epoch`.
 fn apply_entry(conn: &mut SqliteConnection, entry: &Entry) -> Result<(), StoreError> {
     for (epoch, op) in (entry.first_epoch()..).zip(&entry.ops) {
+        if op.change == crate::Change::TermBarrier {
+            continue;
+        }
         let written = apply_change(conn, epoch, op)?;
         queries::remember(conn, epoch, op.request_id, op.fingerprint, &written)?;
     }

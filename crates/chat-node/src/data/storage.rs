@@ -1,0 +1,387 @@
+//! The store side of the data plane: one worker thread applies the plane's log actions in the
+//! order they were polled, the writer's group commit executes writes, and reads run on
+//! tokio's blocking pool. Everything reports back to the driver as a [`StoreReport`].
+
+use std::collections::HashMap;
+use std::sync::{mpsc as std_mpsc, Arc};
+use std::time::Duration;
+
+use chat_data::{Entry as DataEntry, Epoch, Position, RequestId, SnapshotChunk, Term};
+use chat_service::{
+    CommitterConfig, GroupCommitter, LocalService, Reply, Request, ServiceConfig, ServiceError,
+};
+use chat_store::{ChangeNotice, Entry as StoreEntry, SnapshotReader, SnapshotWriter, Store, StoreError};
+use tokio::sync::{mpsc, watch};
+
+use super::entries;
+
+/// Bytes per snapshot chunk: well under the data plane's frame limit, big enough that a
+/// database of a few hundred megabytes streams in a few thousand frames.
+const SNAPSHOT_CHUNK_BYTES: usize = 1024 * 1024;
+
+/// What the driver asks of the store worker, in the data plane's order.
+#[derive(Debug)]
+pub(crate) enum StoreJob {
+    Append(Vec<DataEntry>),
+    DropSuffixAfter(Epoch),
+    CommitAdvanced(Epoch),
+    ReadSnapshotChunk {
+        peer: u64,
+        snapshot_id: u64,
+        offset: u64,
+    },
+    InstallSnapshotChunk(SnapshotChunk),
+    Write {
+        id: RequestId,
+        term: Term,
+        request: Request,
+        min_epoch: Epoch,
+    },
+}
+
+/// What the store did, for the driver.
+#[derive(Debug)]
+pub(crate) enum StoreReport {
+    /// The log is durable up to here (after an append or a suffix drop).
+    Durable(Position),
+    /// The writer committed a batch (before any of its answers is reported).
+    Committed {
+        entry: StoreEntry,
+        notices: Vec<ChangeNotice>,
+    },
+    /// A write's answer from the group commit.
+    WriteDone {
+        id: RequestId,
+        result: Result<Reply, ServiceError>,
+    },
+    /// A local read's answer.
+    ReadDone {
+        id: RequestId,
+        epoch: Epoch,
+        not_found: bool,
+        payload: Vec<u8>,
+    },
+    SnapshotChunkRead {
+        peer: u64,
+        chunk: SnapshotChunk,
+    },
+    SnapshotInstalled(Position),
+    /// A suffix could not be dropped (it was applied here): take a snapshot.
+    NeedSnapshot,
+}
+
+/// The store and what serves from it; cheap to clone.
+#[derive(Clone)]
+pub(crate) struct Storage {
+    pub(crate) store: Arc<Store>,
+    /// Reads only (writes go through the worker and the committer).
+    pub(crate) reads: LocalService,
+    /// The epoch the rows reflect, for reads that wait for a client's epoch.
+    pub(crate) applied: watch::Receiver<Epoch>,
+    jobs: std_mpsc::Sender<StoreJob>,
+}
+
+impl std::fmt::Debug for Storage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Storage").finish_non_exhaustive()
+    }
+}
+
+impl Storage {
+    /// Starts the worker thread and the group committer over `store`.
+    pub(crate) fn start(
+        store: Arc<Store>,
+        config: ServiceConfig,
+        committer: CommitterConfig,
+        reports: mpsc::UnboundedSender<StoreReport>,
+    ) -> anyhow::Result<Self> {
+        let (applied_tx, applied) = watch::channel(store.applied_epoch());
+        let (batches_tx, mut batches) = mpsc::channel::<chat_service::CommittedBatch>(64);
+        let group = GroupCommitter::start(Arc::clone(&store), committer, Some(batches_tx))
+            .map_err(|e| anyhow::anyhow!("cannot start the group commit: {e}"))?;
+        let reads = LocalService::new(
+            Arc::clone(&store),
+            ServiceConfig {
+                accepts_writes: false,
+                ..config
+            },
+        )
+        .map_err(|e| anyhow::anyhow!("cannot start the local service: {e}"))?;
+        {
+            let reports = reports.clone();
+            let applied_tx = applied_tx.clone();
+            let store = Arc::clone(&store);
+            tokio::spawn(async move {
+                while let Some(batch) = batches.recv().await {
+                    applied_tx.send_replace(store.applied_epoch());
+                    let _ = reports.send(StoreReport::Committed {
+                        entry: batch.entry,
+                        notices: batch.notices,
+                    });
+                }
+            });
+        }
+        let (jobs, queue) = std_mpsc::channel();
+        let worker = Worker {
+            store: Arc::clone(&store),
+            group,
+            runtime: tokio::runtime::Handle::current(),
+            reports,
+            applied: applied_tx,
+            commit: 0,
+            readers: HashMap::new(),
+            next_snapshot: 0,
+            incoming: None,
+        };
+        std::thread::Builder::new()
+            .name("store-worker".to_owned())
+            .spawn(move || worker.run(queue))?;
+        Ok(Storage {
+            store,
+            reads,
+            applied,
+            jobs,
+        })
+    }
+
+    /// Queues a job; the worker runs them one at a time, in order.
+    pub(crate) fn submit(&self, job: StoreJob) {
+        if self.jobs.send(job).is_err() {
+            tracing::error!(target: "storage", subsystem = "storage", "the store worker has stopped");
+        }
+    }
+
+    /// Runs a read once the rows reflect `min_epoch` (waiting at most `wait`), and reports.
+    pub(crate) async fn read(
+        &self,
+        id: RequestId,
+        payload: Vec<u8>,
+        min_epoch: Epoch,
+        wait: Duration,
+    ) -> StoreReport {
+        let result = match chat_service::decode::<Request>(&payload) {
+            Ok(request) => {
+                let mut applied = self.applied.clone();
+                // The data plane runs a read once the log holds the epoch; the rows follow
+                // once it is committed, a moment later.
+                let _ = tokio::time::timeout(wait, applied.wait_for(|e| *e >= min_epoch)).await;
+                self.reads.handle(request, min_epoch).await
+            }
+            Err(error) => Err(error),
+        };
+        let epoch = match &result {
+            Ok(reply) => reply.epoch,
+            Err(_) => self.store.applied_epoch(),
+        };
+        let not_found = matches!(result, Err(ServiceError::NotFound(_)));
+        StoreReport::ReadDone {
+            id,
+            epoch,
+            not_found,
+            payload: encode_result(&result),
+        }
+    }
+}
+
+/// An answer as it travels the data plane.
+pub(crate) fn encode_result(result: &Result<Reply, ServiceError>) -> Vec<u8> {
+    chat_service::encode(result).unwrap_or_default()
+}
+
+struct Worker {
+    store: Arc<Store>,
+    group: GroupCommitter,
+    runtime: tokio::runtime::Handle,
+    reports: mpsc::UnboundedSender<StoreReport>,
+    applied: watch::Sender<Epoch>,
+    /// The newest majority-durable epoch the plane announced: appends apply up to it.
+    commit: Epoch,
+    readers: HashMap<u64, (SnapshotReader, u64, Option<SnapshotChunk>)>,
+    next_snapshot: u64,
+    incoming: Option<SnapshotWriter>,
+}
+
+impl Worker {
+    fn run(mut self, queue: std_mpsc::Receiver<StoreJob>) {
+        while let Ok(job) = queue.recv() {
+            self.handle(job);
+        }
+    }
+
+    fn report(&self, report: StoreReport) {
+        let _ = self.reports.send(report);
+    }
+
+    fn handle(&mut self, job: StoreJob) {
+        match job {
+            StoreJob::Append(data_entries) => self.append(&data_entries),
+            StoreJob::DropSuffixAfter(epoch) => match self.store.truncate_after(epoch, 0) {
+                Ok(last) => self.report(StoreReport::Durable(entries::position(last))),
+                Err(StoreError::SnapshotNeeded { .. } | StoreError::NotABoundary(_)) => {
+                    tracing::warn!(target: "storage", subsystem = "storage", epoch,
+                        "a stale suffix was applied here; taking a snapshot from the parent");
+                    self.report(StoreReport::NeedSnapshot);
+                }
+                Err(error) => {
+                    tracing::error!(target: "storage", subsystem = "storage", epoch, %error, "cannot drop a stale suffix");
+                    self.report(StoreReport::NeedSnapshot);
+                }
+            },
+            StoreJob::CommitAdvanced(epoch) => {
+                self.commit = self.commit.max(epoch);
+                match self.store.apply_committed(self.commit) {
+                    Ok(applied) => {
+                        self.applied.send_replace(applied);
+                    }
+                    Err(error) => {
+                        tracing::error!(target: "storage", subsystem = "storage", epoch, %error, "cannot apply committed entries");
+                    }
+                }
+            }
+            StoreJob::ReadSnapshotChunk {
+                peer,
+                snapshot_id,
+                offset,
+            } => self.read_snapshot_chunk(peer, snapshot_id, offset),
+            StoreJob::InstallSnapshotChunk(chunk) => self.install_snapshot_chunk(chunk),
+            StoreJob::Write {
+                id,
+                term,
+                request,
+                min_epoch,
+            } => {
+                let group = self.group.clone();
+                let reports = self.reports.clone();
+                // Queued after every log action polled before it (this thread ran them), so
+                // the write sees the log they left.
+                self.runtime.spawn(async move {
+                    let result = group.submit(term, request, min_epoch).await;
+                    let _ = reports.send(StoreReport::WriteDone { id, result });
+                });
+            }
+        }
+    }
+
+    fn append(&mut self, data_entries: &[DataEntry]) {
+        let mut batch = Vec::with_capacity(data_entries.len());
+        for entry in data_entries {
+            match entries::to_store(entry) {
+                Ok(entry) => batch.push(entry),
+                Err(error) => {
+                    // The writer made it; a bad one means a bug or a corrupted frame that
+                    // decoded. Stop here: what follows cannot be appended past a hole.
+                    tracing::error!(target: "storage", subsystem = "storage", %error, "refused a log entry");
+                    break;
+                }
+            }
+        }
+        match self.store.append_entries(&batch, self.commit) {
+            Ok(outcome) => {
+                self.applied.send_replace(outcome.applied);
+                self.report(StoreReport::Durable(entries::position(outcome.durable)));
+            }
+            Err(error) => {
+                tracing::warn!(target: "storage", subsystem = "storage", %error, "cannot append entries");
+            }
+        }
+    }
+
+    fn read_snapshot_chunk(&mut self, peer: u64, snapshot_id: u64, offset: u64) {
+        let id = if snapshot_id == 0 || !self.readers.contains_key(&snapshot_id) {
+            if offset != 0 {
+                return;
+            }
+            let reader = match self.store.snapshot_reader() {
+                Ok(reader) => reader,
+                Err(error) => {
+                    tracing::error!(target: "storage", subsystem = "storage", %error, "cannot take a snapshot");
+                    return;
+                }
+            };
+            self.next_snapshot += 1;
+            // A child takes one snapshot at a time: older readers of the same child are done.
+            self.readers.retain(|_, _| false);
+            self.readers
+                .insert(self.next_snapshot, (reader, 0, None));
+            self.next_snapshot
+        } else {
+            snapshot_id
+        };
+        let Some((reader, position, last)) = self.readers.get_mut(&id) else {
+            return;
+        };
+        // The child asks again for the chunk it did not get: send the same one.
+        if let Some(previous) = last.as_ref().filter(|c| c.offset == offset) {
+            let chunk = previous.clone();
+            self.report(StoreReport::SnapshotChunkRead { peer, chunk });
+            return;
+        }
+        if offset != *position {
+            return;
+        }
+        let base = entries::position(reader.id());
+        let chunk = match reader.next_chunk(SNAPSHOT_CHUNK_BYTES) {
+            Ok(Some(data)) => {
+                *position += data.len() as u64;
+                let done = *position >= reader.size();
+                SnapshotChunk {
+                    snapshot_id: id,
+                    base,
+                    offset,
+                    data,
+                    done,
+                }
+            }
+            Ok(None) => SnapshotChunk {
+                snapshot_id: id,
+                base,
+                offset,
+                data: Vec::new(),
+                done: true,
+            },
+            Err(error) => {
+                tracing::error!(target: "storage", subsystem = "storage", %error, "cannot read a snapshot chunk");
+                return;
+            }
+        };
+        *last = Some(chunk.clone());
+        self.report(StoreReport::SnapshotChunkRead { peer, chunk });
+    }
+
+    fn install_snapshot_chunk(&mut self, chunk: SnapshotChunk) {
+        if chunk.offset == 0 {
+            match self.store.snapshot_writer() {
+                Ok(writer) => self.incoming = Some(writer),
+                Err(error) => {
+                    tracing::error!(target: "storage", subsystem = "storage", %error, "cannot receive a snapshot");
+                    return;
+                }
+            }
+        }
+        let Some(writer) = self.incoming.as_mut() else {
+            return;
+        };
+        if let Err(error) = writer.write_chunk(&chunk.data) {
+            tracing::error!(target: "storage", subsystem = "storage", %error, "cannot store a snapshot chunk");
+            self.incoming = None;
+            return;
+        }
+        if !chunk.done {
+            return;
+        }
+        let Some(writer) = self.incoming.take() else {
+            return;
+        };
+        match self.store.restore_from(writer) {
+            Ok(base) => {
+                tracing::info!(target: "storage", subsystem = "storage", term = base.term, epoch = base.epoch, "snapshot installed");
+                self.commit = base.epoch;
+                self.applied.send_replace(self.store.applied_epoch());
+                self.report(StoreReport::SnapshotInstalled(entries::position(base)));
+            }
+            Err(error) => {
+                tracing::error!(target: "storage", subsystem = "storage", %error, "cannot install a snapshot");
+            }
+        }
+    }
+}
