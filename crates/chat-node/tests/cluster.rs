@@ -425,8 +425,8 @@ const WRITER_LEASE: Duration = Duration::from_millis(500);
 /// No two nodes are writable in the same poll. The statuses of one poll are fetched
 /// concurrently, within milliseconds; a handover takes at least the old writer's lease (its
 /// members promised it that long), so two writable answers in one poll are two writers at
-/// once. Only for nodes whose statuses are fresh: a node that was frozen shows what it
-/// published before the freeze until its loop has run once.
+/// once. Only where no writer was ever frozen: a resumed node answers with what it
+/// published before the freeze until its loop has run once (test (b) handles that case).
 fn at_most_one_writable(statuses: &BTreeMap<u64, Value>) -> Result<(), String> {
     let writers: Vec<u64> = statuses
         .iter()
