@@ -1,0 +1,176 @@
+//! The generator against an in-process input node (real HTTP layer, local service, SQLite in a
+//! temp directory): what it reports acknowledged is really stored and readable, errors are
+//! counted by status and code, setup failures are reported.
+
+mod server;
+
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use chat_loadgen::{ChatKind, LoadError, Mode, Options};
+use http_body_util::Full;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use server::{bench_config, start, ServerOptions};
+
+fn options(url: &str) -> Options {
+    Options {
+        clients: 4,
+        duration: Duration::from_millis(800),
+        warmup: Duration::from_millis(200),
+        seed_messages: 3,
+        verify: true,
+        request_timeout: Duration::from_secs(5),
+        setup_timeout: Duration::from_secs(30),
+        ..Options::new(vec![url.parse().expect("target")])
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_private_writes_are_stored_and_readable() {
+    let server = start(ServerOptions::default(), bench_config()).await;
+    let before = server.epoch();
+    let report = chat_loadgen::run(&options(&server.url)).await.expect("run");
+    eprintln!("{report}");
+
+    assert_eq!(report.errors, Default::default(), "{report}");
+    assert!(report.writes.acknowledged > 0, "{report}");
+    assert_eq!(report.reads.acknowledged, 0);
+    assert_eq!(
+        report.connections, 4,
+        "one keep-alive connection per client"
+    );
+    let latency = report.writes.latency_ms;
+    assert!(latency.p50 > 0.0 && latency.p50 <= latency.p99 && latency.p99 <= latency.max);
+    let verification = report.verification.clone().expect("verified");
+    assert_eq!(verification.chats, 2);
+    assert_eq!(verification.missing, 0, "{report}");
+    // Warm-up writes and seeds are verified too, so at least the measured ones.
+    assert!(verification.acknowledged >= report.writes.acknowledged + 2 * 3);
+    assert_eq!(verification.found, verification.acknowledged);
+    // Every acknowledged message is a write in the database (setup wrote users too).
+    assert!(
+        server.epoch() - before >= verification.acknowledged,
+        "{report}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mixed_group_load_at_a_fixed_rate_reads_its_writes() {
+    let server = start(ServerOptions::default(), bench_config()).await;
+    let mut options = options(&server.url);
+    options.clients = 6;
+    options.chat = ChatKind::Group;
+    options.group_size = 3;
+    options.mode = Mode::Mixed;
+    options.rate = Some(150.0);
+    options.chat_epoch = true;
+    options.duration = Duration::from_secs(1);
+    let report = chat_loadgen::run(&options).await.expect("run");
+    eprintln!("{report}");
+
+    assert_eq!(report.errors, Default::default(), "{report}");
+    assert!(report.reads.acknowledged > 0 && report.writes.acknowledged > 0);
+    // 150/s over 1 s: about 150 requests; a loaded machine may fall a little behind.
+    let done = report.acknowledged + report.behind_schedule;
+    assert!((120..=160).contains(&done), "{report}");
+    assert!(report.acknowledged_per_s > 75.0, "{report}");
+    let verification = report.verification.expect("verified");
+    assert_eq!(verification.chats, 2);
+    assert_eq!(verification.missing, 0);
+    assert!(verification.found > 0);
+    server.stop().await;
+}
+
+/// A stand-in node: register and login succeed, every other message post is refused with
+/// `403 forbidden`, and reads are not routed (`404`).
+async fn refusing_server() -> (String, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let posts = Arc::new(AtomicU64::new(0));
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let posts = Arc::clone(&posts);
+            let service = service_fn(move |request: http::Request<hyper::body::Incoming>| {
+                let posts = Arc::clone(&posts);
+                async move {
+                    let path = request.uri().path().to_owned();
+                    let (status, body) = match path.as_str() {
+                        "/api/register" => (201, r#"{"user":{}}"#),
+                        "/api/login" => (200, r#"{"user":{},"token":"t"}"#),
+                        p if p.ends_with("/chat") && request.method() == http::Method::POST => {
+                            if posts.fetch_add(1, Ordering::Relaxed) % 2 == 0 {
+                                (201, r#"{"message":{}}"#)
+                            } else {
+                                (403, r#"{"error":{"code":"forbidden","message":"No."}}"#)
+                            }
+                        }
+                        _ => (404, r#"{"error":{"code":"not_found","message":"No."}}"#),
+                    };
+                    let response = http::Response::builder()
+                        .status(status)
+                        .header("chat-epoch", "1")
+                        .body(Full::new(Bytes::from_static(body.as_bytes())))
+                        .unwrap();
+                    Ok::<_, Infallible>(response)
+                }
+            });
+            tokio::spawn(
+                hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service),
+            );
+        }
+    });
+    (url, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_requests_are_counted_by_status_and_code() {
+    let (url, task) = refusing_server().await;
+    let mut options = options(&url);
+    options.clients = 2;
+    options.seed_messages = 0;
+    options.verify = false;
+    options.mode = Mode::Mixed;
+    let report = chat_loadgen::run(&options).await.expect("run");
+    eprintln!("{report}");
+    let forbidden = report.errors.get("403 forbidden").copied().unwrap_or(0);
+    let not_found = report.errors.get("404 not_found").copied().unwrap_or(0);
+    assert!(forbidden > 0 && not_found > 0, "{report}");
+    assert_eq!(report.writes.errors, forbidden, "{report}");
+    assert_eq!(report.reads.errors, not_found, "{report}");
+    assert_eq!(report.reads.acknowledged, 0);
+    // Posts alternate, so about as many are acknowledged as refused.
+    assert!(
+        report.writes.acknowledged.abs_diff(forbidden) <= 2,
+        "{report}"
+    );
+    assert_eq!(report.error_total(), forbidden + not_found);
+    task.abort();
+}
+
+#[tokio::test]
+async fn a_target_nobody_answers_fails_setup_at_its_deadline() {
+    // Bind and drop: a port nothing listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut options = options(&format!("http://127.0.0.1:{port}"));
+    options.setup_timeout = Duration::from_millis(600);
+    let started = std::time::Instant::now();
+    let error = chat_loadgen::run(&options).await.expect_err("no server");
+    assert!(
+        matches!(&error, LoadError::Setup { step, .. } if step == "register"),
+        "{error}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
