@@ -108,9 +108,13 @@ const MAX_BACKOFF: Duration = Duration::from_secs(1);
 pub(crate) async fn client_loop(mut client: Client, plan: Arc<Plan>) -> (Client, Tally) {
     let options = &plan.options;
     let mut tally = Tally::new();
+    // Choices follow the seed, so runs are repeatable; message ids must never repeat across
+    // runs (the server refuses an id reused for another message with 409), so they come from
+    // a generator seeded by the OS.
     let mut rng = SmallRng::seed_from_u64(
         options.seed ^ (client.index as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15),
     );
+    let mut ids = SmallRng::seed_from_u64(rand::random());
     let pace = Pace::new(options.rate, options.clients, client.index, plan.start);
     let read_path = format!("{}?limit={}", client.chat_path, options.page_size);
     let write_path = client.chat_path.clone();
@@ -141,7 +145,7 @@ pub(crate) async fn client_loop(mut client: Client, plan: Arc<Plan>) -> (Client,
             (client.conn.send(call).await, None)
         } else {
             // A v4 UUID from the client's generator: no system call per message.
-            let id = uuid::Builder::from_random_bytes(rng.random()).into_uuid();
+            let id = uuid::Builder::from_random_bytes(ids.random()).into_uuid();
             let body = format!(r#"{{"content":"{}","id":"{id}"}}"#, plan.content);
             let call = Call {
                 epoch,

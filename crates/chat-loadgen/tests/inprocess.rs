@@ -56,6 +56,12 @@ async fn acknowledged_private_writes_are_stored_and_readable() {
         server.epoch() - before >= verification.acknowledged,
         "{report}"
     );
+
+    // A second run with the same seed on the same server: new users, and message ids that
+    // never repeat the first run's (the server answers a reused id with 409).
+    let again = chat_loadgen::run(&options(&server.url)).await.expect("run");
+    assert_eq!(again.errors, Default::default(), "{again}");
+    assert!(again.writes.acknowledged > 0);
     server.stop().await;
 }
 
