@@ -35,6 +35,7 @@ async fn main() {
             durability,
             bcrypt_cost,
             publishing,
+            extra_listeners: 0,
         },
         server::bench_config(),
     )

@@ -119,7 +119,8 @@ impl<'a> Call<'a> {
 /// A keep-alive connection, opened on first use and again after it breaks.
 pub(crate) struct Conn {
     target: Arc<Target>,
-    timeout: Duration,
+    /// Per request, connect included.
+    pub(crate) timeout: Duration,
     sender: Option<SendRequest<Full<Bytes>>>,
     /// Connections opened, the first included.
     pub(crate) connects: u64,

@@ -79,10 +79,13 @@ pub async fn run(options: &Options) -> Result<Report, LoadError> {
         .map(|client| tokio::spawn(drive::client_loop(client, Arc::clone(&plan))))
         .collect();
     let mut tally = report::Tally::new();
+    let mut per_target = vec![0; options.targets.len()];
     let mut clients = Vec::with_capacity(tasks.len());
     for task in tasks {
         let (client, counts) = task.await.expect("client loops do not panic");
         tally.merge(&counts);
+        per_target[client.index % options.targets.len()] +=
+            counts.writes.acknowledged + counts.reads.acknowledged;
         clients.push(client);
     }
 
@@ -97,6 +100,7 @@ pub async fn run(options: &Options) -> Result<Report, LoadError> {
         tally: &tally,
         setup,
         connections,
+        per_target,
         verification,
     }))
 }

@@ -200,6 +200,8 @@ pub struct Report {
     pub behind_schedule: u64,
     /// TCP connections opened over the whole run (one per client when keep-alive holds).
     pub connections: u64,
+    /// Acknowledged requests of the window by target, in the order of `targets`.
+    pub per_target: Vec<u64>,
     /// Set when `verify` was asked for.
     pub verification: Option<Verification>,
 }
@@ -210,6 +212,7 @@ pub(crate) struct Inputs<'a> {
     pub(crate) tally: &'a Tally,
     pub(crate) setup: Duration,
     pub(crate) connections: u64,
+    pub(crate) per_target: Vec<u64>,
     pub(crate) verification: Option<Verification>,
 }
 
@@ -236,6 +239,7 @@ impl Report {
             errors: tally.errors.clone(),
             behind_schedule: tally.behind_schedule,
             connections: inputs.connections,
+            per_target: inputs.per_target,
             verification: inputs.verification,
         }
     }

@@ -24,6 +24,9 @@ use crate::LoadError;
 /// Every user gets this tag; names are unique per run.
 const TAG: &str = "0001";
 
+/// Least per-request timeout in setup (the setup timeout caps it).
+const SETUP_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// One simulated user: its account, connection, chat and newest epoch seen.
 pub(crate) struct Client {
     pub(crate) index: usize,
@@ -323,12 +326,19 @@ pub(crate) async fn run(options: &Options) -> Result<(Vec<Client>, Chats), LoadE
     });
     let layout = Layout::new(options.chat, options.clients, options.group_size);
     let targets: Vec<_> = options.targets.iter().cloned().map(Arc::new).collect();
+    // Logins queue for the node's bcrypt permits (one hash per core, ~260 ms each at the
+    // default cost): giving up on one after the run's request timeout would only start it
+    // again behind the same queue.
+    let setup_request_timeout = options
+        .request_timeout
+        .max(SETUP_REQUEST_TIMEOUT)
+        .min(options.setup_timeout);
     let mut clients: Vec<Option<Client>> = (0..options.clients)
         .map(|index| {
             let target = Arc::clone(&targets[index % targets.len()]);
             Some(Client {
                 index,
-                conn: Conn::new(target, options.request_timeout),
+                conn: Conn::new(target, setup_request_timeout),
                 username: shared.username(index),
                 token: String::new(),
                 epoch: 0,

@@ -92,6 +92,35 @@ async fn mixed_group_load_at_a_fixed_rate_reads_its_writes() {
     server.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_are_spread_over_every_target() {
+    let server = start(
+        ServerOptions {
+            extra_listeners: 1,
+            ..ServerOptions::default()
+        },
+        bench_config(),
+    )
+    .await;
+    let mut options = options(&server.urls[0]);
+    options.targets = server.urls.iter().map(|u| u.parse().unwrap()).collect();
+    options.clients = 5;
+    options.mode = Mode::Mixed;
+    options.chat_epoch = true;
+    options.duration = Duration::from_millis(500);
+    let report = chat_loadgen::run(&options).await.expect("run");
+    eprintln!("{report}");
+    assert_eq!(report.targets.len(), 2);
+    assert_eq!(report.errors, Default::default(), "{report}");
+    assert_eq!(report.connections, 5);
+    assert!(report.per_target.iter().all(|&n| n > 0), "{report}");
+    assert_eq!(report.per_target.iter().sum::<u64>(), report.acknowledged);
+    // Pairs (0,1), (2,3) and the odd client 4 with client 0: each pair spans both targets.
+    let verification = report.verification.expect("verified");
+    assert_eq!((verification.chats, verification.missing), (3, 0));
+    server.stop().await;
+}
+
 /// A stand-in node: register and login succeed, every other message post is refused with
 /// `403 forbidden`, and reads are not routed (`404`).
 async fn refusing_server() -> (String, tokio::task::JoinHandle<()>) {

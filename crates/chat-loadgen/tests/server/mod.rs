@@ -12,9 +12,11 @@ use chat_secret::{ClusterSecret, Purpose};
 use chat_service::{LocalService, ServiceConfig};
 use chat_store::{Durability, Store, StoreOptions};
 use chat_web::ratelimit::Limit;
-use chat_web::{App, AppState, ChangeFeed, PublishingDispatcher, ServiceBackend, WebConfig};
+use chat_web::{
+    App, AppState, Backend, ChangeFeed, PublishingDispatcher, ServiceBackend, WebConfig,
+};
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 /// How the server is built.
@@ -28,6 +30,9 @@ pub struct ServerOptions {
     /// Put chat-web's `PublishingDispatcher` in front of the service (as chat-web's own tests
     /// do), so live-update streams get the messages; it sends one message at a time.
     pub publishing: bool,
+    /// More listeners on loopback serving the same application and database, as input nodes
+    /// of one cluster would: a multi-target run needs every user on every target.
+    pub extra_listeners: usize,
 }
 
 impl Default for ServerOptions {
@@ -37,15 +42,19 @@ impl Default for ServerOptions {
             durability: Durability::Normal,
             bcrypt_cost: 4,
             publishing: false,
+            extra_listeners: 0,
         }
     }
 }
 
 pub struct Server {
+    /// The first listener's base URL.
     pub url: String,
+    /// Every listener's base URL (`extra_listeners` more after the first).
+    pub urls: Vec<String>,
     pub store: Arc<Store>,
-    stop: oneshot::Sender<()>,
-    task: JoinHandle<()>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
     _dir: tempfile::TempDir,
 }
 
@@ -83,13 +92,16 @@ pub async fn start(options: ServerOptions, config: WebConfig) -> Server {
     .expect("service");
     let feed = ChangeFeed::new(1024, 0);
     let keys = ClusterSecret::from_parts([7; 32], None).keys(Purpose::Sessions);
-    let listener = TcpListener::bind(options.address).await.expect("bind");
-    let url = format!("http://{}", listener.local_addr().expect("address"));
-    let (stop, stopped) = oneshot::channel::<()>();
-    let stopped = async {
-        let _ = stopped.await;
-    };
-    let task = if options.publishing {
+    let mut listeners = vec![TcpListener::bind(options.address).await.expect("bind")];
+    for _ in 0..options.extra_listeners {
+        listeners.push(TcpListener::bind("127.0.0.1:0").await.expect("bind"));
+    }
+    let urls: Vec<String> = listeners
+        .iter()
+        .map(|l| format!("http://{}", l.local_addr().expect("address")))
+        .collect();
+    let (stop, stopped) = watch::channel(false);
+    let tasks = if options.publishing {
         let dispatcher = PublishingDispatcher::new(service, feed.clone());
         let app = App::new(AppState {
             backend: ServiceBackend::new(dispatcher),
@@ -98,7 +110,7 @@ pub async fn start(options: ServerOptions, config: WebConfig) -> Server {
             change_feed: feed,
         })
         .expect("app");
-        tokio::spawn(chat_web::WebServer::serve_app(listener, app, stopped))
+        serve(listeners, app, stopped)
     } else {
         let app = App::new(AppState {
             backend: ServiceBackend::new(service),
@@ -107,15 +119,37 @@ pub async fn start(options: ServerOptions, config: WebConfig) -> Server {
             change_feed: feed,
         })
         .expect("app");
-        tokio::spawn(chat_web::WebServer::serve_app(listener, app, stopped))
+        serve(listeners, app, stopped)
     };
     Server {
-        url,
+        url: urls[0].clone(),
+        urls,
         store,
         stop,
-        task,
+        tasks,
         _dir: dir,
     }
+}
+
+/// The one application on every listener, until `stopped` turns true.
+fn serve<B: Backend>(
+    listeners: Vec<TcpListener>,
+    app: App<B>,
+    stopped: watch::Receiver<bool>,
+) -> Vec<JoinHandle<()>> {
+    listeners
+        .into_iter()
+        .map(|listener| {
+            let mut stopped = stopped.clone();
+            tokio::spawn(chat_web::WebServer::serve_app(
+                listener,
+                app.clone(),
+                async move {
+                    let _ = stopped.wait_for(|stop| *stop).await;
+                },
+            ))
+        })
+        .collect()
 }
 
 impl Server {
@@ -125,10 +159,12 @@ impl Server {
     }
 
     pub async fn stop(self) {
-        let _ = self.stop.send(());
-        tokio::time::timeout(Duration::from_secs(15), self.task)
-            .await
-            .expect("the server stops")
-            .expect("the server task ends");
+        let _ = self.stop.send(true);
+        for task in self.tasks {
+            tokio::time::timeout(Duration::from_secs(15), task)
+                .await
+                .expect("the server stops")
+                .expect("the server task ends");
+        }
     }
 }
