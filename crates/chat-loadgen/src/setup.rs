@@ -182,7 +182,9 @@ impl Setup {
             .settle(
                 &mut client.conn,
                 "register",
-                &[StatusCode::CREATED, StatusCode::OK],
+                // 409: the name is taken, by an earlier run with the same --name-prefix (whose
+                // idempotency record the node no longer holds): log in to it.
+                &[StatusCode::CREATED, StatusCode::OK, StatusCode::CONFLICT],
                 || Call {
                     idempotency_key: Some(&key),
                     ..Call::post("/api/register", None, &credentials)

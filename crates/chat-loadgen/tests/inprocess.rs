@@ -62,7 +62,41 @@ async fn acknowledged_private_writes_are_stored_and_readable() {
     let again = chat_loadgen::run(&options(&server.url)).await.expect("run");
     assert_eq!(again.errors, Default::default(), "{again}");
     assert!(again.writes.acknowledged > 0);
+
+    // A fixed prefix twice: the second run logs in to the first run's users and reuses their
+    // groups (the node replays the group creations), so setup registers nobody new. One name
+    // is taken beforehand by a plain registration (no idempotency key to replay): `409`, and
+    // the generator logs in to it.
+    let taken = register_raw(&server.url, "fixed-1", "loadgen-password").await;
+    assert!(taken.starts_with("HTTP/1.1 201"), "{taken}");
+    let mut fixed = options(&server.url);
+    fixed.name_prefix = Some("fixed-".into());
+    fixed.chat = ChatKind::Group;
+    fixed.group_size = 2;
+    let first = chat_loadgen::run(&fixed).await.expect("first run");
+    let second = chat_loadgen::run(&fixed).await.expect("second run");
+    assert_eq!(second.errors, Default::default(), "{second}");
+    let verified = second.verification.expect("verified");
+    assert_eq!((verified.chats, verified.missing), (2, 0));
+    assert!(first.writes.acknowledged > 0 && second.writes.acknowledged > 0);
     server.stop().await;
+}
+
+/// Registers `name#0001` with one plain HTTP/1.1 request; answers the raw response.
+async fn register_raw(url: &str, name: &str, password: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let address = url.trim_start_matches("http://");
+    let body = format!(r#"{{"username":"{name}","tag":"0001","password":"{password}"}}"#);
+    let request = format!(
+        "POST /api/register HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.unwrap();
+    answer
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
