@@ -79,6 +79,8 @@ pub(crate) struct Plan {
     pub(crate) start: Instant,
     pub(crate) measure_from: Instant,
     pub(crate) end: Instant,
+    /// Index of the window's last second.
+    pub(crate) last_second: u64,
     pub(crate) options: Options,
     /// Message body up to the content (the id and closing follow).
     pub(crate) content: String,
@@ -93,6 +95,7 @@ impl Plan {
             start,
             measure_from,
             end: measure_from + options.duration,
+            last_second: (options.duration.as_secs_f64().ceil() as u64).max(1) - 1,
             options: options.clone(),
             content,
         }
@@ -154,6 +157,14 @@ pub(crate) async fn client_loop(mut client: Client, plan: Arc<Plan>) -> (Client,
         };
         let answered = Instant::now();
         let measured = due >= plan.measure_from;
+        if measured {
+            // Answers after the window's end count in its last second.
+            let second = (answered - plan.measure_from)
+                .as_secs()
+                .min(plan.last_second);
+            let ok = matches!(&result, Ok(reply) if reply.status.is_success());
+            tally.at_second(usize::try_from(second).expect("seconds of a run fit"), ok);
+        }
         let recorder = if read {
             &mut tally.reads
         } else {

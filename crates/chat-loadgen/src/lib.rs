@@ -28,7 +28,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use options::{ChatKind, Mode, Options, Target};
-pub use report::{Latency, OpReport, Report, Verification};
+pub use report::{Latency, OpReport, Report, Second, Verification};
 
 /// Why a run could not be made.
 #[derive(Debug, thiserror::Error)]

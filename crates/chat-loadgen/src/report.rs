@@ -64,6 +64,8 @@ pub(crate) struct Tally {
     pub(crate) errors: BTreeMap<String, u64>,
     /// Open loop: slots of the measured window the client was too far behind to send.
     pub(crate) behind_schedule: u64,
+    /// Acknowledged and failed requests by the second of the window they were answered in.
+    pub(crate) seconds: Vec<Second>,
 }
 
 impl Tally {
@@ -73,6 +75,19 @@ impl Tally {
             reads: Recorder::new(),
             errors: BTreeMap::new(),
             behind_schedule: 0,
+            seconds: Vec::new(),
+        }
+    }
+
+    /// Counts an answer in second `at` of the window.
+    pub(crate) fn at_second(&mut self, at: usize, acknowledged: bool) {
+        if self.seconds.len() <= at {
+            self.seconds.resize(at + 1, Second::default());
+        }
+        if acknowledged {
+            self.seconds[at].acknowledged += 1;
+        } else {
+            self.seconds[at].errors += 1;
         }
     }
 
@@ -87,7 +102,23 @@ impl Tally {
             *self.errors.entry(key.clone()).or_default() += count;
         }
         self.behind_schedule += other.behind_schedule;
+        if self.seconds.len() < other.seconds.len() {
+            self.seconds.resize(other.seconds.len(), Second::default());
+        }
+        for (mine, theirs) in self.seconds.iter_mut().zip(&other.seconds) {
+            mine.acknowledged += theirs.acknowledged;
+            mine.errors += theirs.errors;
+        }
     }
+}
+
+/// One second of the measured window: what a failover's dip looks like.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Second {
+    /// Requests acknowledged in that second.
+    pub acknowledged: u64,
+    /// Requests that failed in that second.
+    pub errors: u64,
 }
 
 /// Latency percentiles in milliseconds.
@@ -200,6 +231,9 @@ pub struct Report {
     pub behind_schedule: u64,
     /// TCP connections opened over the whole run (one per client when keep-alive holds).
     pub connections: u64,
+    /// Each second of the window, by when requests were answered (the last also holds the
+    /// answers that came after the window's end).
+    pub per_second: Vec<Second>,
     /// Acknowledged requests of the window by target, in the order of `targets`.
     pub per_target: Vec<u64>,
     /// Set when `verify` was asked for.
@@ -239,6 +273,13 @@ impl Report {
             errors: tally.errors.clone(),
             behind_schedule: tally.behind_schedule,
             connections: inputs.connections,
+            per_second: {
+                // Seconds nothing was answered in are zeros, not missing.
+                let whole = (options.duration.as_secs_f64().ceil() as usize).max(1);
+                let mut seconds = tally.seconds.clone();
+                seconds.resize(whole, Second::default());
+                seconds
+            },
             per_target: inputs.per_target,
             verification: inputs.verification,
         }
@@ -342,7 +383,15 @@ mod tests {
             .record(Duration::from_millis(500), Duration::from_millis(1));
         b.error("503 unavailable".into());
         b.error("503 unavailable".into());
+        a.at_second(2, true);
+        b.at_second(0, false);
+        b.at_second(2, true);
         a.merge(&b);
+        let second = |acknowledged, errors| Second {
+            acknowledged,
+            errors,
+        };
+        assert_eq!(a.seconds, vec![second(0, 1), second(0, 0), second(2, 0)]);
         assert_eq!(a.writes.acknowledged, 100);
         assert_eq!(a.errors["503 unavailable"], 2);
         let l = Latency::of(&a.writes.latency);

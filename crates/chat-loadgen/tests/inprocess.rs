@@ -50,6 +50,9 @@ async fn acknowledged_private_writes_are_stored_and_readable() {
     assert_eq!(verification.missing, 0, "{report}");
     // Warm-up writes and seeds are verified too, so at least the measured ones.
     assert!(verification.acknowledged >= report.writes.acknowledged + 2 * 3);
+    // The window is under a second: one bucket, holding every acknowledged request.
+    assert_eq!(report.per_second.len(), 1);
+    assert_eq!(report.per_second[0].acknowledged, report.acknowledged);
     assert_eq!(verification.found, verification.acknowledged);
     // Every acknowledged message is a write in the database (setup wrote users too).
     assert!(
@@ -249,6 +252,9 @@ async fn open_loop_latency_counts_the_requests_a_stall_delayed() {
     // Slots every 10 ms; the one at 200 ms is answered at ~700 ms, and the ~50 due meanwhile
     // leave late: measured from their slots they wait up to 0.5 s, though each is served at
     // once. A closed-loop count would show one slow request.
+    // A 1 s window is one bucket; the answers that came after its end are in it too.
+    let seconds: Vec<u64> = report.per_second.iter().map(|s| s.acknowledged).collect();
+    assert_eq!(seconds, vec![report.writes.acknowledged]);
     let (latency, service) = (report.writes.latency_ms, report.writes.service_ms);
     assert!(latency.max >= 490.0, "{report}");
     assert!(latency.p90 > 150.0, "{report}");
