@@ -10,6 +10,7 @@ use std::time::Duration;
 use http::StatusCode;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
+use tokio::sync::watch;
 use tokio::time::Instant;
 use uuid::Uuid;
 
@@ -81,13 +82,19 @@ pub(crate) struct Plan {
     pub(crate) end: Instant,
     /// Index of the window's last second.
     pub(crate) last_second: u64,
+    /// When the run was stopped early (Ctrl-C), if it was.
+    pub(crate) stopped: watch::Receiver<Option<Instant>>,
     pub(crate) options: Options,
     /// Message body up to the content (the id and closing follow).
     pub(crate) content: String,
 }
 
 impl Plan {
-    pub(crate) fn new(options: &Options, start: Instant) -> Self {
+    pub(crate) fn new(
+        options: &Options,
+        start: Instant,
+        stopped: watch::Receiver<Option<Instant>>,
+    ) -> Self {
         let measure_from = start + options.warmup;
         // Content is plain ASCII, so it goes into the JSON as is.
         let content = "m".repeat(options.message_bytes);
@@ -96,9 +103,26 @@ impl Plan {
             measure_from,
             end: measure_from + options.duration,
             last_second: (options.duration.as_secs_f64().ceil() as u64).max(1) - 1,
+            stopped,
             options: options.clone(),
             content,
         }
+    }
+
+    /// The end of the measured window: its planned end, or the stop if that came first.
+    pub(crate) fn until(&self) -> Instant {
+        match *self.stopped.borrow() {
+            Some(at) => at.clamp(self.measure_from, self.end),
+            None => self.end,
+        }
+    }
+}
+
+/// Sleeps until `at`; false if the run was stopped first.
+async fn sleep_or_stop(at: Instant, stopped: &mut watch::Receiver<Option<Instant>>) -> bool {
+    tokio::select! {
+        () = tokio::time::sleep_until(at) => true,
+        _ = stopped.wait_for(Option::is_some) => false,
     }
 }
 
@@ -121,15 +145,16 @@ pub(crate) async fn client_loop(mut client: Client, plan: Arc<Plan>) -> (Client,
     let read_path = format!("{}?limit={}", client.chat_path, options.page_size);
     let write_path = client.chat_path.clone();
     let mut n = 0u64;
-    tokio::time::sleep_until(plan.start).await;
-    loop {
+    let mut stopped = plan.stopped.clone();
+    let mut running = sleep_or_stop(plan.start, &mut stopped).await;
+    while running {
         let now = Instant::now();
         let due = pace.due(n, now);
-        if due >= plan.end || now >= plan.end {
+        if due >= plan.end || now >= plan.end || stopped.borrow().is_some() {
             break;
         }
-        if due > now {
-            tokio::time::sleep_until(due).await;
+        if due > now && !sleep_or_stop(due, &mut stopped).await {
+            break;
         }
         n += 1;
         let read = match options.mode {
@@ -204,10 +229,10 @@ pub(crate) async fn client_loop(mut client: Client, plan: Arc<Plan>) -> (Client,
             }
         }
         if let Some(pause) = backoff {
-            tokio::time::sleep_until((Instant::now() + pause).min(plan.end)).await;
+            running = sleep_or_stop((Instant::now() + pause).min(plan.end), &mut stopped).await;
         }
     }
-    tally.behind_schedule = pace.unsent(n, plan.measure_from, plan.end);
+    tally.behind_schedule = pace.unsent(n, plan.measure_from, plan.until());
     (client, tally)
 }
 

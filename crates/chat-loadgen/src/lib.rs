@@ -44,6 +44,9 @@ pub enum LoadError {
     /// Options that contradict each other or the API's rules.
     #[error("{0}")]
     BadOptions(String),
+    /// Stopped before setup was done.
+    #[error("stopped during setup")]
+    Stopped,
     /// A setup request failed with an answer other than a wait.
     #[error("setup failed at {step}: {detail}")]
     Setup {
@@ -65,29 +68,57 @@ const START_DELAY: Duration = Duration::from_millis(50);
 /// `login_per_account`); a bench with more than 100 clients should raise
 /// `login_per_address` on its input nodes, or accept a slow setup.
 pub async fn run(options: &Options) -> Result<Report, LoadError> {
+    run_until(options, std::future::pending()).await
+}
+
+/// As [`run`], until `stop` completes if it does first (the binary passes Ctrl-C): stopped
+/// in setup, the run fails with [`LoadError::Stopped`]; stopped under load, the clients
+/// finish the requests in flight and the report covers the window up to the stop.
+pub async fn run_until(
+    options: &Options,
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<Report, LoadError> {
     options.validate()?;
+    tokio::pin!(stop);
     let setup_started = tokio::time::Instant::now();
-    let (clients, chats) = setup::run(options).await?;
+    let (clients, chats) = tokio::select! {
+        set_up = setup::run(options) => set_up?,
+        () = &mut stop => return Err(LoadError::Stopped),
+    };
     let setup = setup_started.elapsed();
 
+    let (stopping, stopped) = tokio::sync::watch::channel(None);
     let plan = Arc::new(drive::Plan::new(
         options,
         tokio::time::Instant::now() + START_DELAY,
+        stopped,
     ));
     let tasks: Vec<_> = clients
         .into_iter()
         .map(|client| tokio::spawn(drive::client_loop(client, Arc::clone(&plan))))
         .collect();
-    let mut tally = report::Tally::new();
-    let mut per_target = vec![0; options.targets.len()];
-    let mut clients = Vec::with_capacity(tasks.len());
-    for task in tasks {
-        let (client, counts) = task.await.expect("client loops do not panic");
-        tally.merge(&counts);
-        per_target[client.index % options.targets.len()] +=
-            counts.writes.acknowledged + counts.reads.acknowledged;
-        clients.push(client);
-    }
+    let collect = async {
+        let mut tally = report::Tally::new();
+        let mut per_target = vec![0; options.targets.len()];
+        let mut clients = Vec::with_capacity(tasks.len());
+        for task in tasks {
+            let (client, counts) = task.await.expect("client loops do not panic");
+            tally.merge(&counts);
+            per_target[client.index % options.targets.len()] +=
+                counts.writes.acknowledged + counts.reads.acknowledged;
+            clients.push(client);
+        }
+        (tally, per_target, clients)
+    };
+    tokio::pin!(collect);
+    let (tally, per_target, mut clients) = tokio::select! {
+        collected = &mut collect => collected,
+        () = &mut stop => {
+            let _ = stopping.send(Some(tokio::time::Instant::now()));
+            collect.await
+        }
+    };
+    let measured = plan.until().saturating_duration_since(plan.measure_from);
 
     let verification = if options.verify {
         Some(drive::verify(&mut clients, &chats).await)
@@ -99,6 +130,7 @@ pub async fn run(options: &Options) -> Result<Report, LoadError> {
         options,
         tally: &tally,
         setup,
+        measured,
         connections,
         per_target,
         verification,

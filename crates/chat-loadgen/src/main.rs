@@ -124,7 +124,13 @@ fn main() -> ExitCode {
         }
     };
     let options = args.options();
-    let report = match runtime.block_on(chat_loadgen::run(&options)) {
+    // Ctrl-C ends the window early and still reports what was measured.
+    let stop = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    let report = match runtime.block_on(chat_loadgen::run_until(&options, stop)) {
         Ok(report) => report,
         Err(error) => {
             eprintln!("chat-loadgen: {error}");

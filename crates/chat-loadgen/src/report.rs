@@ -214,8 +214,10 @@ pub struct Report {
     pub setup_s: f64,
     /// Seconds of warm-up (not measured).
     pub warmup_s: f64,
-    /// Seconds of the measured window.
+    /// Seconds of the measured window (less than asked when the run was stopped).
     pub duration_s: f64,
+    /// The run was stopped (Ctrl-C) before the end of its window.
+    pub stopped_early: bool,
     /// Message posts.
     pub writes: OpReport,
     /// Chat reads.
@@ -245,6 +247,8 @@ pub(crate) struct Inputs<'a> {
     pub(crate) options: &'a crate::Options,
     pub(crate) tally: &'a Tally,
     pub(crate) setup: Duration,
+    /// The measured window: the whole duration, or less when the run was stopped.
+    pub(crate) measured: Duration,
     pub(crate) connections: u64,
     pub(crate) per_target: Vec<u64>,
     pub(crate) verification: Option<Verification>,
@@ -253,7 +257,9 @@ pub(crate) struct Inputs<'a> {
 impl Report {
     pub(crate) fn build(inputs: Inputs<'_>) -> Self {
         let options = inputs.options;
-        let seconds = options.duration.as_secs_f64();
+        let measured = inputs.measured;
+        // A run stopped in its warm-up measured nothing: rates of 0, not a division by 0.
+        let seconds = measured.as_secs_f64().max(1e-9);
         let tally = inputs.tally;
         let acknowledged = tally.writes.acknowledged + tally.reads.acknowledged;
         Report {
@@ -265,7 +271,8 @@ impl Report {
             chat_epoch: options.chat_epoch,
             setup_s: inputs.setup.as_secs_f64(),
             warmup_s: options.warmup.as_secs_f64(),
-            duration_s: seconds,
+            duration_s: measured.as_secs_f64(),
+            stopped_early: measured < options.duration,
             writes: OpReport::of(&tally.writes, seconds),
             reads: OpReport::of(&tally.reads, seconds),
             acknowledged,
@@ -274,10 +281,15 @@ impl Report {
             behind_schedule: tally.behind_schedule,
             connections: inputs.connections,
             per_second: {
-                // Seconds nothing was answered in are zeros, not missing.
-                let whole = (options.duration.as_secs_f64().ceil() as usize).max(1);
+                // Seconds nothing was answered in are zeros, not missing; answers after the
+                // end of a window cut short count in its last second.
+                let whole = (measured.as_secs_f64().ceil() as usize).max(1);
                 let mut seconds = tally.seconds.clone();
-                seconds.resize(whole, Second::default());
+                seconds.resize(seconds.len().max(whole), Second::default());
+                for late in seconds.split_off(whole) {
+                    seconds[whole - 1].acknowledged += late.acknowledged;
+                    seconds[whole - 1].errors += late.errors;
+                }
                 seconds
             },
             per_target: inputs.per_target,
@@ -316,8 +328,16 @@ impl fmt::Display for Report {
         )?;
         writeln!(
             f,
-            "  setup {:.1} s, warm-up {:.1} s, measured {:.1} s, {} connection(s)",
-            self.setup_s, self.warmup_s, self.duration_s, self.connections
+            "  setup {:.1} s, warm-up {:.1} s, measured {:.1} s{}, {} connection(s)",
+            self.setup_s,
+            self.warmup_s,
+            self.duration_s,
+            if self.stopped_early {
+                " (stopped early)"
+            } else {
+                ""
+            },
+            self.connections
         )?;
         for (name, op) in [("writes", &self.writes), ("reads", &self.reads)] {
             if op.acknowledged == 0 && op.errors == 0 {
