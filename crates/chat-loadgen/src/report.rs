@@ -358,6 +358,15 @@ impl fmt::Display for Report {
             "  total  {} acknowledged ({:.1}/s)",
             self.acknowledged, self.acknowledged_per_s
         )?;
+        if self.targets.len() > 1 {
+            for (target, count) in self.targets.iter().zip(&self.per_target) {
+                writeln!(f, "    at {target}: {count}")?;
+            }
+        }
+        let acked = self.per_second.iter().map(|s| s.acknowledged);
+        if let (Some(low), Some(high)) = (acked.clone().min(), acked.max()) {
+            writeln!(f, "  per second: {low} to {high} acknowledged")?;
+        }
         if self.offered_rate.is_some() {
             writeln!(
                 f,
@@ -390,6 +399,56 @@ impl fmt::Display for Report {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_text_report_names_targets_seconds_and_errors() {
+        let targets = vec!["http://a:1".parse().unwrap(), "http://b:2".parse().unwrap()];
+        let options = crate::Options {
+            duration: Duration::from_secs(2),
+            ..crate::Options::new(targets)
+        };
+        let mut tally = Tally::new();
+        tally
+            .writes
+            .record(Duration::from_millis(3), Duration::from_millis(3));
+        tally.at_second(0, true);
+        tally.at_second(5, false);
+        tally.error("transport timeout".into());
+        let report = Report::build(Inputs {
+            options: &options,
+            tally: &tally,
+            setup: Duration::ZERO,
+            measured: Duration::from_secs(2),
+            connections: 2,
+            per_target: vec![1, 0],
+            verification: None,
+        });
+        // The error answered after the window is counted in its last second.
+        assert_eq!(
+            report.per_second,
+            vec![
+                Second {
+                    acknowledged: 1,
+                    errors: 0
+                },
+                Second {
+                    acknowledged: 0,
+                    errors: 1
+                }
+            ]
+        );
+        let text = report.to_string();
+        for line in [
+            "at http://a:1: 1",
+            "at http://b:2: 0",
+            "per second: 0 to 1 acknowledged",
+            "transport timeout: 1",
+            "writes 1 acknowledged (0.5/s)",
+        ] {
+            assert!(text.contains(line), "{line:?} in\n{text}");
+        }
+        assert!(!report.stopped_early);
+    }
 
     #[test]
     fn tallies_merge_counts_and_histograms() {
