@@ -206,11 +206,6 @@ impl Options {
         }
         Ok(())
     }
-
-    /// Whether a run of these options makes writes (and so can verify them).
-    pub fn writes(&self) -> bool {
-        self.mode != Mode::Reads
-    }
 }
 
 /// Parses `250ms`, `10s`, `2m`, or a bare number of seconds.
