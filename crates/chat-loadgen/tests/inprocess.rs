@@ -64,7 +64,14 @@ async fn acknowledged_private_writes_are_stored_and_readable() {
 
     // A second run with the same seed on the same server: new users, and message ids that
     // never repeat the first run's (the server answers a reused id with 409).
-    let again = chat_loadgen::run(&options(&server.url)).await.expect("run");
+    let short = |mut o: Options| {
+        o.warmup = Duration::ZERO;
+        o.duration = Duration::from_millis(300);
+        o
+    };
+    let again = chat_loadgen::run(&short(options(&server.url)))
+        .await
+        .expect("run");
     assert_eq!(again.errors, Default::default(), "{again}");
     assert!(again.writes.acknowledged > 0);
 
@@ -74,7 +81,7 @@ async fn acknowledged_private_writes_are_stored_and_readable() {
     // the generator logs in to it.
     let taken = register_raw(&server.url, "fixed-1", "loadgen-password").await;
     assert!(taken.starts_with("HTTP/1.1 201"), "{taken}");
-    let mut fixed = options(&server.url);
+    let mut fixed = short(options(&server.url));
     fixed.name_prefix = Some("fixed-".into());
     fixed.chat = ChatKind::Group;
     fixed.group_size = 2;
