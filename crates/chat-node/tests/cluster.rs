@@ -818,11 +818,9 @@ async fn a_staggered_restart_ends_with_the_most_up_to_date_node_as_writer() {
 /// most but in an older term (a deposed writer's unacknowledged tail); node 3 holds the
 /// newer term's writes.
 ///
-/// Needs the driver to feed the election `Store::election_key()` (term and epoch of the
-/// last durable entry); it fed `(0, data epoch)`, under which node 1 wins. Remove the
-/// `ignore` once that change is merged.
+/// The driver feeds the election `Store::election_key()` (term and epoch of the last
+/// durable entry); under `(0, data epoch)` node 1 would win.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the driver to read the election key from Store::election_key() (in progress)"]
 async fn a_staggered_restart_prefers_the_newer_term_over_the_longer_log() {
     staggered_restart_ends_with_the_highest_key_as_writer(
         25_400,

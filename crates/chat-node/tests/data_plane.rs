@@ -1,0 +1,280 @@
+//! The data plane through real processes and the JSON API: requests from every input node
+//! reach the writer across forwarders, every node ends with the writer's rows, and a writer
+//! killed during a stream of writes loses no acknowledged message and doubles none.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use chat_cluster::{LocalCluster, NodeSignal, Topology};
+use serde_json::{json, Value};
+use support::{set, settled_tree, start, wait_until};
+
+const DEADLINE: Duration = Duration::from_secs(30);
+/// Cheap hashing: these tests are about the cluster, not about bcrypt.
+const ENV: &[(&str, &str)] = &[("CHAT_NODE_STORAGE__BCRYPT_COST", "4")];
+
+/// A triangle (1, 2, 3) joined through the cut vertex 3 to node 4, which has two leaves:
+/// the input nodes 5 and 6 sit two hops below a replica, behind a forwarder.
+fn triangle_with_a_cut_vertex() -> Topology {
+    Topology::Edges(vec![(1, 2), (1, 3), (2, 3), (3, 4), (4, 5), (4, 6)])
+}
+
+fn input_nodes(statuses: &BTreeMap<u64, Value>) -> Vec<(u64, String)> {
+    statuses
+        .iter()
+        .filter_map(|(id, s)| Some((*id, s["http_url"].as_str()?.to_owned())))
+        .collect()
+}
+
+/// The tree has settled and every input node serves HTTP and reaches a writable root.
+fn serving(statuses: &BTreeMap<u64, Value>) -> Result<(), String> {
+    settled_tree(statuses)?;
+    for (id, status) in statuses {
+        let roles: Vec<&str> = status["roles"]
+            .as_array()
+            .map(|r| r.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        if roles.contains(&"input")
+            && (status["http_url"].is_null() || status["writer_reachable"] != json!(true))
+        {
+            return Err(format!("input node {id} does not serve yet"));
+        }
+    }
+    Ok(())
+}
+
+struct Api {
+    client: reqwest::Client,
+}
+
+struct Answer {
+    status: u16,
+    epoch: u64,
+    body: Value,
+}
+
+impl Api {
+    fn new() -> Self {
+        Api {
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .expect("client"),
+        }
+    }
+
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        url: &str,
+        token: Option<&str>,
+        epoch: u64,
+        body: Option<Value>,
+    ) -> Result<Answer, String> {
+        let mut request = self
+            .client
+            .request(method, url)
+            .header("Chat-Epoch", epoch.to_string());
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.map_err(|e| e.to_string())?;
+        let status = response.status().as_u16();
+        let epoch = response
+            .headers()
+            .get("chat-epoch")
+            .and_then(|v| v.to_str().ok()?.parse().ok())
+            .unwrap_or(0);
+        let body = response.json().await.unwrap_or(Value::Null);
+        Ok(Answer {
+            status,
+            epoch,
+            body,
+        })
+    }
+}
+
+async fn register_and_login(api: &Api, url: &str, name: &str, tag: &str) -> (String, u64) {
+    let body = json!({"username": name, "tag": tag, "password": "password123"});
+    let created = api
+        .call(reqwest::Method::POST, &format!("{url}/api/register"), None, 0, Some(body.clone()))
+        .await
+        .expect("register");
+    assert_eq!(created.status, 201, "register {name}: {}", created.body);
+    let login = api
+        .call(
+            reqwest::Method::POST,
+            &format!("{url}/api/login"),
+            None,
+            created.epoch,
+            Some(body),
+        )
+        .await
+        .expect("login");
+    assert_eq!(login.status, 200, "login {name}: {}", login.body);
+    (
+        login.body["token"].as_str().expect("token").to_owned(),
+        login.epoch.max(created.epoch),
+    )
+}
+
+/// Every node's database holds the same rows (its applied state), compared through the
+/// store's own snapshot of each file.
+async fn wait_for_equal_rows(run_dir: &Path, ids: &BTreeSet<u64>, at_least: u64) {
+    let start = Instant::now();
+    loop {
+        let mut contents = BTreeMap::new();
+        for id in ids {
+            let path = run_dir.join(id.to_string()).join("chat.db");
+            let snapshot = chat_store::Store::open(&path).and_then(|store| store.snapshot());
+            contents.insert(*id, snapshot.map_err(|e| e.to_string()));
+        }
+        let all_there = contents
+            .values()
+            .all(|c| c.as_ref().is_ok_and(|s| s.epoch >= at_least));
+        let distinct: BTreeSet<String> = contents.values().map(|c| format!("{c:?}")).collect();
+        if all_there && distinct.len() == 1 {
+            return;
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "the nodes' rows still differ after {DEADLINE:?} (want epoch {at_least}): {:?}",
+            contents
+                .iter()
+                .map(|(id, c)| (id, c.as_ref().map(|s| s.epoch)))
+                .collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn messages(api: &Api, url: &str, token: &str, epoch: u64, peer: &str) -> Vec<Value> {
+    let answer = api
+        .call(
+            reqwest::Method::GET,
+            &format!("{url}/api/users/{peer}/chat?limit=200"),
+            Some(token),
+            epoch,
+            None,
+        )
+        .await
+        .expect("read");
+    assert_eq!(answer.status, 200, "read from {url}: {}", answer.body);
+    assert!(answer.epoch >= epoch, "the read reflects the client's epoch");
+    answer.body["messages"].as_array().cloned().unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_from_every_input_node_reach_the_writer_and_every_node_ends_with_its_rows() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut cluster: LocalCluster =
+        start(6, triangle_with_a_cut_vertex(), dir.path(), 26_200, ENV).await;
+    let mut live = set(1..=6);
+    let (statuses, took) = wait_until(&cluster, &live, DEADLINE, "serving", serving).await;
+    eprintln!("6 nodes serving in {took:?}");
+    let writer = settled_tree(&statuses).expect("settled");
+    let inputs = input_nodes(&statuses);
+    assert!(inputs.len() >= 2, "at least two input nodes: {inputs:?}");
+    let api = Api::new();
+
+    let (alice, mut epoch) = register_and_login(&api, &inputs[0].1, "alice", "1234").await;
+    let (_bob, bob_epoch) = register_and_login(&api, &inputs[1].1, "bob", "5678").await;
+    epoch = epoch.max(bob_epoch);
+
+    // A message through every input node, each read back through every other.
+    for (id, url) in &inputs {
+        let sent = api
+            .call(
+                reqwest::Method::POST,
+                &format!("{url}/api/users/bob/5678/chat"),
+                Some(&alice),
+                epoch,
+                Some(json!({"content": format!("hello through node {id}")})),
+            )
+            .await
+            .expect("send");
+        assert_eq!(sent.status, 201, "send through node {id}: {}", sent.body);
+        epoch = epoch.max(sent.epoch);
+    }
+    for (_, url) in &inputs {
+        let seen = messages(&api, url, &alice, epoch, "bob/5678").await;
+        assert_eq!(seen.len(), inputs.len(), "every message, once: {seen:?}");
+    }
+    wait_for_equal_rows(dir.path(), &live, epoch).await;
+
+    // The writer dies during a stream of writes from two input nodes.
+    let streams: Vec<_> = inputs
+        .iter()
+        .take(2)
+        .map(|(id, url)| {
+            let (url, token, id) = (url.clone(), alice.clone(), *id);
+            tokio::spawn(async move { write_stream(url, token, id, epoch).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    cluster.kill(writer, NodeSignal::Kill).expect("SIGKILL the writer");
+    live.remove(&writer);
+    let mut acknowledged = BTreeSet::new();
+    for stream in streams {
+        let (acks, last_epoch) = stream.await.expect("stream task");
+        epoch = epoch.max(last_epoch);
+        acknowledged.extend(acks);
+    }
+    eprintln!("{} writes acknowledged around the failover", acknowledged.len());
+    let (statuses, _) = wait_until(&cluster, &live, DEADLINE, "serving again", serving).await;
+    for (_, url) in input_nodes(&statuses) {
+        let seen = messages(&api, &url, &alice, epoch, "bob/5678").await;
+        let ids: Vec<String> = seen
+            .iter()
+            .filter_map(|m| m["id"].as_str().map(str::to_owned))
+            .collect();
+        let unique: BTreeSet<&String> = ids.iter().collect();
+        assert_eq!(unique.len(), ids.len(), "no message twice through {url}");
+        for ack in &acknowledged {
+            assert!(unique.contains(ack), "acknowledged {ack} lost (read through {url})");
+        }
+    }
+    wait_for_equal_rows(dir.path(), &live, epoch).await;
+    cluster.down().await.expect("clean stop");
+}
+
+/// Posts messages with client-chosen ids for about two seconds, retrying each (same id) until
+/// it is acknowledged or its time is up; returns the acknowledged ids and the newest epoch.
+async fn write_stream(url: String, token: String, node: u64, mut epoch: u64) -> (Vec<String>, u64) {
+    let api = Api::new();
+    let end = Instant::now() + Duration::from_secs(2);
+    let mut acknowledged = Vec::new();
+    let mut n = 0;
+    while Instant::now() < end {
+        n += 1;
+        let id = uuid::Uuid::new_v4().to_string();
+        let give_up = Instant::now() + Duration::from_secs(15);
+        loop {
+            let sent = api
+                .call(
+                    reqwest::Method::POST,
+                    &format!("{url}/api/users/bob/5678/chat"),
+                    Some(&token),
+                    epoch,
+                    Some(json!({"id": id, "content": format!("stream {node} #{n}")})),
+                )
+                .await;
+            match sent {
+                Ok(answer) if answer.status == 201 || answer.status == 200 => {
+                    epoch = epoch.max(answer.epoch);
+                    acknowledged.push(id);
+                    break;
+                }
+                _ if Instant::now() > give_up => break,
+                _ => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    }
+    (acknowledged, epoch)
+}
