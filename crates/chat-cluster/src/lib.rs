@@ -589,8 +589,11 @@ impl LocalCluster {
         // restarted by hand still accepts the tokens the others signed).
         let secret_file = run_dir.join("cluster.key");
         if !secret_file.exists() {
-            std::fs::write(&secret_file, chat_secret::ClusterSecret::generate_file_text())
-                .map_err(io_error(&secret_file))?;
+            std::fs::write(
+                &secret_file,
+                chat_secret::ClusterSecret::generate_file_text(),
+            )
+            .map_err(io_error(&secret_file))?;
         }
         let mut records = Vec::new();
         for id in 1..=nodes {

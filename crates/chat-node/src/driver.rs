@@ -104,10 +104,8 @@ pub(crate) async fn run(
     let stopped = |mut receiver: watch::Receiver<bool>| async move {
         let _ = receiver.wait_for(|stop| *stop).await;
     };
-    let feed = chat_web::ChangeFeed::new(
-        chat_web::feed::DEFAULT_RESUME_BUFFER,
-        store.applied_epoch(),
-    );
+    let feed =
+        chat_web::ChangeFeed::new(chat_web::feed::DEFAULT_RESUME_BUFFER, store.applied_epoch());
     let hasher = std::sync::Arc::new(
         chat_service::PasswordHasher::new(config.storage.bcrypt_cost)
             .map_err(|error| anyhow::anyhow!("cannot start the password hasher: {error}"))?,

@@ -103,7 +103,13 @@ impl Api {
 async fn register_and_login(api: &Api, url: &str, name: &str, tag: &str) -> (String, u64) {
     let body = json!({"username": name, "tag": tag, "password": "password123"});
     let created = api
-        .call(reqwest::Method::POST, &format!("{url}/api/register"), None, 0, Some(body.clone()))
+        .call(
+            reqwest::Method::POST,
+            &format!("{url}/api/register"),
+            None,
+            0,
+            Some(body.clone()),
+        )
         .await
         .expect("register");
     assert_eq!(created.status, 201, "register {name}: {}", created.body);
@@ -166,8 +172,14 @@ async fn messages(api: &Api, url: &str, token: &str, epoch: u64, peer: &str) -> 
         .await
         .expect("read");
     assert_eq!(answer.status, 200, "read from {url}: {}", answer.body);
-    assert!(answer.epoch >= epoch, "the read reflects the client's epoch");
-    answer.body["messages"].as_array().cloned().unwrap_or_default()
+    assert!(
+        answer.epoch >= epoch,
+        "the read reflects the client's epoch"
+    );
+    answer.body["messages"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -218,7 +230,9 @@ async fn requests_from_every_input_node_reach_the_writer_and_every_node_ends_wit
         })
         .collect();
     tokio::time::sleep(Duration::from_millis(700)).await;
-    cluster.kill(writer, NodeSignal::Kill).expect("SIGKILL the writer");
+    cluster
+        .kill(writer, NodeSignal::Kill)
+        .expect("SIGKILL the writer");
     live.remove(&writer);
     let mut acknowledged = BTreeSet::new();
     for stream in streams {
@@ -226,7 +240,10 @@ async fn requests_from_every_input_node_reach_the_writer_and_every_node_ends_wit
         epoch = epoch.max(last_epoch);
         acknowledged.extend(acks);
     }
-    eprintln!("{} writes acknowledged around the failover", acknowledged.len());
+    eprintln!(
+        "{} writes acknowledged around the failover",
+        acknowledged.len()
+    );
     let (statuses, _) = wait_until(&cluster, &live, DEADLINE, "serving again", serving).await;
     for (_, url) in input_nodes(&statuses) {
         let seen = messages(&api, &url, &alice, epoch, "bob/5678").await;
@@ -237,7 +254,10 @@ async fn requests_from_every_input_node_reach_the_writer_and_every_node_ends_wit
         let unique: BTreeSet<&String> = ids.iter().collect();
         assert_eq!(unique.len(), ids.len(), "no message twice through {url}");
         for ack in &acknowledged {
-            assert!(unique.contains(ack), "acknowledged {ack} lost (read through {url})");
+            assert!(
+                unique.contains(ack),
+                "acknowledged {ack} lost (read through {url})"
+            );
         }
     }
     wait_for_equal_rows(dir.path(), &live, epoch).await;

@@ -132,7 +132,10 @@ impl std::fmt::Debug for DataHandle {
 impl DataHandle {
     /// Sends a request into the plane and waits for its answer (the plane answers every
     /// request, at the latest with `Unavailable` at its deadline).
-    pub(crate) async fn request(&self, request: ClientRequest) -> Result<(Epoch, Outcome), ServiceError> {
+    pub(crate) async fn request(
+        &self,
+        request: ClientRequest,
+    ) -> Result<(Epoch, Outcome), ServiceError> {
         let (answer, answered) = oneshot::channel();
         self.submits
             .send(Submit { request, answer })
@@ -291,7 +294,11 @@ impl Task {
                 .plane
                 .poll_timeout()
                 .unwrap_or(now + Duration::from_millis(100));
-            if let Some(until) = self.view.writable_until.filter(|_| self.plane.place().writable) {
+            if let Some(until) = self
+                .view
+                .writable_until
+                .filter(|_| self.plane.place().writable)
+            {
                 deadline = deadline.min(until);
             }
             tokio::select! {
@@ -608,13 +615,14 @@ async fn notify_loop(
                         limit: 1,
                     },
                 )?;
-                let Some(message) = messages
-                    .into_iter()
-                    .find(|m| m.uuid == notice.message_uuid)
+                let Some(message) = messages.into_iter().find(|m| m.uuid == notice.message_uuid)
                 else {
                     return Ok(None);
                 };
-                let sender = view.users_by_uuids(&[message.sender_uuid])?.into_iter().next();
+                let sender = view
+                    .users_by_uuids(&[message.sender_uuid])?
+                    .into_iter()
+                    .next();
                 Ok(sender.map(|sender| ChatChange {
                     chat_id: notice.chat_id.clone(),
                     epoch: notice.epoch,

@@ -158,10 +158,7 @@ mod tests {
             position: Position::new(3, 10),
             payload: real.payload,
         };
-        assert!(matches!(
-            to_store(&moved),
-            Err(EntryError::Mismatch { .. })
-        ));
+        assert!(matches!(to_store(&moved), Err(EntryError::Mismatch { .. })));
         let garbage = DataEntry {
             position: Position::new(3, 10),
             payload: b"not json".to_vec(),

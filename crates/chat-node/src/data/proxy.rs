@@ -42,7 +42,9 @@ impl DataProxy {
 fn retryable(error: &ServiceError) -> bool {
     matches!(
         error,
-        ServiceError::NotWriter(_) | ServiceError::ReplicaBehind { .. } | ServiceError::Unavailable(_)
+        ServiceError::NotWriter(_)
+            | ServiceError::ReplicaBehind { .. }
+            | ServiceError::Unavailable(_)
     )
 }
 

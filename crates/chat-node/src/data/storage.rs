@@ -10,7 +10,9 @@ use chat_data::{Entry as DataEntry, Epoch, Position, RequestId, SnapshotChunk, T
 use chat_service::{
     CommitterConfig, GroupCommitter, LocalService, Reply, Request, ServiceConfig, ServiceError,
 };
-use chat_store::{ChangeNotice, Entry as StoreEntry, SnapshotReader, SnapshotWriter, Store, StoreError};
+use chat_store::{
+    ChangeNotice, Entry as StoreEntry, SnapshotReader, SnapshotWriter, Store, StoreError,
+};
 use tokio::sync::{mpsc, watch};
 
 use super::entries;
@@ -301,8 +303,7 @@ impl Worker {
             self.next_snapshot += 1;
             // A child takes one snapshot at a time: older readers of the same child are done.
             self.readers.retain(|_, _| false);
-            self.readers
-                .insert(self.next_snapshot, (reader, 0, None));
+            self.readers.insert(self.next_snapshot, (reader, 0, None));
             self.next_snapshot
         } else {
             snapshot_id
