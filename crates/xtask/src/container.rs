@@ -278,24 +278,88 @@ fn scenario(container: &Container, deb: &str) -> Result<(), String> {
     })
 }
 
-/// Where the chat steps go once the JSON API exists (issue 11): register, log in and send
-/// messages through the nameserver (`curl -L http://127.0.0.1:9999/...`), and after the
-/// writer's restart check that every acknowledged message is still there.
+/// Chat through the nameserver as a script would: register, log in and send messages with
+/// `curl -L http://127.0.0.1:9999/...` (the nameserver answers 307 to a live input node, and
+/// curl repeats the POST there), and after the writer's restart check that every acknowledged
+/// message is still there. Every POST carries a key or an id, so curl's retries (on 503 while
+/// roles change) never write twice.
 mod chat_hook {
     use super::Container;
 
-    /// HOOK(issue 11): register two users, log in, send messages; remember what was
-    /// acknowledged.
+    const FRONT: &str = "http://127.0.0.1:9999";
+    /// Where the token and the epoch are kept between the two steps (inside the container).
+    const STATE: &str = "/root/e2e-chat";
+    const FIRST_MESSAGE: &str = "0b0d5d2e-6f35-4f43-9f38-5d1d0e2c0001";
+    const SECOND_MESSAGE: &str = "0b0d5d2e-6f35-4f43-9f38-5d1d0e2c0002";
+
+    fn curl(extra: &str) -> String {
+        format!(
+            "curl -fsS -L --retry 20 --retry-all-errors --retry-delay 1 \
+             -H 'content-type: application/json' {extra}"
+        )
+    }
+
+    fn field(json: &str, key: &str) -> Option<String> {
+        let start = json.find(&format!("\"{key}\":\""))? + key.len() + 4;
+        let end = json[start..].find('"')? + start;
+        Some(json[start..end].to_owned())
+    }
+
+    fn epoch(json: &str) -> u64 {
+        json.find("\"epoch\":")
+            .map(|at| &json[at + 8..])
+            .map(|rest| rest.chars().take_while(char::is_ascii_digit).collect::<String>())
+            .and_then(|digits| digits.parse().ok())
+            .unwrap_or(0)
+    }
+
     pub(super) fn before_restart(container: &Container) -> Result<(), String> {
-        // Until then: the nameserver's front answers (its list of input nodes).
-        let nodes = container.run("curl -fsS http://127.0.0.1:9999/_nameserver/nodes")?;
-        println!("  nameserver's input nodes: {}", nodes.trim());
+        for (name, tag) in [("alice", "1234"), ("bob", "5678")] {
+            let user = container.run(&curl(&format!(
+                "-H 'Idempotency-Key: e2e-register-{name}' \
+                 -d '{{\"username\":\"{name}\",\"tag\":\"{tag}\",\"password\":\"password123\"}}' \
+                 {FRONT}/api/register"
+            )))?;
+            println!("  registered: {}", user.trim());
+        }
+        let login = container.run(&curl(&format!(
+            "-d '{{\"username\":\"alice\",\"tag\":\"1234\",\"password\":\"password123\"}}' \
+             {FRONT}/api/login"
+        )))?;
+        let token = field(&login, "token").ok_or(format!("no token in {login}"))?;
+        container.run(&format!("echo '{token}' > {STATE}"))?;
+        let sent = container.run(&curl(&format!(
+            "-H 'Authorization: Bearer {token}' \
+             -d '{{\"id\":\"{FIRST_MESSAGE}\",\"content\":\"hello bob\"}}' \
+             {FRONT}/api/users/bob/5678/chat"
+        )))?;
+        if !sent.contains(FIRST_MESSAGE) {
+            return Err(format!("the message was not acknowledged: {sent}"));
+        }
+        println!("  alice -> bob acknowledged: {FIRST_MESSAGE}");
         Ok(())
     }
 
-    /// HOOK(issue 11): every message acknowledged before the restart is readable, and a new
-    /// one is accepted.
-    pub(super) fn after_restart(_container: &Container) -> Result<(), String> {
+    pub(super) fn after_restart(container: &Container) -> Result<(), String> {
+        let token = container.run(&format!("cat {STATE}"))?.trim().to_owned();
+        let sent = container.run(&curl(&format!(
+            "-H 'Authorization: Bearer {token}' \
+             -d '{{\"id\":\"{SECOND_MESSAGE}\",\"content\":\"still here?\"}}' \
+             {FRONT}/api/users/bob/5678/chat"
+        )))?;
+        if !sent.contains(SECOND_MESSAGE) {
+            return Err(format!("the new message was not acknowledged: {sent}"));
+        }
+        let chat = container.run(&format!(
+            "curl -fsS -L --retry 20 --retry-all-errors --retry-delay 1 \
+             -H 'Authorization: Bearer {token}' {FRONT}/api/users/bob/5678/chat"
+        ))?;
+        for id in [FIRST_MESSAGE, SECOND_MESSAGE] {
+            if chat.matches(id).count() != 1 {
+                return Err(format!("message {id} is not in the chat once: {chat}"));
+            }
+        }
+        println!("  after the writer's restart both messages are there, once each");
         Ok(())
     }
 }
