@@ -1080,6 +1080,35 @@ mod tests {
     }
 
     #[test]
+    fn a_node_restarted_without_memory_never_joins_the_tree_it_led() {
+        let t0 = Instant::now();
+        let mut p = plane(5, t0);
+        p.handle_neighbor_on(t0, 9);
+        // 9 still follows the tree 5 led before it restarted with an empty disk.
+        let shout = Body::Tree(Tree {
+            tree_epoch: 7,
+            seq: 1,
+            kind: TreeKind::Shout(LeaderInfo {
+                run: RunId {
+                    lamport: 2,
+                    initiator: 5,
+                },
+                leader: 5,
+                hops_from_root: 2,
+                data_port: 0,
+                cluster_size: 1,
+                leader_key: candidate(5),
+            }),
+        });
+        p.handle_message(t0, 9, 40, &shout);
+        let s = p.status();
+        assert_eq!(s.parent, None);
+        assert_eq!(s.leader, None);
+        let (run, _) = s.election.expect("electing a stronger run");
+        assert!(run.lamport > 2 && run.initiator == 5, "{run:?}");
+    }
+
+    #[test]
     fn a_restarted_node_never_joins_a_tree_below_its_term() {
         let t0 = Instant::now();
         let config = ControlConfig {

@@ -18,7 +18,9 @@
 //!   adopt it.
 //! * **Joining.** A node attaches only to a tree announced with its own cluster size, whose
 //!   term it may join (see `plane`), and whose leader's key is not beaten by its own;
-//!   otherwise it refuses (size) or starts a stronger run (term, key).
+//!   otherwise it refuses (size) or starts a stronger run (term, key). A node never joins a
+//!   tree announced with itself as leader: only the root leads, so it is a tree this node
+//!   led before restarting without memory, whose root is gone; it starts a stronger run.
 
 use chat_wire::{LeaderInfo, NodeId, RunId, Tree, TreeId, TreeKind};
 
@@ -229,6 +231,14 @@ impl ControlPlane {
             if a.is_shout {
                 self.answer(from, a.run, false);
             }
+            return true;
+        }
+        if a.leader == self.me {
+            // A tree this node leads but is not the root of: it led it before a restart
+            // without memory, and neighbours that have not noticed still announce it.
+            // Attaching would make this node an ancestor of itself (seed 130392: a cycle
+            // through the old root). That tree's root is gone: a stronger run replaces it.
+            self.start_election_above(StartReason::OwnTreeGone(from), a.run.lamport);
             return true;
         }
         if !self.may_join_term(a.run, Some(a.leader)) {

@@ -727,6 +727,15 @@ fn seed_50143_writes_a_lost_disk_leaves_in_a_minority_are_not_required() {
     }
 }
 
+/// A root restarted without memory was SHOUTed its own old tree by a neighbour that had not
+/// noticed the crash, attached under it, and became its own ancestor: a cycle of parents.
+#[test]
+fn seed_130392_a_restarted_root_never_joins_the_tree_it_led() {
+    if let Err(failure) = cut_vertex_scenario(130_392, false) {
+        panic!("seed 130392: {failure}");
+    }
+}
+
 #[test]
 fn a_frozen_leader_is_replaced_and_never_writes_in_its_old_term() {
     run_seeds(
