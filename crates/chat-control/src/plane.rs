@@ -1080,6 +1080,87 @@ mod tests {
     }
 
     #[test]
+    fn a_healed_orphan_stops_resending_what_it_sent_as_an_orphan() {
+        let t0 = Instant::now();
+        let mut p = plane(5, t0);
+        p.handle_neighbor_on(t0, 9);
+        p.handle_neighbor_on(t0, 7);
+        let run = RunId {
+            lamport: 20,
+            initiator: 9,
+        };
+        let info = LeaderInfo {
+            run,
+            leader: 9,
+            hops_from_root: 0,
+            data_port: 0,
+            cluster_size: 1,
+            leader_key: candidate(9),
+        };
+        let shout = Body::Tree(Tree {
+            tree_epoch: 1,
+            seq: 1,
+            kind: TreeKind::Shout(info),
+        });
+        p.handle_message(t0, 9, 20, &shout);
+        assert_eq!(p.status().parent, Some(9));
+        // The parent goes; the orphan asks 7 for adoption, and nobody acknowledges (lost).
+        p.handle_neighbor_off(t0, 9);
+        assert!(p.status().orphaned);
+        let asked = drain(&mut p);
+        assert!(
+            asked.iter().any(|(to, b)| *to == 7
+                && matches!(
+                    b,
+                    Body::Tree(Tree {
+                        kind: TreeKind::AdoptRequest { .. },
+                        ..
+                    })
+                )),
+            "{asked:?}"
+        );
+        // 7 adopts it anyway (it heard a copy); from now on 7 is its parent.
+        let offer = Body::Tree(Tree {
+            tree_epoch: 5,
+            seq: 1,
+            kind: TreeKind::AdoptOffer(LeaderInfo {
+                hops_from_root: 1,
+                ..info
+            }),
+        });
+        p.handle_message(t0, 7, 21, &offer);
+        assert_eq!(p.status().parent, Some(7));
+        drain(&mut p);
+        // A resent adoption request would tell 7 that its new child is an orphan again.
+        let later = t0 + ControlConfig::default().retransmit;
+        p.handle_timeout(later);
+        let resent = drain(&mut p);
+        assert!(
+            !resent.iter().any(|(_, b)| matches!(
+                b,
+                Body::Tree(Tree {
+                    kind: TreeKind::AdoptRequest { .. }
+                        | TreeKind::Detach { .. }
+                        | TreeKind::Shout(_),
+                    ..
+                })
+            )),
+            "{resent:?}"
+        );
+        assert!(
+            resent.iter().any(|(to, b)| *to == 7
+                && matches!(
+                    b,
+                    Body::Tree(Tree {
+                        kind: TreeKind::Answer { accepted: true, .. },
+                        ..
+                    })
+                )),
+            "the answer to the new parent is still resent: {resent:?}"
+        );
+    }
+
+    #[test]
     fn a_node_restarted_without_memory_never_joins_the_tree_it_led() {
         let t0 = Instant::now();
         let mut p = plane(5, t0);

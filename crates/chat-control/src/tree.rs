@@ -357,6 +357,12 @@ impl ControlPlane {
             self.requests
                 .retain(|_, r| r.run == a.run && r.leader == a.leader);
         }
+        // Whatever is still being resent describes the place this node just left (an
+        // orphan's adoption requests and detaches, old SHOUTs and answers). Resent after the
+        // answer below, one would undo it: the new parent dropped its child on a late
+        // adoption request (seed 120177). Every ON neighbour hears the new place now, the
+        // parent from the answer and the others from the SHOUT, so nothing is lost.
+        self.forget_pending();
         self.enter_term(TreeId {
             run: a.run,
             leader: a.leader,

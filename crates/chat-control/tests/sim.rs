@@ -736,6 +736,15 @@ fn seed_130392_a_restarted_root_never_joins_the_tree_it_led() {
     }
 }
 
+/// An orphan's adoption request, still being resent after it re-attached, reached its new
+/// parent after its answer: the parent dropped the child, which kept the parent for good.
+#[test]
+fn seed_120177_a_healed_orphan_stops_resending_its_adoption_requests() {
+    if let Err(failure) = lossy_scenario(120_177, false) {
+        panic!("seed 120177: {failure}");
+    }
+}
+
 #[test]
 fn a_frozen_leader_is_replaced_and_never_writes_in_its_old_term() {
     run_seeds(
