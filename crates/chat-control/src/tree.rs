@@ -21,6 +21,12 @@
 //!   otherwise it refuses (size) or starts a stronger run (term, key). A node never joins a
 //!   tree announced with itself as leader: only the root leads, so it is a tree this node
 //!   led before restarting without memory, whose root is gone; it starts a stronger run.
+//! * **Restarts without a disk.** Neighbours may still name such a node's previous life as
+//!   their parent until they notice the restart (within the liveness timeout), so a SHOUT
+//!   from below its old subtree would close a cycle. A node without a term therefore joins a
+//!   standing tree (one it did not help elect) only `restart_hold` after it started,
+//!   answering no until then and joining the newest tree it was told at the end; it starts
+//!   no election for want of a leader before the hold and a join wait are over.
 
 use chat_wire::{LeaderInfo, NodeId, RunId, Tree, TreeId, TreeKind};
 
@@ -31,7 +37,7 @@ use crate::routes::{RouteTable, Upstream};
 
 /// What a leader announcement (SHOUT or adoption offer) says.
 #[derive(Debug, Clone, Copy)]
-struct Announcement {
+pub(crate) struct Announcement {
     info: LeaderInfo,
     run: RunId,
     leader: NodeId,
@@ -329,7 +335,11 @@ impl ControlPlane {
             Membership::Detached => {
                 let electing = self.election.as_ref().map(|y| y.run());
                 if electing.is_none_or(|run| a.run >= run) {
-                    if !self.refuse_to_join(from, &a) {
+                    if self.refuse_to_join(from, &a) {
+                        // It refused or started a stronger run.
+                    } else if self.now < self.fresh_until && electing != Some(a.run) {
+                        self.hold(from, a);
+                    } else {
                         self.attach(from, a, false);
                     }
                 } else {
@@ -346,12 +356,45 @@ impl ControlPlane {
         }
     }
 
+    /// A node without a term was told of a tree it did not help elect: it answers no for
+    /// now and joins at the end of its hold (see `ControlConfig::restart_hold`).
+    fn hold(&mut self, from: NodeId, a: Announcement) {
+        if a.is_shout {
+            self.answer(from, a.run, false);
+        }
+        let newer = self
+            .held
+            .is_none_or(|(_, h)| (a.run, a.epoch) >= (h.run, h.epoch));
+        if newer {
+            self.held = Some((from, a));
+        }
+        self.timers.set(Timer::Hold, self.fresh_until);
+    }
+
+    /// The hold is over: join the tree last told, if its teller is still there.
+    pub(crate) fn end_hold(&mut self) {
+        let Some((from, a)) = self.held.take() else {
+            return;
+        };
+        if !matches!(self.membership, Membership::Detached) || !self.on.contains(&from) {
+            return;
+        }
+        let electing = self.election.as_ref().map(|y| y.run());
+        if electing.is_none_or(|run| a.run >= run) && !self.refuse_to_join(from, &a) {
+            // If the teller left that tree meanwhile, our answer makes it detach us and we
+            // heal as any orphan does.
+            self.attach(from, a, false);
+        }
+    }
+
     /// Takes `from` as parent in the tree `a` announces.
     fn attach(&mut self, from: NodeId, a: Announcement, healed: bool) {
         self.election = None;
         self.timers.stop(Timer::Election);
         self.timers.stop(Timer::Heal);
         self.timers.stop(Timer::EpochTick);
+        self.timers.stop(Timer::Hold);
+        self.held = None;
         if !healed {
             // Requests from another tree are meaningless in this one.
             self.requests

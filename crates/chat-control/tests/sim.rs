@@ -745,24 +745,19 @@ fn seed_120177_a_healed_orphan_stops_resending_its_adoption_requests() {
     }
 }
 
-/// Open (found by the 20,000-seed soak): an inner node restarted without its disk is SHOUTed
-/// by one of its old descendants (6 -> 7 -> 3) before its old child 7 has noticed the
-/// restart, attaches under it, and closes a cycle of parents through the stale pointer. The
-/// restarted node cannot tell such a neighbour from a live one with what the tree messages
-/// carry; see the soak2 report for the options (a path check up the new parent's chain, or a
-/// join hold after a start without a term).
+/// An inner node restarted without its disk was SHOUTed by one of its old descendants
+/// (6 -> 7 -> 3) before its old child 7 had noticed the restart, attached under it, and
+/// closed a cycle of parents through 7's stale pointer. (Found by the 20,000-seed soak.)
 #[test]
-#[ignore = "open: a restarted inner node can attach below its old subtree (seed 130540)"]
 fn seed_130540_a_restarted_inner_node_never_attaches_below_its_old_subtree() {
     if let Err(failure) = cut_vertex_scenario(130_540, false) {
         panic!("seed 130540: {failure}");
     }
 }
 
-/// Open, the same bug as seed 130540 in the chaos scenario: node 18 restarted without its
-/// disk and attached under 25, below its old child 22, which still named it as parent.
+/// The same in the chaos scenario: node 18 restarted without its disk and attached under
+/// 25, below its old child 22, which still named it as parent.
 #[test]
-#[ignore = "open: a restarted inner node can attach below its old subtree (seed 68319)"]
 fn seed_68319_a_restarted_inner_node_never_attaches_below_its_old_subtree() {
     if let Err(failure) = chaos_scenario(68_319, false) {
         panic!("seed 68319: {failure}");
