@@ -62,6 +62,9 @@ pub enum StartReason {
     KeyAhead(NodeId),
     /// This node's host saw the root's connection closed: nobody can adopt, elect at once.
     RootGone,
+    /// A neighbour announced a tree led by this node, which is not its root: the node led
+    /// it before restarting without memory, so that tree's root is gone.
+    OwnTreeGone(NodeId),
 }
 
 /// One step of the election or tree protocols.
@@ -330,6 +333,10 @@ impl fmt::Display for StartReason {
                 "neighbour {id} announced a tree this node must not join as it is"
             ),
             StartReason::RootGone => write!(f, "the root's process is gone"),
+            StartReason::OwnTreeGone(id) => write!(
+                f,
+                "neighbour {id} announced a tree this node led before it restarted"
+            ),
         }
     }
 }

@@ -127,6 +127,7 @@ impl NodeConfig {
             writer_lease: self.writer_lease,
             retransmit: self.retransmit,
             initial_term: self.initial_term,
+            restart_hold: self.topology.liveness_timeout,
         }
     }
 }

@@ -42,6 +42,7 @@ use crate::quorum::{Probes, Promise};
 use crate::reliable::Reliable;
 use crate::roles::{roles_for, Place, Roles};
 use crate::routes::{RouteTable, Routes, Upstream};
+use crate::tree::Announcement;
 
 /// How many election timeouts a node that lost waits for the winner's SHOUT.
 const LOSER_PATIENCE: u32 = 4;
@@ -73,6 +74,12 @@ pub struct ControlConfig {
     pub retransmit: Duration,
     /// The highest term this node was a member of before it restarted (0 for a new node).
     pub initial_term: u64,
+    /// How long after its start a node without a term (`initial_term` 0) joins no tree it
+    /// did not help elect and starts no election for want of a leader: it may have lost its
+    /// disk, and neighbours that still name its previous life as their parent notice the
+    /// restart within the liveness timeout (the value the node passes). Joining earlier
+    /// could put it below its own old subtree: a cycle of parents (seeds 130540, 68319).
+    pub restart_hold: Duration,
 }
 
 impl Default for ControlConfig {
@@ -88,6 +95,7 @@ impl Default for ControlConfig {
             writer_lease: defaults::WRITER_LEASE,
             retransmit: defaults::RETRANSMIT,
             initial_term: 0,
+            restart_hold: defaults::LIVENESS_TIMEOUT,
         }
     }
 }
@@ -137,16 +145,19 @@ pub(crate) enum Timer {
     Lease,
     /// Resend unacknowledged tree messages.
     Retransmit,
+    /// A node without a term may now join the tree it was told about.
+    Hold,
 }
 
 impl Timer {
-    const ALL: [Timer; 6] = [
+    const ALL: [Timer; 7] = [
         Timer::Election,
         Timer::Heal,
         Timer::EpochTick,
         Timer::AckFlush,
         Timer::Lease,
         Timer::Retransmit,
+        Timer::Hold,
     ];
 
     fn index(self) -> usize {
@@ -157,6 +168,7 @@ impl Timer {
             Timer::AckFlush => 3,
             Timer::Lease => 4,
             Timer::Retransmit => 5,
+            Timer::Hold => 6,
         }
     }
 }
@@ -164,7 +176,7 @@ impl Timer {
 /// Deadlines, one per [`Timer`].
 #[derive(Debug, Clone, Default)]
 pub(crate) struct TimerTable {
-    deadlines: [Option<Instant>; 6],
+    deadlines: [Option<Instant>; 7],
 }
 
 impl TimerTable {
@@ -309,6 +321,11 @@ pub struct ControlPlane {
     pub(crate) now: Instant,
     /// A fresh node already gave a neighbour with a smaller id the chance to start.
     pub(crate) deferred_start: bool,
+    /// Until when this node joins no tree it did not help elect (see
+    /// [`ControlConfig::restart_hold`]).
+    pub(crate) fresh_until: Instant,
+    /// The announcement it was told during that time, answered at its end.
+    pub(crate) held: Option<(NodeId, Announcement)>,
     /// The highest term of a tree this node was a member of.
     pub(crate) term: u64,
     /// The tree whose term is `term`, when this process was in it.
@@ -333,7 +350,16 @@ impl ControlPlane {
     /// node's Lamport clock (a fresh one unless the node shares it with its topology).
     pub fn new(me: NodeId, config: ControlConfig, clock: LamportClock, now: Instant) -> Self {
         let mut timers = TimerTable::default();
-        timers.set(Timer::Election, now + config.join_wait);
+        let fresh_until = if config.initial_term == 0 {
+            now + config.restart_hold
+        } else {
+            now
+        };
+        // A node without a term waits out the hold before electing for want of a leader:
+        // a neighbour holding an announcement attaches at the end of its own hold, and a
+        // node started just after it must still be waiting then (late joiners attach
+        // without an election).
+        timers.set(Timer::Election, fresh_until + config.join_wait);
         // Runs this node starts must be stronger than any tree it was in before a restart.
         clock.observe(config.initial_term);
         ControlPlane {
@@ -360,6 +386,8 @@ impl ControlPlane {
             leader: None,
             now,
             deferred_start: false,
+            fresh_until,
+            held: None,
         }
     }
 
@@ -547,6 +575,7 @@ impl ControlPlane {
                 Timer::AckFlush => self.flush_probe_ack(),
                 Timer::Lease => {}
                 Timer::Retransmit => self.retransmit_due(),
+                Timer::Hold => self.end_hold(),
             }
         }
         self.refresh();
@@ -1077,6 +1106,184 @@ mod tests {
         assert_eq!(s.leader, None);
         let (run, _) = s.election.expect("electing");
         assert!(run.lamport > 20 && run.initiator == 5, "{run:?}");
+    }
+
+    #[test]
+    fn a_healed_orphan_stops_resending_what_it_sent_as_an_orphan() {
+        let t0 = Instant::now();
+        // A node with a term: it joins the tree it is told at once.
+        let config = ControlConfig {
+            initial_term: 1,
+            ..ControlConfig::default()
+        };
+        let mut p = ControlPlane::new(5, config, LamportClock::new(), t0);
+        p.handle_neighbor_on(t0, 9);
+        p.handle_neighbor_on(t0, 7);
+        let run = RunId {
+            lamport: 20,
+            initiator: 9,
+        };
+        let info = LeaderInfo {
+            run,
+            leader: 9,
+            hops_from_root: 0,
+            data_port: 0,
+            cluster_size: 1,
+            leader_key: candidate(9),
+        };
+        let shout = Body::Tree(Tree {
+            tree_epoch: 1,
+            seq: 1,
+            kind: TreeKind::Shout(info),
+        });
+        p.handle_message(t0, 9, 20, &shout);
+        assert_eq!(p.status().parent, Some(9));
+        // The parent goes; the orphan asks 7 for adoption, and nobody acknowledges (lost).
+        p.handle_neighbor_off(t0, 9);
+        assert!(p.status().orphaned);
+        let asked = drain(&mut p);
+        assert!(
+            asked.iter().any(|(to, b)| *to == 7
+                && matches!(
+                    b,
+                    Body::Tree(Tree {
+                        kind: TreeKind::AdoptRequest { .. },
+                        ..
+                    })
+                )),
+            "{asked:?}"
+        );
+        // 7 adopts it anyway (it heard a copy); from now on 7 is its parent.
+        let offer = Body::Tree(Tree {
+            tree_epoch: 5,
+            seq: 1,
+            kind: TreeKind::AdoptOffer(LeaderInfo {
+                hops_from_root: 1,
+                ..info
+            }),
+        });
+        p.handle_message(t0, 7, 21, &offer);
+        assert_eq!(p.status().parent, Some(7));
+        drain(&mut p);
+        // A resent adoption request would tell 7 that its new child is an orphan again.
+        let later = t0 + ControlConfig::default().retransmit;
+        p.handle_timeout(later);
+        let resent = drain(&mut p);
+        assert!(
+            !resent.iter().any(|(_, b)| matches!(
+                b,
+                Body::Tree(Tree {
+                    kind: TreeKind::AdoptRequest { .. }
+                        | TreeKind::Detach { .. }
+                        | TreeKind::Shout(_),
+                    ..
+                })
+            )),
+            "{resent:?}"
+        );
+        assert!(
+            resent.iter().any(|(to, b)| *to == 7
+                && matches!(
+                    b,
+                    Body::Tree(Tree {
+                        kind: TreeKind::Answer { accepted: true, .. },
+                        ..
+                    })
+                )),
+            "the answer to the new parent is still resent: {resent:?}"
+        );
+    }
+
+    #[test]
+    fn a_node_without_a_term_joins_a_standing_tree_only_after_the_restart_hold() {
+        let t0 = Instant::now();
+        let config = ControlConfig::default();
+        let (hold, join_wait) = (config.restart_hold, config.join_wait);
+        let mut p = plane(5, t0);
+        p.handle_neighbor_on(t0, 9);
+        let run = RunId {
+            lamport: 20,
+            initiator: 9,
+        };
+        let shout = Body::Tree(Tree {
+            tree_epoch: 4,
+            seq: 1,
+            kind: TreeKind::Shout(LeaderInfo {
+                run,
+                leader: 9,
+                hops_from_root: 0,
+                data_port: 0,
+                cluster_size: 1,
+                leader_key: candidate(9),
+            }),
+        });
+        p.handle_message(t0, 9, 20, &shout);
+        // It may have lost its disk: 9 could sit below its previous life. It answers no
+        // for now, and neither joins nor elects before the hold is over.
+        assert_eq!(p.status().parent, None);
+        let answers = drain(&mut p);
+        assert!(
+            answers.iter().any(|(to, b)| *to == 9
+                && matches!(
+                    b,
+                    Body::Tree(Tree {
+                        kind: TreeKind::Answer {
+                            accepted: false,
+                            ..
+                        },
+                        ..
+                    })
+                )),
+            "{answers:?}"
+        );
+        p.handle_timeout(t0 + join_wait);
+        assert!(p.status().election.is_none());
+        p.handle_timeout(t0 + hold - Duration::from_millis(1));
+        assert_eq!(p.status().parent, None);
+        drain(&mut p);
+        p.handle_timeout(t0 + hold);
+        let s = p.status();
+        assert_eq!(
+            (s.parent, s.leader, s.tree_run),
+            (Some(9), Some(9), Some(run))
+        );
+        assert!(drain(&mut p).iter().any(|(to, b)| *to == 9
+            && matches!(
+                b,
+                Body::Tree(Tree {
+                    kind: TreeKind::Answer { accepted: true, .. },
+                    ..
+                })
+            )));
+    }
+
+    #[test]
+    fn a_node_restarted_without_memory_never_joins_the_tree_it_led() {
+        let t0 = Instant::now();
+        let mut p = plane(5, t0);
+        p.handle_neighbor_on(t0, 9);
+        // 9 still follows the tree 5 led before it restarted with an empty disk.
+        let shout = Body::Tree(Tree {
+            tree_epoch: 7,
+            seq: 1,
+            kind: TreeKind::Shout(LeaderInfo {
+                run: RunId {
+                    lamport: 2,
+                    initiator: 5,
+                },
+                leader: 5,
+                hops_from_root: 2,
+                data_port: 0,
+                cluster_size: 1,
+                leader_key: candidate(5),
+            }),
+        });
+        p.handle_message(t0, 9, 40, &shout);
+        let s = p.status();
+        assert_eq!(s.parent, None);
+        assert_eq!(s.leader, None);
+        let (run, _) = s.election.expect("electing a stronger run");
+        assert!(run.lamport > 2 && run.initiator == 5, "{run:?}");
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! Tree messages that are never lost: every one-shot tree message (SHOUT, its answer, an
 //! adoption request or offer, a detach, a routes report) gets a number and is resent every
-//! `retransmit` until the receiver acknowledges that number, or until the neighbour goes
-//! OFF (the link is declared dead). The receiver acknowledges every copy and handles only
+//! `retransmit` until the receiver acknowledges that number, until the neighbour goes
+//! OFF (the link is declared dead), or until the node takes a new place in a tree (it leaves
+//! one, or attaches): what it still resent would describe the old place and, arriving after
+//! what the new place sends, undo it. The receiver acknowledges every copy and handles only
 //! the first, so duplicates (from resends or from the network) are harmless.
 //!
 //! Periodic messages (epoch ticks, which are also the probes, and their answers) carry

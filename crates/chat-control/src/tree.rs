@@ -18,7 +18,15 @@
 //!   adopt it.
 //! * **Joining.** A node attaches only to a tree announced with its own cluster size, whose
 //!   term it may join (see `plane`), and whose leader's key is not beaten by its own;
-//!   otherwise it refuses (size) or starts a stronger run (term, key).
+//!   otherwise it refuses (size) or starts a stronger run (term, key). A node never joins a
+//!   tree announced with itself as leader: only the root leads, so it is a tree this node
+//!   led before restarting without memory, whose root is gone; it starts a stronger run.
+//! * **Restarts without a disk.** Neighbours may still name such a node's previous life as
+//!   their parent until they notice the restart (within the liveness timeout), so a SHOUT
+//!   from below its old subtree would close a cycle. A node without a term therefore joins a
+//!   standing tree (one it did not help elect) only `restart_hold` after it started,
+//!   answering no until then and joining the newest tree it was told at the end; it starts
+//!   no election for want of a leader before the hold and a join wait are over.
 
 use chat_wire::{LeaderInfo, NodeId, RunId, Tree, TreeId, TreeKind};
 
@@ -29,7 +37,7 @@ use crate::routes::{RouteTable, Upstream};
 
 /// What a leader announcement (SHOUT or adoption offer) says.
 #[derive(Debug, Clone, Copy)]
-struct Announcement {
+pub(crate) struct Announcement {
     info: LeaderInfo,
     run: RunId,
     leader: NodeId,
@@ -231,6 +239,14 @@ impl ControlPlane {
             }
             return true;
         }
+        if a.leader == self.me {
+            // A tree this node leads but is not the root of: it led it before a restart
+            // without memory, and neighbours that have not noticed still announce it.
+            // Attaching would make this node an ancestor of itself (seed 130392: a cycle
+            // through the old root). That tree's root is gone: a stronger run replaces it.
+            self.start_election_above(StartReason::OwnTreeGone(from), a.run.lamport);
+            return true;
+        }
         if !self.may_join_term(a.run, Some(a.leader)) {
             // Its term is not above one this node was in: a stronger run replaces it.
             self.start_election_above(StartReason::KeyAhead(from), a.run.lamport);
@@ -319,7 +335,11 @@ impl ControlPlane {
             Membership::Detached => {
                 let electing = self.election.as_ref().map(|y| y.run());
                 if electing.is_none_or(|run| a.run >= run) {
-                    if !self.refuse_to_join(from, &a) {
+                    if self.refuse_to_join(from, &a) {
+                        // It refused or started a stronger run.
+                    } else if self.now < self.fresh_until && electing != Some(a.run) {
+                        self.hold(from, a);
+                    } else {
                         self.attach(from, a, false);
                     }
                 } else {
@@ -336,17 +356,56 @@ impl ControlPlane {
         }
     }
 
+    /// A node without a term was told of a tree it did not help elect: it answers no for
+    /// now and joins at the end of its hold (see `ControlConfig::restart_hold`).
+    fn hold(&mut self, from: NodeId, a: Announcement) {
+        if a.is_shout {
+            self.answer(from, a.run, false);
+        }
+        let newer = self
+            .held
+            .is_none_or(|(_, h)| (a.run, a.epoch) >= (h.run, h.epoch));
+        if newer {
+            self.held = Some((from, a));
+        }
+        self.timers.set(Timer::Hold, self.fresh_until);
+    }
+
+    /// The hold is over: join the tree last told, if its teller is still there.
+    pub(crate) fn end_hold(&mut self) {
+        let Some((from, a)) = self.held.take() else {
+            return;
+        };
+        if !matches!(self.membership, Membership::Detached) || !self.on.contains(&from) {
+            return;
+        }
+        let electing = self.election.as_ref().map(|y| y.run());
+        if electing.is_none_or(|run| a.run >= run) && !self.refuse_to_join(from, &a) {
+            // If the teller left that tree meanwhile, our answer makes it detach us and we
+            // heal as any orphan does.
+            self.attach(from, a, false);
+        }
+    }
+
     /// Takes `from` as parent in the tree `a` announces.
     fn attach(&mut self, from: NodeId, a: Announcement, healed: bool) {
         self.election = None;
         self.timers.stop(Timer::Election);
         self.timers.stop(Timer::Heal);
         self.timers.stop(Timer::EpochTick);
+        self.timers.stop(Timer::Hold);
+        self.held = None;
         if !healed {
             // Requests from another tree are meaningless in this one.
             self.requests
                 .retain(|_, r| r.run == a.run && r.leader == a.leader);
         }
+        // Whatever is still being resent describes the place this node just left (an
+        // orphan's adoption requests and detaches, old SHOUTs and answers). Resent after the
+        // answer below, one would undo it: the new parent dropped its child on a late
+        // adoption request (seed 120177). Every ON neighbour hears the new place now, the
+        // parent from the answer and the others from the SHOUT, so nothing is lost.
+        self.forget_pending();
         self.enter_term(TreeId {
             run: a.run,
             leader: a.leader,

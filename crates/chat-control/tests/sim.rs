@@ -727,6 +727,43 @@ fn seed_50143_writes_a_lost_disk_leaves_in_a_minority_are_not_required() {
     }
 }
 
+/// A root restarted without memory was SHOUTed its own old tree by a neighbour that had not
+/// noticed the crash, attached under it, and became its own ancestor: a cycle of parents.
+#[test]
+fn seed_130392_a_restarted_root_never_joins_the_tree_it_led() {
+    if let Err(failure) = cut_vertex_scenario(130_392, false) {
+        panic!("seed 130392: {failure}");
+    }
+}
+
+/// An orphan's adoption request, still being resent after it re-attached, reached its new
+/// parent after its answer: the parent dropped the child, which kept the parent for good.
+#[test]
+fn seed_120177_a_healed_orphan_stops_resending_its_adoption_requests() {
+    if let Err(failure) = lossy_scenario(120_177, false) {
+        panic!("seed 120177: {failure}");
+    }
+}
+
+/// An inner node restarted without its disk was SHOUTed by one of its old descendants
+/// (6 -> 7 -> 3) before its old child 7 had noticed the restart, attached under it, and
+/// closed a cycle of parents through 7's stale pointer. (Found by the 20,000-seed soak.)
+#[test]
+fn seed_130540_a_restarted_inner_node_never_attaches_below_its_old_subtree() {
+    if let Err(failure) = cut_vertex_scenario(130_540, false) {
+        panic!("seed 130540: {failure}");
+    }
+}
+
+/// The same in the chaos scenario: node 18 restarted without its disk and attached under
+/// 25, below its old child 22, which still named it as parent.
+#[test]
+fn seed_68319_a_restarted_inner_node_never_attaches_below_its_old_subtree() {
+    if let Err(failure) = chaos_scenario(68_319, false) {
+        panic!("seed 68319: {failure}");
+    }
+}
+
 #[test]
 fn a_frozen_leader_is_replaced_and_never_writes_in_its_old_term() {
     run_seeds(
