@@ -308,7 +308,11 @@ mod chat_hook {
     fn epoch(json: &str) -> u64 {
         json.find("\"epoch\":")
             .map(|at| &json[at + 8..])
-            .map(|rest| rest.chars().take_while(char::is_ascii_digit).collect::<String>())
+            .map(|rest| {
+                rest.chars()
+                    .take_while(char::is_ascii_digit)
+                    .collect::<String>()
+            })
             .and_then(|digits| digits.parse().ok())
             .unwrap_or(0)
     }
