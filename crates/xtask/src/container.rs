@@ -280,7 +280,8 @@ fn scenario(container: &Container, deb: &str) -> Result<(), String> {
 
 /// Chat through the nameserver as a script would: register, log in and send messages with
 /// `curl -L http://127.0.0.1:9999/...` (the nameserver answers 307 to a live input node, and
-/// curl repeats the POST there), and after the writer's restart check that every acknowledged
+/// curl repeats the POST there; `--location-trusted` because curl drops the `Authorization`
+/// header on a redirect to another port), and after the writer's restart check that every acknowledged
 /// message is still there. Every POST carries a key or an id, so curl's retries (on 503 while
 /// roles change) never write twice.
 mod chat_hook {
@@ -294,7 +295,7 @@ mod chat_hook {
 
     fn curl(extra: &str) -> String {
         format!(
-            "curl -fsS -L --retry 20 --retry-all-errors --retry-delay 1 \
+            "curl -fsS --location-trusted --retry 20 --retry-all-errors --retry-delay 1 \
              -H 'content-type: application/json' {extra}"
         )
     }
@@ -355,7 +356,7 @@ mod chat_hook {
             return Err(format!("the new message was not acknowledged: {sent}"));
         }
         let chat = container.run(&format!(
-            "curl -fsS -L --retry 20 --retry-all-errors --retry-delay 1 \
+            "curl -fsS --location-trusted --retry 20 --retry-all-errors --retry-delay 1 \
              -H 'Authorization: Bearer {token}' {FRONT}/api/users/bob/5678/chat"
         ))?;
         for id in [FIRST_MESSAGE, SECOND_MESSAGE] {
