@@ -355,9 +355,12 @@ mod chat_hook {
         if !sent.contains(SECOND_MESSAGE) {
             return Err(format!("the new message was not acknowledged: {sent}"));
         }
+        // Read-your-writes from whichever input node the nameserver picks.
         let chat = container.run(&format!(
             "curl -fsS --location-trusted --retry 20 --retry-all-errors --retry-delay 1 \
-             -H 'Authorization: Bearer {token}' {FRONT}/api/users/bob/5678/chat"
+             -H 'Authorization: Bearer {token}' -H 'Chat-Epoch: {}' \
+             {FRONT}/api/users/bob/5678/chat",
+            epoch(&sent)
         ))?;
         for id in [FIRST_MESSAGE, SECOND_MESSAGE] {
             if chat.matches(id).count() != 1 {
