@@ -42,6 +42,9 @@ pub(crate) async fn run(
 ) -> anyhow::Result<()> {
     let started = Instant::now();
     tokio::pin!(shutdown);
+    // The term never goes back, also in what `/status` shows while the node starts.
+    let initial_term = crate::cluster_state::load_term(&config.cluster_state_path)?;
+    status.send_modify(|status| status.term = initial_term);
     // Discovery may wait for the bootstrap; a stop asked for meanwhile ends the node cleanly.
     let neighbors = tokio::select! {
         neighbors = crate::discovery::neighbors(&config) => neighbors?,
@@ -70,7 +73,6 @@ pub(crate) async fn run(
     })?;
     let store = open_store(&config).await?;
     let stored_key = store.election_key();
-    let initial_term = crate::cluster_state::load_term(&config.cluster_state_path)?;
     tracing::info!(
         target: "election",
         subsystem = "election",
