@@ -298,3 +298,117 @@ async fn write_stream(url: String, token: String, node: u64, mut epoch: u64) -> 
     }
     (acknowledged, epoch)
 }
+
+/// A cluster of one is its own majority: it elects itself, takes writes and serves every kind
+/// of route; garbage on its data port is dropped and counted while it keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_one_node_cluster_serves_the_api_and_drops_garbage_on_its_data_port() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let cluster = start(1, Topology::Line, dir.path(), 26_400, ENV).await;
+    let only = set([1]);
+    let (statuses, _) = wait_until(&cluster, &only, DEADLINE, "serving", serving).await;
+    let url = statuses[&1]["http_url"]
+        .as_str()
+        .expect("http_url")
+        .to_owned();
+    let api = Api::new();
+    let (alice, mut epoch) = register_and_login(&api, &url, "alice", "1234").await;
+    let (_bob, bob_epoch) = register_and_login(&api, &url, "bob", "5678").await;
+    epoch = epoch.max(bob_epoch);
+
+    // Garbage from a stranger on the data port, while the node serves.
+    let data_port = cluster.description().node(1).expect("node 1").data_port;
+    let (stranger, _events) = chat_transport::Transport::start(
+        chat_transport::TransportConfig::new(99, "tcp://127.0.0.1:*"),
+    )
+    .expect("a stranger's socket");
+    stranger
+        .connect(1, format!("tcp://127.0.0.1:{data_port}"))
+        .expect("connect");
+
+    let call = |method, path: &str, body| {
+        let url = format!("{url}{path}");
+        let api = &api;
+        let alice = alice.clone();
+        async move {
+            api.call(method, &url, Some(&alice), epoch, body)
+                .await
+                .expect("answer")
+        }
+    };
+    let group = call(
+        reqwest::Method::POST,
+        "/api/groups",
+        Some(json!({"name": "crew"})),
+    )
+    .await;
+    assert_eq!(group.status, 201, "{}", group.body);
+    let group_id = group.body["group"]["id"]
+        .as_str()
+        .expect("group id")
+        .to_owned();
+    let added = call(
+        reqwest::Method::POST,
+        &format!("/api/groups/{group_id}/members"),
+        Some(json!({"username": "bob", "tag": "5678"})),
+    )
+    .await;
+    assert_eq!(added.status, 201, "{}", added.body);
+    for n in 0..20 {
+        // Each request interleaves with garbage frames the node must drop.
+        let _ = stranger.send(1, vec![0xff; n * 7 + 1]);
+    }
+    let posted = call(
+        reqwest::Method::POST,
+        &format!("/api/groups/{group_id}/chat"),
+        Some(json!({"content": "hello crew"})),
+    )
+    .await;
+    assert_eq!(posted.status, 201, "{}", posted.body);
+    // One node: its own rows answer the read, already at the post's epoch.
+    assert!(posted.epoch >= epoch);
+    let read = call(
+        reqwest::Method::GET,
+        &format!("/api/groups/{group_id}/chat"),
+        None,
+    )
+    .await;
+    assert_eq!(read.status, 200, "{}", read.body);
+    assert_eq!(read.body["messages"][0]["content"], json!("hello crew"));
+    let chats = call(reqwest::Method::GET, "/api/chats", None).await;
+    assert_eq!(chats.status, 200, "{}", chats.body);
+    assert!(chats.body["chats"]
+        .as_array()
+        .is_some_and(|c| !c.is_empty()));
+    let members = call(
+        reqwest::Method::GET,
+        &format!("/api/groups/{group_id}/members"),
+        None,
+    )
+    .await;
+    assert_eq!(members.body["members"].as_array().map(Vec::len), Some(2));
+    let missing = call(reqwest::Method::GET, "/api/users/nobody/0000", None).await;
+    assert_eq!(missing.status, 404, "{}", missing.body);
+    let unauthenticated = api
+        .call(
+            reqwest::Method::GET,
+            &format!("{url}/api/chats"),
+            None,
+            0,
+            None,
+        )
+        .await
+        .expect("answer");
+    assert_eq!(unauthenticated.status, 401);
+
+    wait_until(&cluster, &only, DEADLINE, "garbage counted", |s| {
+        let counters = &s[&1]["data"]["counters"];
+        let dropped = counters["frames_malformed"].as_u64().unwrap_or(0)
+            + counters["transport_bad_frames"].as_u64().unwrap_or(0);
+        (dropped > 0 && s[&1]["writer_reachable"] == json!(true))
+            .then_some(())
+            .ok_or_else(|| format!("nothing counted yet: {counters}"))
+    })
+    .await;
+    stranger.shutdown().await;
+}
