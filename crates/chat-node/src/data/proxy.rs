@@ -86,14 +86,10 @@ impl Dispatcher for DataProxy {
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
                 Err(ServiceError::NotWriter(_)) => {
-                    return Err(ServiceError::Unavailable(
-                        "No writer is reachable now; retry shortly.".to_owned(),
-                    ))
+                    return Err(unavailable(RetryableError::NoWriter))
                 }
-                Err(ServiceError::ReplicaBehind { .. }) => {
-                    return Err(ServiceError::Unavailable(
-                        "The data is catching up; retry shortly.".to_owned(),
-                    ))
+                Err(ServiceError::ReplicaBehind { have, want }) => {
+                    return Err(unavailable(RetryableError::Behind { have, want }))
                 }
                 other => return other,
             }

@@ -302,7 +302,7 @@ impl Worker {
             };
             self.next_snapshot += 1;
             // A child takes one snapshot at a time: older readers of the same child are done.
-            self.readers.retain(|_, _| false);
+            self.readers.clear();
             self.readers.insert(self.next_snapshot, (reader, 0, None));
             self.next_snapshot
         } else {
