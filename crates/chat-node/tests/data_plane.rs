@@ -4,12 +4,15 @@
 
 mod support;
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
-use std::time::{Duration, Instant};
+use std::collections::BTreeSet;
+use std::time::Duration;
 
 use chat_cluster::{LocalCluster, NodeSignal, Topology};
-use serde_json::{json, Value};
+use serde_json::json;
+use support::api::{
+    assert_each_acknowledged_once, input_nodes, messages, register_and_login, serving,
+    wait_for_equal_rows, write_stream, Api,
+};
 use support::{set, settled_tree, start, wait_until};
 
 const DEADLINE: Duration = Duration::from_secs(30);
@@ -20,166 +23,6 @@ const ENV: &[(&str, &str)] = &[("CHAT_NODE_STORAGE__BCRYPT_COST", "4")];
 /// the input nodes 5 and 6 sit two hops below a replica, behind a forwarder.
 fn triangle_with_a_cut_vertex() -> Topology {
     Topology::Edges(vec![(1, 2), (1, 3), (2, 3), (3, 4), (4, 5), (4, 6)])
-}
-
-fn input_nodes(statuses: &BTreeMap<u64, Value>) -> Vec<(u64, String)> {
-    statuses
-        .iter()
-        .filter_map(|(id, s)| Some((*id, s["http_url"].as_str()?.to_owned())))
-        .collect()
-}
-
-/// The tree has settled and every input node serves HTTP and reaches a writable root.
-fn serving(statuses: &BTreeMap<u64, Value>) -> Result<(), String> {
-    settled_tree(statuses)?;
-    for (id, status) in statuses {
-        let roles: Vec<&str> = status["roles"]
-            .as_array()
-            .map(|r| r.iter().filter_map(Value::as_str).collect())
-            .unwrap_or_default();
-        if roles.contains(&"input")
-            && (status["http_url"].is_null() || status["writer_reachable"] != json!(true))
-        {
-            return Err(format!("input node {id} does not serve yet"));
-        }
-    }
-    Ok(())
-}
-
-struct Api {
-    client: reqwest::Client,
-}
-
-struct Answer {
-    status: u16,
-    epoch: u64,
-    body: Value,
-}
-
-impl Api {
-    fn new() -> Self {
-        Api {
-            client: reqwest::Client::builder()
-                .timeout(Duration::from_secs(10))
-                .build()
-                .expect("client"),
-        }
-    }
-
-    async fn call(
-        &self,
-        method: reqwest::Method,
-        url: &str,
-        token: Option<&str>,
-        epoch: u64,
-        body: Option<Value>,
-    ) -> Result<Answer, String> {
-        let mut request = self
-            .client
-            .request(method, url)
-            .header("Chat-Epoch", epoch.to_string());
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
-        }
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.map_err(|e| e.to_string())?;
-        let status = response.status().as_u16();
-        let epoch = response
-            .headers()
-            .get("chat-epoch")
-            .and_then(|v| v.to_str().ok()?.parse().ok())
-            .unwrap_or(0);
-        let body = response.json().await.unwrap_or(Value::Null);
-        Ok(Answer {
-            status,
-            epoch,
-            body,
-        })
-    }
-}
-
-async fn register_and_login(api: &Api, url: &str, name: &str, tag: &str) -> (String, u64) {
-    let body = json!({"username": name, "tag": tag, "password": "password123"});
-    let created = api
-        .call(
-            reqwest::Method::POST,
-            &format!("{url}/api/register"),
-            None,
-            0,
-            Some(body.clone()),
-        )
-        .await
-        .expect("register");
-    assert_eq!(created.status, 201, "register {name}: {}", created.body);
-    let login = api
-        .call(
-            reqwest::Method::POST,
-            &format!("{url}/api/login"),
-            None,
-            created.epoch,
-            Some(body),
-        )
-        .await
-        .expect("login");
-    assert_eq!(login.status, 200, "login {name}: {}", login.body);
-    (
-        login.body["token"].as_str().expect("token").to_owned(),
-        login.epoch.max(created.epoch),
-    )
-}
-
-/// Every node's database holds the same rows (its applied state), compared through the
-/// store's own snapshot of each file.
-async fn wait_for_equal_rows(run_dir: &Path, ids: &BTreeSet<u64>, at_least: u64) {
-    let start = Instant::now();
-    loop {
-        let mut contents = BTreeMap::new();
-        for id in ids {
-            let path = run_dir.join(id.to_string()).join("chat.db");
-            let snapshot = chat_store::Store::open(&path).and_then(|store| store.snapshot());
-            contents.insert(*id, snapshot.map_err(|e| e.to_string()));
-        }
-        let all_there = contents
-            .values()
-            .all(|c| c.as_ref().is_ok_and(|s| s.epoch >= at_least));
-        let distinct: BTreeSet<String> = contents.values().map(|c| format!("{c:?}")).collect();
-        if all_there && distinct.len() == 1 {
-            return;
-        }
-        assert!(
-            start.elapsed() < DEADLINE,
-            "the nodes' rows still differ after {DEADLINE:?} (want epoch {at_least}): {:?}",
-            contents
-                .iter()
-                .map(|(id, c)| (id, c.as_ref().map(|s| s.epoch)))
-                .collect::<Vec<_>>()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-async fn messages(api: &Api, url: &str, token: &str, epoch: u64, peer: &str) -> Vec<Value> {
-    let answer = api
-        .call(
-            reqwest::Method::GET,
-            &format!("{url}/api/users/{peer}/chat?limit=200"),
-            Some(token),
-            epoch,
-            None,
-        )
-        .await
-        .expect("read");
-    assert_eq!(answer.status, 200, "read from {url}: {}", answer.body);
-    assert!(
-        answer.epoch >= epoch,
-        "the read reflects the client's epoch"
-    );
-    answer.body["messages"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -226,7 +69,9 @@ async fn requests_from_every_input_node_reach_the_writer_and_every_node_ends_wit
         .take(2)
         .map(|(id, url)| {
             let (url, token, id) = (url.clone(), alice.clone(), *id);
-            tokio::spawn(async move { write_stream(url, token, id, epoch).await })
+            tokio::spawn(async move {
+                write_stream(url, token, id, epoch, Duration::from_secs(2)).await
+            })
         })
         .collect();
     tokio::time::sleep(Duration::from_millis(700)).await;
@@ -245,58 +90,9 @@ async fn requests_from_every_input_node_reach_the_writer_and_every_node_ends_wit
         acknowledged.len()
     );
     let (statuses, _) = wait_until(&cluster, &live, DEADLINE, "serving again", serving).await;
-    for (_, url) in input_nodes(&statuses) {
-        let seen = messages(&api, &url, &alice, epoch, "bob/5678").await;
-        let ids: Vec<String> = seen
-            .iter()
-            .filter_map(|m| m["id"].as_str().map(str::to_owned))
-            .collect();
-        let unique: BTreeSet<&String> = ids.iter().collect();
-        assert_eq!(unique.len(), ids.len(), "no message twice through {url}");
-        for ack in &acknowledged {
-            assert!(
-                unique.contains(ack),
-                "acknowledged {ack} lost (read through {url})"
-            );
-        }
-    }
+    assert_each_acknowledged_once(&api, &statuses, &alice, epoch, "bob/5678", &acknowledged).await;
     wait_for_equal_rows(dir.path(), &live, epoch).await;
     cluster.down().await.expect("clean stop");
-}
-
-/// Posts messages with client-chosen ids for about two seconds, retrying each (same id) until
-/// it is acknowledged or its time is up; returns the acknowledged ids and the newest epoch.
-async fn write_stream(url: String, token: String, node: u64, mut epoch: u64) -> (Vec<String>, u64) {
-    let api = Api::new();
-    let end = Instant::now() + Duration::from_secs(2);
-    let mut acknowledged = Vec::new();
-    let mut n = 0;
-    while Instant::now() < end {
-        n += 1;
-        let id = uuid::Uuid::new_v4().to_string();
-        let give_up = Instant::now() + Duration::from_secs(15);
-        loop {
-            let sent = api
-                .call(
-                    reqwest::Method::POST,
-                    &format!("{url}/api/users/bob/5678/chat"),
-                    Some(&token),
-                    epoch,
-                    Some(json!({"id": id, "content": format!("stream {node} #{n}")})),
-                )
-                .await;
-            match sent {
-                Ok(answer) if answer.status == 201 || answer.status == 200 => {
-                    epoch = epoch.max(answer.epoch);
-                    acknowledged.push(id);
-                    break;
-                }
-                _ if Instant::now() > give_up => break,
-                _ => tokio::time::sleep(Duration::from_millis(50)).await,
-            }
-        }
-    }
-    (acknowledged, epoch)
 }
 
 /// A cluster of one is its own majority: it elects itself, takes writes and serves every kind
