@@ -59,6 +59,8 @@
     epoch = Math.max(epoch, +el.getAttribute("data-epoch") || 0);
   });
 
+  // Inserts a message in epoch order (the stream, a send's answer and a reload may deliver
+  // them in any order); one already shown is left alone, so nothing is shown twice.
   function appendMessage(message) {
     var list = document.getElementById("messages");
     if (!list || list.querySelector('[data-id="' + message.id + '"]')) return;
@@ -76,10 +78,14 @@
     time.setAttribute("datetime", message.created_at);
     localTime(time);
     item.append(author, content, time);
-    list.appendChild(item);
+    var after = null;
+    for (var node = list.lastElementChild; node; node = node.previousElementSibling) {
+      if (+node.getAttribute("data-epoch") <= message.epoch) { after = node; break; }
+    }
+    list.insertBefore(item, after ? after.nextSibling : list.firstChild);
     var empty = chat.querySelector(".empty");
     if (empty) empty.remove();
-    item.scrollIntoView({ block: "end" });
+    if (!after || !item.nextSibling) item.scrollIntoView({ block: "end" });
   }
 
   function seen(newEpoch) {
@@ -104,6 +110,7 @@
     var textarea = document.getElementById("content");
     var errorLine = document.getElementById("send-error");
     var pending = null; // { id, content }: kept until the server has it, so a retry reuses the id
+    var sending = false;
     textarea.addEventListener("keydown", function (event) {
       if (event.key === "Enter" && !event.shiftKey) {
         event.preventDefault();
@@ -112,13 +119,15 @@
     });
     form.addEventListener("submit", function (event) {
       event.preventDefault();
+      // One message at a time: the one in flight keeps its id until the server has it, and
+      // what is typed meanwhile stays in the box.
+      if (sending) return;
       var content = textarea.value.trim();
       if (!content) return;
       if (!pending || pending.content !== content) pending = { id: newId(), content: content };
       send(pending);
     });
 
-    var sending = false;
     async function send(message) {
       if (sending) return;
       sending = true;
@@ -141,7 +150,7 @@
           showReconnecting(false);
           appendMessage(body.message);
           seen(body.message.epoch);
-          textarea.value = "";
+          if (textarea.value.trim() === message.content) textarea.value = "";
           pending = null;
           break;
         }
@@ -163,27 +172,50 @@
     }
   }
 
-  if ((chat || chatList) && window.EventSource) {
+  // Live updates. The browser reconnects by itself after a dropped connection (sending
+  // Last-Event-ID), but gives up for good on an HTTP error such as the 503 an input node answers
+  // while the cluster fails over: then a new stream is opened here, resuming after the newest
+  // epoch seen. After any reconnection the chat is read again, so a message whose notice was
+  // lost in a failover still appears (once: messages are keyed by id).
+  function onMessage(event) {
+    var message = JSON.parse(event.data);
+    seen(message.epoch);
+    if (chat && message.chat_id === chat.getAttribute("data-chat-id")) {
+      appendMessage(message);
+    } else if (chatList) {
+      var card = chatList.querySelector('[data-chat-id="' + message.chat_id + '"]');
+      if (!card) return;
+      var badge = card.querySelector(".unread");
+      badge.textContent = String((+badge.textContent || 0) + 1);
+      badge.hidden = false;
+      var text = card.querySelector(".preview .text");
+      if (text) text.textContent = message.content;
+    }
+  }
+
+  function catchUp() {
+    if (chat) reloadChat().catch(function () { showReconnecting(true); });
+  }
+
+  var broken = false;
+  function openStream(delay) {
     var source = new EventSource("/api/events?after=" + epoch, { withCredentials: true });
-    source.addEventListener("open", function () { showReconnecting(false); });
-    source.addEventListener("error", function () { showReconnecting(true); });
-    source.addEventListener("message", function (event) {
-      var message = JSON.parse(event.data);
-      seen(message.epoch);
-      if (chat && message.chat_id === chat.getAttribute("data-chat-id")) {
-        appendMessage(message);
-      } else if (chatList) {
-        var card = chatList.querySelector('[data-chat-id="' + message.chat_id + '"]');
-        if (!card) return;
-        var badge = card.querySelector(".unread");
-        badge.textContent = String((+badge.textContent || 0) + 1);
-        badge.hidden = false;
-        var text = card.querySelector(".preview .text");
-        if (text) text.textContent = message.content;
+    source.addEventListener("open", function () {
+      showReconnecting(false);
+      if (broken) catchUp();
+      broken = false;
+      delay = 1000;
+    });
+    source.addEventListener("error", function () {
+      broken = true;
+      showReconnecting(true);
+      if (source.readyState === EventSource.CLOSED) {
+        setTimeout(function () { openStream(Math.min(delay * 2, 10000)); }, delay);
       }
     });
-    source.addEventListener("reset", function () {
-      if (chat) reloadChat().catch(function () { showReconnecting(true); });
-    });
+    source.addEventListener("message", onMessage);
+    source.addEventListener("reset", catchUp);
   }
+
+  if ((chat || chatList) && window.EventSource) openStream(1000);
 })();

@@ -17,15 +17,19 @@ pub(crate) enum Needs {
 /// build needs.
 const BUILD_PACKAGES: &[(&str, &str)] = &[("g++", "g++")];
 
-/// What packaging and the container test add: dpkg-shlibdeps for the package's `Depends:`,
-/// strip for its binaries, lintian to check it, debootstrap for the container's tree,
-/// systemd-nspawn to boot it.
+/// What packaging and the tests add: dpkg-shlibdeps for the package's `Depends:`, strip for
+/// its binaries, lintian to check it, debootstrap for the container's tree, systemd-nspawn to
+/// boot it, and Chromium with chromedriver for the browser test.
 const PACKAGE_TEST_PACKAGES: &[(&str, &str)] = &[
     ("dpkg-shlibdeps", "dpkg-dev"),
     ("strip", "binutils"),
     ("lintian", "lintian"),
     ("debootstrap", "debootstrap"),
     ("systemd-nspawn", "systemd-container"),
+    // The browser test (crates/chat-cluster/tests/browser.rs) drives Debian's Chromium through
+    // its WebDriver server.
+    ("chromium", "chromium"),
+    ("chromedriver", "chromium-driver"),
 ];
 
 /// Installs (apt-get) the packages whose programs are missing.
