@@ -85,7 +85,7 @@
     list.insertBefore(item, after ? after.nextSibling : list.firstChild);
     var empty = chat.querySelector(".empty");
     if (empty) empty.remove();
-    if (!after || !item.nextSibling) item.scrollIntoView({ block: "end" });
+    if (!item.nextElementSibling) item.scrollIntoView({ block: "end" });
   }
 
   function seen(newEpoch) {
@@ -106,6 +106,9 @@
   }
 
   if (chat) {
+    // A chat opens at its newest message.
+    var newest = document.querySelector("#messages li:last-child");
+    if (newest) newest.scrollIntoView({ block: "end" });
     var form = document.getElementById("send");
     var textarea = document.getElementById("content");
     var errorLine = document.getElementById("send-error");

@@ -424,6 +424,13 @@ async fn settled(cluster: &LocalCluster, front: &str, exclude: Option<u64>) -> u
     .await
 }
 
+/// The workspace's `templates/`.
+fn templates_dir() -> String {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../templates");
+    let dir = dir.canonicalize().expect("templates/ beside the crates");
+    dir.to_str().expect("a UTF-8 path").to_owned()
+}
+
 fn topology() -> Topology {
     Topology::Edges(vec![(1, 2), (1, 3), (2, 3), (2, 4), (3, 5)])
 }
@@ -439,7 +446,12 @@ async fn two_people_chat_in_chromium_through_the_nameserver_across_a_writer_fail
         output: NodeOutput::Files,
         // bcrypt's default cost takes a quarter second a hash on this machine; the test is
         // about the pages.
-        env: vec![("CHAT_NODE_STORAGE__BCRYPT_COST".into(), "4".into())],
+        env: vec![
+            ("CHAT_NODE_STORAGE__BCRYPT_COST".into(), "4".into()),
+            // The pages of this tree, as a package serves them from its template directory
+            // (and a change to them needs no rebuild of the node to be tested).
+            ("CHAT_NODE_HTTP__TEMPLATE_DIR".into(), templates_dir()),
+        ],
         services: Some(ServiceOptions {
             nameservers: 1,
             ..service_binaries()
