@@ -673,6 +673,21 @@ async fn two_people_chat_in_chromium_through_the_nameserver_across_a_writer_fail
     bob.shows_exactly(&said).await;
     assert!(bob.not_reloaded().await);
 
+    // The sealed cookie opens on the other input node too (same host: browsers share cookies
+    // across ports), with read-your-writes.
+    alice.origin.clone_from(&bob.origin);
+    alice.goto(&group_chat).await;
+    assert_eq!(alice.text(".account .who").await, "alice#1111");
+    alice.shows_exactly(&said).await;
+
+    // Logging out is a form post and ends the session.
+    alice.click(Locator::Css(".account form button")).await;
+    alice.wait_path("logged out", |p| p == "/login").await;
+    alice.goto(&group_chat).await;
+    alice
+        .wait_path("sent to the login page", |p| p == "/login")
+        .await;
+
     alice.client.close().await.expect("alice's session ends");
     bob.client.close().await.expect("bob's session ends");
     cluster.down().await.expect("stops");
