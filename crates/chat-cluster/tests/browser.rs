@@ -680,6 +680,17 @@ async fn two_people_chat_in_chromium_through_the_nameserver_across_a_writer_fail
     assert_eq!(alice.text(".account .who").await, "alice#1111");
     alice.shows_exactly(&said).await;
 
+    // Her home page lists both chats.
+    alice.goto("/").await;
+    for chat in ["bob#2222", "Climbing club"] {
+        assert!(
+            alice.client.find(Locator::LinkText(chat)).await.is_ok(),
+            "alice's home lists {chat}: {}",
+            alice.text("main").await
+        );
+    }
+    alice.screenshot("home-chats").await;
+
     // Logging out is a form post and ends the session.
     alice.click(Locator::Css(".account form button")).await;
     alice.wait_path("logged out", |p| p == "/login").await;

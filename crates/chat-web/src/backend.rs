@@ -665,27 +665,38 @@ impl<D: Dispatcher + 'static> Backend for ServiceBackend<D> {
     }
 
     async fn chats(&self, actor: &Actor, min_epoch: Epoch) -> Outcome<Vec<ChatSummary>> {
-        // GAP: the service has no chat list yet: private chats cannot be listed and there are
-        // no read markers, so this lists the caller's groups with their newest message and an
-        // unread count of 0.
-        let mine = self.read(self.service.my_groups(actor.id, min_epoch).await)?;
-        let mut epoch = mine.epoch;
-        let mut chats = Vec::new();
-        for group in &mine.value {
-            let members = self.members(actor, group.uuid, min_epoch).await?;
-            let newest = self.read(
-                self.service
-                    .read_group(actor.id, group.uuid, Page::Newest { limit: 1 }, min_epoch)
-                    .await,
-            )?;
-            epoch = epoch.max(members.epoch).max(newest.epoch);
-            let chat_id = group.uuid.to_string();
-            let page = page_view(chat_id.clone(), &newest.value);
-            chats.push(ChatSummary::Group {
-                chat_id,
-                group: detail(&members.value).group,
-                newest: page.messages.into_iter().last(),
-                unread: 0,
+        // One read lists private chats and groups, most recent activity first.
+        // GAP: nothing moves read positions yet (the service's `mark_read` is not called when a
+        // chat is shown), so the service's unread counts would only grow; they are shown as 0.
+        let list = self.read(self.service.chats(actor.id, min_epoch).await)?;
+        let mut epoch = list.epoch;
+        let mut chats = Vec::with_capacity(list.value.len());
+        for summary in &list.value {
+            let newest = summary.newest.as_ref().map(|message| {
+                let sender = summary
+                    .newest_author
+                    .as_ref()
+                    .map_or_else(|| unknown_user(message.sender_uuid), user_view);
+                message_view(message, sender)
+            });
+            chats.push(match &summary.with {
+                chat_service::ChatWith::User(user) => ChatSummary::Private {
+                    chat_id: summary.chat_id.clone(),
+                    user: user_view(user),
+                    newest,
+                    unread: 0,
+                },
+                chat_service::ChatWith::Group(group) => {
+                    // The list names the owner by id only; the members read names them.
+                    let members = self.members(actor, group.uuid, min_epoch).await?;
+                    epoch = epoch.max(members.epoch);
+                    ChatSummary::Group {
+                        chat_id: summary.chat_id.clone(),
+                        group: detail(&members.value).group,
+                        newest,
+                        unread: 0,
+                    }
+                }
             });
         }
         Ok(Answer {

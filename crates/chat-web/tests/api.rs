@@ -412,6 +412,16 @@ async fn private_chats_send_read_page_and_refuse_bad_messages() {
         )
         .await;
     }
+    // Both see the private chat in their chat list, with its newest message.
+    let chats = h
+        .api(Method::GET, "/api/chats", Some(&alice), None)
+        .await
+        .json();
+    assert_eq!(chats["chats"][0]["kind"], "private", "{chats}");
+    assert_eq!(chats["chats"][0]["user"]["username"], "bob");
+    assert_eq!(chats["chats"][0]["newest"]["content"], "n4");
+    assert_eq!(chats["chats"][0]["newest"]["sender"]["username"], "bob");
+
     let read = h
         .api(Method::GET, "/api/users/alice/001/chat", Some(&bob), None)
         .await;
