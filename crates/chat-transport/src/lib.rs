@@ -91,7 +91,7 @@ use std::thread::JoinHandle;
 
 use tokio::sync::{mpsc, watch};
 
-pub use config::{TransportConfig, CONTROL_PLANE_MAX_MESSAGE_BYTES};
+pub use config::{TransportConfig, CONTROL_PLANE_HWM, CONTROL_PLANE_MAX_MESSAGE_BYTES};
 pub use error::TransportError;
 pub use identity::{node_identity, parse_node_identity};
 pub use stats::TransportStats;
