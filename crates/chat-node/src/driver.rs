@@ -444,32 +444,11 @@ impl Driver {
 
     /// Brings the drop counters up to the totals the transport and the state machines keep.
     fn count_drops(&self, node: &Node) {
-        let transport = self.transport.stats();
         let machines = node.stats();
+        for (reason, total) in transport_drops(&self.transport.stats()) {
+            self.metrics.dropped_total(reason, total);
+        }
         for (reason, total) in [
-            (DropReason::TransportQueueFull, transport.dropped_queue_full),
-            (
-                DropReason::TransportUnroutable,
-                transport.dropped_unroutable,
-            ),
-            (DropReason::TransportPipeFull, transport.dropped_pipe_full),
-            (DropReason::TransportSendError, transport.send_errors),
-            (DropReason::TransportBadFrame, transport.bad_frames),
-            (
-                DropReason::TransportUnauthenticated,
-                transport.refused_unauthenticated,
-            ),
-            (DropReason::TransportTampered, transport.refused_tampered),
-            (DropReason::TransportReplayed, transport.refused_replayed),
-            (DropReason::TransportOversized, transport.refused_oversized),
-            (
-                DropReason::TransportSendOversized,
-                transport.dropped_oversized,
-            ),
-            (
-                DropReason::TransportHandshakePending,
-                transport.dropped_handshake_pending,
-            ),
             (DropReason::LamportJump, machines.lamport_jumps),
             (
                 DropReason::ControlFromStranger,
@@ -496,26 +475,7 @@ impl Driver {
         }
         // The data plane's transport, by the same reasons (its machine's counters are in
         // `/status` under `data.counters`).
-        let data = self.data_transport.stats();
-        for (reason, total) in [
-            (DropReason::TransportBadFrame, data.bad_frames),
-            (
-                DropReason::TransportUnauthenticated,
-                data.refused_unauthenticated,
-            ),
-            (DropReason::TransportTampered, data.refused_tampered),
-            (DropReason::TransportReplayed, data.refused_replayed),
-            (DropReason::TransportOversized, data.refused_oversized),
-            (DropReason::TransportQueueFull, data.dropped_queue_full),
-            (DropReason::TransportUnroutable, data.dropped_unroutable),
-            (DropReason::TransportPipeFull, data.dropped_pipe_full),
-            (DropReason::TransportSendError, data.send_errors),
-            (DropReason::TransportSendOversized, data.dropped_oversized),
-            (
-                DropReason::TransportHandshakePending,
-                data.dropped_handshake_pending,
-            ),
-        ] {
+        for (reason, total) in transport_drops(&self.data_transport.stats()) {
             self.metrics.data_dropped_total(reason, total);
         }
     }
@@ -678,6 +638,30 @@ impl Driver {
             changed
         });
     }
+}
+
+/// Every drop a transport counts, by reason: what it refused to deliver and what it could not
+/// send. The same list for both planes.
+fn transport_drops(stats: &chat_transport::TransportStats) -> [(DropReason, u64); 11] {
+    [
+        (DropReason::TransportBadFrame, stats.bad_frames),
+        (
+            DropReason::TransportUnauthenticated,
+            stats.refused_unauthenticated,
+        ),
+        (DropReason::TransportTampered, stats.refused_tampered),
+        (DropReason::TransportReplayed, stats.refused_replayed),
+        (DropReason::TransportOversized, stats.refused_oversized),
+        (DropReason::TransportQueueFull, stats.dropped_queue_full),
+        (DropReason::TransportUnroutable, stats.dropped_unroutable),
+        (DropReason::TransportPipeFull, stats.dropped_pipe_full),
+        (DropReason::TransportSendError, stats.send_errors),
+        (DropReason::TransportSendOversized, stats.dropped_oversized),
+        (
+            DropReason::TransportHandshakePending,
+            stats.dropped_handshake_pending,
+        ),
+    ]
 }
 
 fn millis(duration: Duration) -> u64 {
