@@ -7,6 +7,8 @@ use chat_bootstrap::proto::bootstrap_client::BootstrapClient;
 use chat_bootstrap::proto::RegisterRequest;
 use chat_bootstrap::server::{self, ServerConfig};
 use chat_bootstrap::{NodeAddress, Registry};
+use chat_grpc::AuthChannel;
+use chat_secret::{ClusterSecret, Purpose};
 
 const NEW_NODES: u64 = 1_000;
 const REPEATS: u64 = 5_000;
@@ -32,13 +34,20 @@ fn main() {
     runtime.block_on(async {
         let dir = tempfile::tempdir().expect("tempdir");
         let config = ServerConfig { listen: SocketAddr::from(([127, 0, 0, 1], 0)), state_dir: dir.path().to_owned(), ..ServerConfig::default() };
-        let bound = server::bind(&config).await.expect("bind");
+        // Authenticated, as in production: each call carries a MAC over a fresh nonce.
+        let keys = ClusterSecret::from_parts([7; 32], None).keys(Purpose::Services);
+        let bound = server::bind_with_keys(&config, Some(keys.clone())).await.expect("bind");
         let addr = format!("http://{}", bound.local_addr());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let served = tokio::spawn(bound.serve(async {
             let _ = stopped.await;
         }));
-        let mut client = BootstrapClient::connect(addr).await.expect("connect");
+        let channel = chat_grpc::endpoint(&addr, Duration::from_secs(10))
+            .expect("endpoint")
+            .connect()
+            .await
+            .expect("connect");
+        let mut client = BootstrapClient::new(AuthChannel::new(channel, Some(keys)));
 
         let start = Instant::now();
         for id in 1..=NEW_NODES {

@@ -5,6 +5,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use chat_grpc::KeyRing;
 use serde::{Deserialize, Serialize};
 
 use crate::assignment::{Neighbor, NodeAddress};
@@ -124,17 +125,19 @@ pub enum DiscoveryError {
     },
 }
 
-/// Registers `me` with the bootstrap at `addr` and caches the answer in `state_dir`; when the
-/// bootstrap is unreachable, answers from that cache instead.
+/// Registers `me` with the bootstrap at `addr` (the call signed with `keys`, see
+/// [`client::register`]) and caches the answer in `state_dir`; when the bootstrap is
+/// unreachable, answers from that cache instead.
 ///
 /// A failure to write the cache is logged, not returned: the registration itself succeeded.
 pub async fn discover_neighbors(
     addr: &str,
     timeout: Duration,
+    keys: Option<&KeyRing>,
     me: NodeAddress,
     state_dir: &Path,
 ) -> Result<DiscoveredNeighbors, DiscoveryError> {
-    match client::register(addr, timeout, me).await {
+    match client::register(addr, timeout, keys, me).await {
         Ok(neighbors) => {
             if let Err(e) = store_cached_neighbors(state_dir, &neighbors) {
                 tracing::warn!(target: "bootstrap", subsystem = "bootstrap", error = %e,

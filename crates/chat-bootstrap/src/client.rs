@@ -1,8 +1,13 @@
 //! Calling the bootstrap: what a node does at start, and what operators' tools do.
+//!
+//! Every call takes the services keys of the cluster secret (`keys`, see
+//! [`chat_grpc::load_service_keys`]): a bootstrap guarded with the secret answers
+//! `UNAUTHENTICATED` to calls without them. `None` calls unsigned (a bootstrap started without
+//! a guard, in tests).
 
 use std::time::Duration;
 
-use tonic::transport::Channel;
+use chat_grpc::{AuthChannel, KeyRing};
 
 use crate::assignment::{Neighbor, NodeAddress};
 use crate::proto;
@@ -102,6 +107,7 @@ pub struct RegisteredNode {
 pub async fn register(
     addr: &str,
     timeout: Duration,
+    keys: Option<&KeyRing>,
     me: NodeAddress,
 ) -> Result<Vec<Neighbor>, BootstrapError> {
     let request = proto::RegisterRequest {
@@ -109,7 +115,7 @@ pub async fn register(
         host: me.host,
         port: u32::from(me.port),
     };
-    let response = call(addr, timeout, |mut client| async move {
+    let response = call(addr, timeout, keys, |mut client| async move {
         client.register(request).await
     })
     .await?;
@@ -121,9 +127,14 @@ pub async fn register(
 }
 
 /// Removes node `id` from the registry; returns whether it was registered.
-pub async fn deregister(addr: &str, timeout: Duration, id: u64) -> Result<bool, BootstrapError> {
+pub async fn deregister(
+    addr: &str,
+    timeout: Duration,
+    keys: Option<&KeyRing>,
+    id: u64,
+) -> Result<bool, BootstrapError> {
     let request = proto::DeregisterRequest { id };
-    Ok(call(addr, timeout, |mut client| async move {
+    Ok(call(addr, timeout, keys, |mut client| async move {
         client.deregister(request).await
     })
     .await?
@@ -134,8 +145,9 @@ pub async fn deregister(addr: &str, timeout: Duration, id: u64) -> Result<bool, 
 pub async fn list_nodes(
     addr: &str,
     timeout: Duration,
+    keys: Option<&KeyRing>,
 ) -> Result<Vec<RegisteredNode>, BootstrapError> {
-    let response = call(addr, timeout, |mut client| async move {
+    let response = call(addr, timeout, keys, |mut client| async move {
         client.list_nodes(proto::ListNodesRequest {}).await
     })
     .await?;
@@ -167,13 +179,24 @@ fn neighbor_from_proto(addr: &str, node: proto::NodeAddress) -> Result<Neighbor,
     })
 }
 
-/// Connects, runs one call, and maps every failure to a [`BootstrapError`], all within `timeout`.
-async fn call<T, F, Fut>(addr: &str, timeout: Duration, rpc: F) -> Result<T, BootstrapError>
+/// Connects, runs one call signed with `keys`, and maps every failure to a
+/// [`BootstrapError`], all within `timeout`.
+async fn call<T, F, Fut>(
+    addr: &str,
+    timeout: Duration,
+    keys: Option<&KeyRing>,
+    rpc: F,
+) -> Result<T, BootstrapError>
 where
-    F: FnOnce(BootstrapClient<Channel>) -> Fut,
+    F: FnOnce(BootstrapClient<AuthChannel>) -> Fut,
     Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
 {
-    Ok(chat_grpc::call(addr, timeout, |channel| rpc(BootstrapClient::new(channel))).await?)
+    Ok(
+        chat_grpc::call_authenticated(addr, timeout, keys, |channel| {
+            rpc(BootstrapClient::new(channel))
+        })
+        .await?,
+    )
 }
 
 #[cfg(test)]

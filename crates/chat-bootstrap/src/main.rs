@@ -12,7 +12,13 @@ use serde::Serialize;
 
 /// chat-system bootstrap: nodes register here and get their neighbours.
 #[derive(Debug, Parser)]
-#[command(version)]
+#[command(
+    version,
+    after_help = "Every gRPC call must be signed with the cluster secret, the file named by \
+                  `secret_file` (default /etc/chat-system/cluster.key, the nodes' one); calls \
+                  without it answer UNAUTHENTICATED. A missing or malformed file stops start-up \
+                  with exit code 2."
+)]
 struct Cli {
     /// Configuration file [default: /etc/chat-system/bootstrap.toml, skipped when absent].
     #[arg(long, value_name = "PATH")]

@@ -4,6 +4,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use chat_grpc::{KeyRing, SecretError, ServiceGuard};
 use chat_ops::LogSettings;
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
@@ -17,6 +18,8 @@ use crate::service::BootstrapService;
 pub const DEFAULT_PORT: u16 = 45999;
 /// Default state directory (the packaged service's `StateDirectory`).
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/chat-bootstrap";
+/// Default cluster secret file: the one the package generates and every node reads.
+pub const DEFAULT_SECRET_FILE: &str = "/etc/chat-system/cluster.key";
 
 /// The bootstrap's configuration (`/etc/chat-system/bootstrap.toml`, every key optional).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -29,6 +32,10 @@ pub struct ServerConfig {
     /// Most nodes the registry holds; registrations of further nodes are refused (and
     /// counted), so nobody can grow the registry file without bound.
     pub max_nodes: usize,
+    /// The cluster secret (one or two lines of 64 hex characters, as the nodes'): every call
+    /// must be signed with it, others answer `UNAUTHENTICATED`. Required; a relative path is
+    /// taken from the working directory.
+    pub secret_file: PathBuf,
     /// Log levels (used by the binary; the library only emits events).
     pub log: LogSettings,
 }
@@ -39,6 +46,7 @@ impl Default for ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], DEFAULT_PORT)),
             state_dir: PathBuf::from(DEFAULT_STATE_DIR),
             max_nodes: 10_000,
+            secret_file: PathBuf::from(DEFAULT_SECRET_FILE),
             log: LogSettings::default(),
         }
     }
@@ -58,6 +66,9 @@ pub enum ServerError {
     /// The registry file could not be read.
     #[error(transparent)]
     Registry(#[from] RegistryFileError),
+    /// The cluster secret could not be loaded (a configuration error: exit code 2).
+    #[error("`secret_file` is unusable")]
+    Secret(#[source] SecretError),
     /// The listen address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -77,11 +88,23 @@ pub struct BoundServer {
     listener: TcpListener,
     local_addr: SocketAddr,
     service: BootstrapService,
+    guard: ServiceGuard,
 }
 
-/// Loads the registry from `config.state_dir` and binds `config.listen`. A corrupt registry
-/// fails here, before anything listens.
+/// Loads the cluster secret from `config.secret_file` and the registry from
+/// `config.state_dir`, and binds `config.listen`: every call then needs the secret. A missing
+/// or malformed secret, or a corrupt registry, fails here, before anything listens.
 pub async fn bind(config: &ServerConfig) -> Result<BoundServer, ServerError> {
+    let keys = chat_grpc::load_service_keys(&config.secret_file).map_err(ServerError::Secret)?;
+    bind_with_keys(config, Some(keys)).await
+}
+
+/// [`bind`] with the services keys given instead of read from `config.secret_file`; `None`
+/// serves every caller (tests of other behaviour, benchmarks).
+pub async fn bind_with_keys(
+    config: &ServerConfig,
+    keys: Option<KeyRing>,
+) -> Result<BoundServer, ServerError> {
     std::fs::create_dir_all(&config.state_dir).map_err(|source| ServerError::StateDir {
         path: config.state_dir.clone(),
         source,
@@ -104,6 +127,7 @@ pub async fn bind(config: &ServerConfig) -> Result<BoundServer, ServerError> {
         listener,
         local_addr,
         service: BootstrapService::new(registry, store, config.max_nodes),
+        guard: ServiceGuard::new(keys),
     })
 }
 
@@ -115,8 +139,10 @@ impl BoundServer {
 
     /// Serves until `shutdown` completes, then finishes in-flight calls and returns.
     pub async fn serve(self, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
-        tracing::info!(target: "bootstrap", subsystem = "bootstrap", addr = %self.local_addr, "serving");
-        let router = tonic::transport::Server::builder().add_service(GrpcServer::new(self.service));
+        tracing::info!(target: "bootstrap", subsystem = "bootstrap", addr = %self.local_addr,
+            authenticated = self.guard.is_guarding(), "serving");
+        let router = tonic::transport::Server::builder()
+            .add_service(self.guard.wrap(GrpcServer::new(self.service)));
         let drain = chat_grpc::serve_with_grace(router, self.listener, shutdown).await?;
         if drain == chat_grpc::Drain::GraceExpired {
             tracing::warn!(target: "bootstrap", subsystem = "bootstrap",

@@ -1,14 +1,63 @@
-//! The real `chat-bootstrap` binary: starts from its config file, serves, stops cleanly on
-//! SIGTERM, and refuses to start on a corrupt registry.
+//! The real `chat-bootstrap` binary: starts from its config file, serves members of the
+//! cluster only, stops cleanly on SIGTERM, and refuses to start on a corrupt registry or
+//! without its cluster secret.
 
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use chat_bootstrap::{client, NodeAddress};
+use chat_bootstrap::{client, BootstrapError, NodeAddress};
+use chat_secret::{ClusterSecret, KeyRing, Purpose};
 
 const DEADLINE: Duration = Duration::from_secs(30);
+
+/// Writes a fresh cluster secret into `dir`; returns its path and its services keys.
+fn write_secret(dir: &Path) -> (std::path::PathBuf, KeyRing) {
+    let path = dir.join("cluster.key");
+    std::fs::write(&path, ClusterSecret::generate_file_text()).expect("secret");
+    let keys = ClusterSecret::load(&path)
+        .expect("load")
+        .keys(Purpose::Services);
+    (path, keys)
+}
+
+/// A config file for a bootstrap on `port` with its state in `state` and its secret `secret`.
+fn write_config(dir: &Path, port: u16, state: &Path, secret: &Path) -> std::path::PathBuf {
+    let config = dir.join("bootstrap.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:{port}\"\nstate_dir = {:?}\nsecret_file = {:?}\n",
+            state.display().to_string(),
+            secret.display().to_string()
+        ),
+    )
+    .expect("config");
+    config
+}
+
+/// Registers `me` until the bootstrap answers (it may still be starting).
+async fn register_when_up(
+    child: &mut Child,
+    addr: &str,
+    keys: &KeyRing,
+    me: NodeAddress,
+) -> Vec<chat_bootstrap::Neighbor> {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        match client::register(addr, Duration::from_secs(2), Some(keys), me.clone()).await {
+            Ok(neighbors) => return neighbors,
+            Err(e) => {
+                if let Some(status) = child.try_wait().expect("try_wait") {
+                    panic!("chat-bootstrap exited with {status}");
+                }
+                assert!(Instant::now() < deadline, "never answered: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -63,16 +112,9 @@ fn stderr_of(child: Child) -> String {
 async fn serves_registrations_and_stops_cleanly_on_sigterm() {
     let dir = tempfile::tempdir().expect("tempdir");
     let port = free_port();
-    let config = dir.path().join("bootstrap.toml");
     let state = dir.path().join("state");
-    std::fs::write(
-        &config,
-        format!(
-            "listen = \"127.0.0.1:{port}\"\nstate_dir = {:?}\n",
-            state.display().to_string()
-        ),
-    )
-    .expect("config");
+    let (secret, keys) = write_secret(dir.path());
+    let config = write_config(dir.path(), port, &state, &secret);
     let mut child = spawn(&config);
 
     let addr = format!("127.0.0.1:{port}");
@@ -81,22 +123,9 @@ async fn serves_registrations_and_stops_cleanly_on_sigterm() {
         host: "127.0.0.1".into(),
         port: 46001,
     };
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        match client::register(&addr, Duration::from_secs(2), me.clone()).await {
-            Ok(neighbors) => {
-                assert!(neighbors.is_empty());
-                break;
-            }
-            Err(e) => {
-                if let Some(status) = child.try_wait().expect("try_wait") {
-                    panic!("chat-bootstrap exited with {status}: {}", stderr_of(child));
-                }
-                assert!(Instant::now() < deadline, "never answered: {e}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    }
+    assert!(register_when_up(&mut child, &addr, &keys, me)
+        .await
+        .is_empty());
     assert!(
         state.join("registry.json").exists(),
         "registry written to the configured state_dir"
@@ -121,16 +150,8 @@ fn corrupt_registry_stops_start_up_with_the_file_named() {
     let dir = tempfile::tempdir().expect("tempdir");
     let registry = dir.path().join("registry.json");
     std::fs::write(&registry, b"{broken").expect("registry");
-    let config = dir.path().join("bootstrap.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "listen = \"127.0.0.1:{}\"\nstate_dir = {:?}\n",
-            free_port(),
-            dir.path().display().to_string()
-        ),
-    )
-    .expect("config");
+    let (secret, _) = write_secret(dir.path());
+    let config = write_config(dir.path(), free_port(), dir.path(), &secret);
     let mut child = spawn(&config);
     let status = wait_exit(&mut child);
     assert!(!status.success());
@@ -149,4 +170,79 @@ fn missing_config_file_is_an_error() {
     // Exit code 2, a configuration error: the unit's RestartPreventExitStatus=2 stops there.
     assert_eq!(wait_exit(&mut child).code(), Some(2));
     assert!(stderr_of(child).contains("absent.toml"));
+}
+
+#[test]
+fn a_missing_or_malformed_secret_stops_start_up_with_exit_code_2() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let secret = dir.path().join("cluster.key");
+    for contents in [None, Some("not a secret\n")] {
+        if let Some(contents) = contents {
+            std::fs::write(&secret, contents).expect("secret");
+        }
+        let config = write_config(dir.path(), free_port(), dir.path(), &secret);
+        let mut child = spawn(&config);
+        assert_eq!(wait_exit(&mut child).code(), Some(2), "{contents:?}");
+        let stderr = stderr_of(child);
+        assert!(
+            stderr.contains(&secret.display().to_string()),
+            "stderr: {stderr}"
+        );
+    }
+}
+
+/// A process without the cluster secret (or with another one) can neither register, nor
+/// deregister a member, nor read the registry: each call answers UNAUTHENTICATED (or finds no
+/// common key) and the registry stays as the members left it.
+#[tokio::test]
+async fn strangers_can_neither_register_nor_deregister() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let state = dir.path().join("state");
+    let (secret, keys) = write_secret(dir.path());
+    let config = write_config(dir.path(), port, &state, &secret);
+    let mut child = spawn(&config);
+    let addr = format!("127.0.0.1:{port}");
+    let node = |id: u64| NodeAddress {
+        id,
+        host: "127.0.0.1".into(),
+        port: 46000 + id as u16,
+    };
+    register_when_up(&mut child, &addr, &keys, node(1)).await;
+    let registry_before = std::fs::read(state.join("registry.json")).expect("registry");
+
+    let other = ClusterSecret::from_parts([0x77; 32], None).keys(Purpose::Services);
+    let timeout = Duration::from_secs(2);
+    let unsigned = client::register(&addr, timeout, None, node(2)).await;
+    assert!(
+        matches!(&unsigned, Err(BootstrapError::Rejected { code, .. }) if *code == tonic::Code::Unauthenticated),
+        "{unsigned:?}"
+    );
+    let withdraw = client::deregister(&addr, timeout, None, 1).await;
+    assert!(
+        matches!(&withdraw, Err(BootstrapError::Rejected { code, .. }) if *code == tonic::Code::Unauthenticated),
+        "{withdraw:?}"
+    );
+    assert!(client::list_nodes(&addr, timeout, None).await.is_err());
+    assert!(client::register(&addr, timeout, Some(&other), node(3))
+        .await
+        .is_err());
+    assert!(client::deregister(&addr, timeout, Some(&other), 1)
+        .await
+        .is_err());
+
+    let listed = client::list_nodes(&addr, timeout, Some(&keys))
+        .await
+        .expect("a member lists");
+    assert_eq!(
+        listed.iter().map(|n| n.address.id).collect::<Vec<_>>(),
+        vec![1]
+    );
+    assert_eq!(
+        std::fs::read(state.join("registry.json")).expect("registry"),
+        registry_before,
+        "the registry file is unchanged"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
 }

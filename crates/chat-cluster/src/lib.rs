@@ -558,10 +558,21 @@ impl LocalCluster {
         let port = |offset: u64| -> u16 {
             u16::try_from(u64::from(base_port) + offset).unwrap_or(u16::MAX)
         };
+        // One secret per local cluster, for the nodes and the services alike (kept when the
+        // run directory is reused, so a node restarted by hand still accepts the tokens the
+        // others signed and still talks to the others).
+        let secret_file = run_dir.join("cluster.key");
+        if !secret_file.exists() {
+            std::fs::write(
+                &secret_file,
+                chat_secret::ClusterSecret::generate_file_text(),
+            )
+            .map_err(io_error(&secret_file))?;
+        }
         let service_records = match &services {
-            Some(options) => {
-                services::prepare(&run_dir, options, |offset| port(u64::from(offset)))?
-            }
+            Some(options) => services::prepare(&run_dir, options, &secret_file, |offset| {
+                port(u64::from(offset))
+            })?,
             None => Vec::new(),
         };
         let service_url = |kind: ServiceKind| {
@@ -585,16 +596,6 @@ impl LocalCluster {
                 .collect(),
         };
 
-        // One secret per local cluster (kept when the run directory is reused, so a node
-        // restarted by hand still accepts the tokens the others signed).
-        let secret_file = run_dir.join("cluster.key");
-        if !secret_file.exists() {
-            std::fs::write(
-                &secret_file,
-                chat_secret::ClusterSecret::generate_file_text(),
-            )
-            .map_err(io_error(&secret_file))?;
-        }
         let mut records = Vec::new();
         for id in 1..=nodes {
             let node_dir = run_dir.join(id.to_string());

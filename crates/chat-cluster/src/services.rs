@@ -133,6 +133,10 @@ pub struct ServiceRecord {
     pub grpc_port: u16,
     /// HTTP port on 127.0.0.1 of the nameserver's front door; `None` for the bootstrap.
     pub http_port: Option<u16>,
+    /// The cluster secret the service checks every gRPC call against (and the launcher signs
+    /// its own calls with); `None` in descriptions written before services were guarded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_file: Option<PathBuf>,
 }
 
 impl ServiceRecord {
@@ -157,6 +161,15 @@ impl ServiceRecord {
     pub fn dir(&self, run_dir: &Path) -> PathBuf {
         run_dir.join(self.name())
     }
+
+    /// The services keys to sign calls to this service with, from its secret file.
+    fn keys(&self) -> Result<Option<chat_grpc::KeyRing>, String> {
+        self.secret_file
+            .as_deref()
+            .map(chat_grpc::load_service_keys)
+            .transpose()
+            .map_err(|error| error.to_string())
+    }
 }
 
 pub(crate) fn instance_name(kind: ServiceKind, instance: u16) -> String {
@@ -173,18 +186,20 @@ struct BootstrapConfigFile<'a> {
     listen: String,
     state_dir: &'a Path,
     max_nodes: usize,
+    secret_file: &'a Path,
     log: LogEntry,
 }
 
 /// `nameserver.toml` as chat-nameserver reads it.
 #[derive(Serialize)]
-struct NameserverConfigFile {
+struct NameserverConfigFile<'a> {
     grpc_listen: String,
     http_listen: String,
     lease_ttl_ms: u64,
     max_lease_ttl_ms: u64,
     stream_lease_ttl_ms: u64,
     max_leases: usize,
+    secret_file: &'a Path,
     log: LogEntry,
 }
 
@@ -206,11 +221,13 @@ const MAX_LEASES: usize = 10_000;
 /// The bootstrap's shipped registry bound.
 const MAX_NODES: usize = 10_000;
 
-/// Finds both binaries, writes both configurations under `run_dir`, and returns the records
-/// (no pids yet). `port(offset)` is `base + offset`, checked by the caller to fit.
+/// Finds both binaries, writes both configurations under `run_dir` (each guarding its calls
+/// with the cluster secret `secret_file`, the nodes' one), and returns the records (no pids
+/// yet). `port(offset)` is `base + offset`, checked by the caller to fit.
 pub(crate) fn prepare(
     run_dir: &Path,
     options: &ServiceOptions,
+    secret_file: &Path,
     port: impl Fn(u16) -> u16,
 ) -> Result<Vec<ServiceRecord>, ClusterError> {
     let instances = std::iter::once((ServiceKind::Bootstrap, 0))
@@ -233,6 +250,7 @@ pub(crate) fn prepare(
                         listen: format!("{LOOPBACK}:{grpc_port}"),
                         state_dir: &dir,
                         max_nodes: MAX_NODES,
+                        secret_file,
                         log: LOG,
                     };
                     (grpc_port, None, toml::to_string(&file))
@@ -247,6 +265,7 @@ pub(crate) fn prepare(
                         max_lease_ttl_ms: MAX_LEASE_TTL_MS,
                         stream_lease_ttl_ms: STREAM_LEASE_TTL_MS,
                         max_leases: MAX_LEASES,
+                        secret_file,
                         log: LOG,
                     };
                     (grpc_port, Some(http_port), toml::to_string(&file))
@@ -273,6 +292,7 @@ pub(crate) fn prepare(
                 config,
                 grpc_port,
                 http_port,
+                secret_file: Some(secret_file.to_owned()),
             })
         })
         .collect()
@@ -305,7 +325,8 @@ pub(crate) async fn probe(record: &ServiceRecord) -> Result<serde_json::Value, S
 pub(crate) async fn registered_nodes(
     record: &ServiceRecord,
 ) -> Result<Vec<chat_bootstrap::client::RegisteredNode>, String> {
-    chat_bootstrap::client::list_nodes(&record.grpc_url(), QUERY_TIMEOUT)
+    let keys = record.keys()?;
+    chat_bootstrap::client::list_nodes(&record.grpc_url(), QUERY_TIMEOUT, keys.as_ref())
         .await
         .map_err(|error| error.to_string())
 }

@@ -31,12 +31,14 @@
 use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
 use std::future::Future;
+use std::path::Path;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use chat_secret::{Key, KeyRing};
+use chat_secret::{ClusterSecret, Key, KeyRing, Purpose, SecretError};
 use hmac::{Hmac, Mac};
 use http::header::HeaderValue;
 use http::{HeaderMap, Request, Response};
@@ -70,6 +72,13 @@ const MAC_DOMAIN: &[u8] = b"chat-grpc/v1\0";
 type Nonce = [u8; NONCE_LEN];
 type KeyId = [u8; KEY_ID_LEN];
 
+/// The services keys (`Purpose::Services`) of the cluster secret file at `path`: what a guarded
+/// server checks and what its clients sign with. The one place the services read the file, so
+/// a server, a node and a tool holding the same file always agree.
+pub fn load_service_keys(path: &Path) -> Result<KeyRing, SecretError> {
+    ClusterSecret::load(path).map(|secret| secret.keys(Purpose::Services))
+}
+
 /// The services keys with their public ids.
 #[derive(Clone, Debug)]
 struct Keys {
@@ -100,6 +109,8 @@ pub struct ServiceGuard {
 struct GuardState {
     keys: Keys,
     nonces: Mutex<NonceBook>,
+    /// Calls answered `UNAUTHENTICATED` (probes for a nonce aside).
+    refused: AtomicU64,
 }
 
 impl ServiceGuard {
@@ -111,6 +122,7 @@ impl ServiceGuard {
                 Arc::new(GuardState {
                     keys: Keys::new(ring),
                     nonces: Mutex::new(NonceBook::default()),
+                    refused: AtomicU64::new(0),
                 })
             }),
         }
@@ -125,6 +137,19 @@ impl ServiceGuard {
         }
     }
 
+    /// Whether calls need the cluster secret (the guard was given keys).
+    pub fn is_guarding(&self) -> bool {
+        self.inner.is_some()
+    }
+
+    /// Calls refused so far for want of a valid proof: strangers, other secrets, replays.
+    /// A member's probe for its first nonce is not counted.
+    pub fn refused(&self) -> u64 {
+        self.inner
+            .as_ref()
+            .map_or(0, |state| state.refused.load(Ordering::Relaxed))
+    }
+
     /// Checks a request's proof for `path`, consuming its nonce; `Err` carries the
     /// `UNAUTHENTICATED` answer (with a fresh challenge).
     fn check(
@@ -136,6 +161,15 @@ impl ServiceGuard {
         let Some(state) = &self.inner else {
             return Ok(());
         };
+        if is_probe(path) {
+            // A member asking for its first nonce: the challenge is the whole answer.
+            let mut response =
+                tonic::Status::unauthenticated("authentication challenge").into_http::<Body>();
+            response
+                .headers_mut()
+                .insert(CHALLENGE_HEADER, state.challenge(now));
+            return Err(Box::new(response));
+        }
         let verdict = match headers
             .get(PROOF_HEADER)
             .and_then(|v| parse_proof(v.as_bytes()))
@@ -154,6 +188,8 @@ impl ServiceGuard {
             },
         };
         verdict.map_err(|reason| {
+            state.refused.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(target: "auth", subsystem = "auth", path, reason, "call refused");
             let mut response = tonic::Status::unauthenticated(reason).into_http::<Body>();
             response
                 .headers_mut()
@@ -359,6 +395,11 @@ impl Service<Request<Body>> for AuthChannel {
             Ok(response)
         })
     }
+}
+
+/// Whether `path` (`/service/method`) is the probe for a nonce.
+fn is_probe(path: &str) -> bool {
+    path.rsplit('/').next() == Some(PROBE_METHOD)
 }
 
 /// An empty call to the service `request` is for, which its guard answers with a challenge.

@@ -88,6 +88,7 @@ impl Service<Request<Body>> for Counter {
 struct Served {
     addr: String,
     changes: Arc<AtomicU64>,
+    guard: ServiceGuard,
     _stop: oneshot::Sender<()>,
 }
 
@@ -96,8 +97,8 @@ async fn serve(keys: Option<KeyRing>) -> Served {
     let addr = listener.local_addr().expect("addr").to_string();
     let counter = Counter::default();
     let changes = Arc::clone(&counter.changes);
-    let router =
-        tonic::transport::Server::builder().add_service(ServiceGuard::new(keys).wrap(counter));
+    let guard = ServiceGuard::new(keys);
+    let router = tonic::transport::Server::builder().add_service(guard.wrap(counter));
     let (stop, stopped) = oneshot::channel::<()>();
     tokio::spawn(serve_with_grace(router, listener, async {
         let _ = stopped.await;
@@ -105,6 +106,7 @@ async fn serve(keys: Option<KeyRing>) -> Served {
     Served {
         addr,
         changes,
+        guard,
         _stop: stop,
     }
 }
@@ -203,6 +205,11 @@ async fn members_call_and_stream_again_and_again_on_one_channel() {
     let one_shot = call_authenticated_bump(&served.addr, keys(OLD, None).as_ref()).await;
     assert!(one_shot.is_ok(), "{one_shot:?}");
     assert_eq!(changes(&served), 7);
+    assert_eq!(
+        served.guard.refused(),
+        0,
+        "a member's probes are not refusals"
+    );
 }
 
 async fn call_authenticated_bump(
@@ -240,6 +247,9 @@ async fn strangers_are_unauthenticated_and_change_nothing() {
         Err(tonic::Code::Unauthenticated)
     );
     assert_eq!(changes(&served), 0);
+    // The unsigned call and stream and the forgery; the other secret's client found no
+    // common key in the challenge and sent no call.
+    assert_eq!(served.guard.refused(), 3);
 }
 
 #[tokio::test]

@@ -12,8 +12,9 @@ mod client;
 mod server;
 
 pub use auth::{
-    AuthChannel, AuthError, Guarded, ServiceGuard, CHALLENGE_HEADER, MAX_OUTSTANDING_NONCES,
-    NONCE_LIFETIME, PROOF_HEADER,
+    load_service_keys, AuthChannel, AuthError, Guarded, ServiceGuard, CHALLENGE_HEADER,
+    MAX_OUTSTANDING_NONCES, NONCE_LIFETIME, PROOF_HEADER,
 };
+pub use chat_secret::{KeyRing, SecretError};
 pub use client::{call, call_authenticated, endpoint, stream_endpoint, CallError};
 pub use server::{incoming, serve_with_grace, Drain, SHUTDOWN_GRACE};

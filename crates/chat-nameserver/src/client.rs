@@ -1,13 +1,19 @@
 //! Calling the nameserver: single calls, and [`LeaseHolder`], which holds an input node's
 //! lease over a keep-alive stream to every nameserver while the node can serve browsers.
+//!
+//! Every call and stream takes the services keys of the cluster secret (`keys`, see
+//! [`chat_grpc::load_service_keys`]): a nameserver guarded with the secret answers
+//! `UNAUTHENTICATED` to calls without them. `None` calls unsigned (a nameserver started
+//! without a guard, in tests and benchmarks).
 
 use std::time::Duration;
 
+use chat_grpc::{AuthChannel, KeyRing};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Endpoint;
 
 use crate::proto;
 use crate::proto::nameserver_client::NameserverClient;
@@ -82,14 +88,24 @@ impl From<chat_grpc::CallError> for NameserverError {
     }
 }
 
-/// Connects, runs one call, and maps every failure to a [`NameserverError`], all within
-/// `timeout`.
-async fn call<T, F, Fut>(addr: &str, timeout: Duration, rpc: F) -> Result<T, NameserverError>
+/// Connects, runs one call signed with `keys`, and maps every failure to a
+/// [`NameserverError`], all within `timeout`.
+async fn call<T, F, Fut>(
+    addr: &str,
+    timeout: Duration,
+    keys: Option<&KeyRing>,
+    rpc: F,
+) -> Result<T, NameserverError>
 where
-    F: FnOnce(NameserverClient<Channel>) -> Fut,
+    F: FnOnce(NameserverClient<AuthChannel>) -> Fut,
     Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
 {
-    Ok(chat_grpc::call(addr, timeout, |channel| rpc(NameserverClient::new(channel))).await?)
+    Ok(
+        chat_grpc::call_authenticated(addr, timeout, keys, |channel| {
+            rpc(NameserverClient::new(channel))
+        })
+        .await?,
+    )
 }
 
 fn millis(d: Duration) -> u64 {
@@ -101,6 +117,7 @@ fn millis(d: Duration) -> u64 {
 pub async fn register_lease(
     addr: &str,
     timeout: Duration,
+    keys: Option<&KeyRing>,
     node_id: u64,
     http_address: &str,
     ttl: Duration,
@@ -110,7 +127,7 @@ pub async fn register_lease(
         http_address: http_address.to_owned(),
         ttl_ms: millis(ttl),
     };
-    let response = call(addr, timeout, |mut client| async move {
+    let response = call(addr, timeout, keys, |mut client| async move {
         client.register(request).await
     })
     .await?;
@@ -121,10 +138,11 @@ pub async fn register_lease(
 pub async fn withdraw_lease(
     addr: &str,
     timeout: Duration,
+    keys: Option<&KeyRing>,
     node_id: u64,
 ) -> Result<bool, NameserverError> {
     let request = proto::WithdrawRequest { node_id };
-    Ok(call(addr, timeout, |mut client| async move {
+    Ok(call(addr, timeout, keys, |mut client| async move {
         client.withdraw(request).await
     })
     .await?
@@ -135,8 +153,9 @@ pub async fn withdraw_lease(
 pub async fn list_input_nodes(
     addr: &str,
     timeout: Duration,
+    keys: Option<&KeyRing>,
 ) -> Result<Vec<InputNode>, NameserverError> {
-    let response = call(addr, timeout, |mut client| async move {
+    let response = call(addr, timeout, keys, |mut client| async move {
         client.list(proto::ListRequest {}).await
     })
     .await?;
@@ -237,13 +256,14 @@ pub struct LeaseHolder {
 
 impl LeaseHolder {
     /// Starts one stream task per address in `nameservers` (`host:port` or `http://` URIs) for
-    /// `node_id`'s lease on `public_http_addr` (`host:port`). The node is not serving yet:
-    /// call [`LeaseHolder::set_serving`]. Needs a tokio runtime.
+    /// `node_id`'s lease on `public_http_addr` (`host:port`), each stream signed with `keys`.
+    /// The node is not serving yet: call [`LeaseHolder::set_serving`]. Needs a tokio runtime.
     pub fn start(
         nameservers: Vec<String>,
         node_id: u64,
         public_http_addr: String,
         keep_alive: KeepAlive,
+        keys: Option<KeyRing>,
     ) -> Result<Self, LeaseHolderError> {
         tokio::runtime::Handle::try_current().map_err(|_| LeaseHolderError::NoRuntime)?;
         if nameservers.is_empty() {
@@ -276,6 +296,7 @@ impl LeaseHolder {
                     endpoint,
                     request: request.clone(),
                     max_interval: keep_alive.max_interval,
+                    keys: keys.clone(),
                 };
                 (addr, tokio::spawn(stream.run(intent_rx.clone())))
             })
@@ -339,6 +360,8 @@ struct LeaseStream {
     endpoint: Endpoint,
     request: proto::RegisterRequest,
     max_interval: Duration,
+    /// Signs the opening of each stream (a fresh nonce per connection).
+    keys: Option<KeyRing>,
 }
 
 /// A lease stream whose first keep-alive was answered: where to send keep-alives, the
@@ -466,7 +489,7 @@ impl LeaseStream {
         keep_alives
             .try_send(self.request.clone())
             .map_err(|e| e.to_string())?;
-        let mut answers = NameserverClient::new(channel)
+        let mut answers = NameserverClient::new(AuthChannel::new(channel, self.keys.clone()))
             .keep_lease(ReceiverStream::new(outbound))
             .await
             .map_err(|status| format!("{:?}: {}", status.code(), status.message()))?
@@ -516,6 +539,7 @@ mod tests {
             1,
             "127.0.0.1:8081".into(),
             KeepAlive::default(),
+            None,
         );
         assert!(matches!(result, Err(LeaseHolderError::NoRuntime)));
     }
@@ -523,7 +547,7 @@ mod tests {
     #[tokio::test]
     async fn start_checks_its_arguments() {
         let start = |nameservers: Vec<String>, node: u64, http: &str| {
-            LeaseHolder::start(nameservers, node, http.into(), KeepAlive::default())
+            LeaseHolder::start(nameservers, node, http.into(), KeepAlive::default(), None)
         };
         let one = || vec!["127.0.0.1:1".to_owned()];
         assert!(matches!(

@@ -1,6 +1,9 @@
 //! Prometheus metrics of the nameserver, served by the HTTP front at
 //! [`crate::http_front::METRICS_PATH`] (OpenMetrics text, names prefixed `chat_nameserver_`).
 
+use std::sync::OnceLock;
+
+use chat_grpc::ServiceGuard;
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -21,6 +24,9 @@ pub enum RefusalReason {
     table_full,
     /// A lease stream changed its node id.
     node_id_changed,
+    /// A call without a valid proof that its caller holds the cluster secret (any method:
+    /// register, withdraw, list, lease streams), refused by the guard before the service.
+    unauthenticated,
 }
 
 /// How a lease ended.
@@ -60,6 +66,8 @@ pub struct Metrics {
     unavailable: Counter,
     refusals: Family<ReasonLabel, Counter>,
     lease_ends: Family<CauseLabel, Counter>,
+    /// The guard whose refusals show as `reason="unauthenticated"`.
+    guard: OnceLock<ServiceGuard>,
 }
 
 impl Default for Metrics {
@@ -80,6 +88,7 @@ impl Metrics {
             refusals: Family::default(),
             lease_ends: Family::default(),
             registry: Registry::default(),
+            guard: OnceLock::new(),
         };
         registry.register(
             "leases_held",
@@ -137,6 +146,12 @@ impl Metrics {
         self.lease_ends.get_or_create(&CauseLabel { cause }).inc();
     }
 
+    /// Shows the calls `guard` refuses as refused registrations of reason `unauthenticated`
+    /// (read at each scrape: the guard keeps the count). Only the first guard given counts.
+    pub fn follow_guard(&self, guard: ServiceGuard) {
+        let _ = self.guard.set(guard);
+    }
+
     /// A lease stream opened (`+1`) or closed (`-1`).
     pub fn lease_streams_changed(&self, delta: i64) {
         self.lease_streams.inc_by(delta);
@@ -146,6 +161,13 @@ impl Metrics {
     pub fn encode(&self, live_leases: usize) -> String {
         self.leases_held
             .set(i64::try_from(live_leases).unwrap_or(i64::MAX));
+        if let Some(guard) = self.guard.get().filter(|guard| guard.is_guarding()) {
+            let counter = self.refusals.get_or_create(&ReasonLabel {
+                reason: RefusalReason::unauthenticated,
+            });
+            // The guard's total only grows; bring the counter up to it.
+            counter.inc_by(guard.refused().saturating_sub(counter.get()));
+        }
         let mut text = String::new();
         // Only a metric's own encoder can fail, which the built-in types never do; an empty
         // page is the safe fallback.

@@ -2,8 +2,10 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
+use chat_grpc::{KeyRing, SecretError, ServiceGuard};
 use chat_ops::LogSettings;
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
@@ -19,6 +21,8 @@ pub const DEFAULT_GRPC_PORT: u16 = 45998;
 /// Default HTTP port of the front door; loopback by default, so nothing is exposed to other
 /// hosts until the operator sets `http_listen` (e.g. `0.0.0.0:9999`).
 pub const DEFAULT_HTTP_PORT: u16 = 9999;
+/// Default cluster secret file: the one the package generates and every node reads.
+pub const DEFAULT_SECRET_FILE: &str = "/etc/chat-system/cluster.key";
 
 /// How often expired leases are dropped (and logged); redirects never use an expired lease
 /// whatever this is, the sweep only frees memory and reports.
@@ -43,6 +47,10 @@ pub struct ServerConfig {
     pub stream_lease_ttl_ms: u64,
     /// Most leases held at once; registrations of further nodes are refused (and counted).
     pub max_leases: usize,
+    /// The cluster secret (the nodes' file): every gRPC call must be signed with it, others
+    /// answer `UNAUTHENTICATED` (counted), so only members' addresses are ever redirected to.
+    /// Required; a relative path is taken from the working directory.
+    pub secret_file: PathBuf,
     /// Log levels (used by the binary; the library only emits events).
     pub log: LogSettings,
 }
@@ -56,6 +64,7 @@ impl Default for ServerConfig {
             max_lease_ttl_ms: 300_000,
             stream_lease_ttl_ms: 1_200,
             max_leases: 10_000,
+            secret_file: PathBuf::from(DEFAULT_SECRET_FILE),
             log: LogSettings::default(),
         }
     }
@@ -97,6 +106,9 @@ pub enum ServerError {
         /// The configuration key.
         key: &'static str,
     },
+    /// The cluster secret could not be loaded (a configuration error: exit code 2).
+    #[error("`secret_file` is unusable")]
+    Secret(#[source] SecretError),
     /// The gRPC server stopped with an error.
     #[error("gRPC server failed: {0}")]
     Serve(#[from] tonic::transport::Error),
@@ -110,6 +122,7 @@ pub struct BoundServer {
     grpc_addr: SocketAddr,
     http_addr: SocketAddr,
     leases: Leases,
+    guard: ServiceGuard,
 }
 
 async fn bind_one(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), ServerError> {
@@ -122,8 +135,19 @@ async fn bind_one(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), ServerE
     Ok((listener, local))
 }
 
-/// Checks the configuration and binds both listeners.
+/// Checks the configuration, loads the cluster secret from `config.secret_file` and binds
+/// both listeners: every gRPC call then needs the secret.
 pub async fn bind(config: &ServerConfig) -> Result<BoundServer, ServerError> {
+    let keys = chat_grpc::load_service_keys(&config.secret_file).map_err(ServerError::Secret)?;
+    bind_with_keys(config, Some(keys)).await
+}
+
+/// [`bind`] with the services keys given instead of read from `config.secret_file`; `None`
+/// serves every caller (tests of other behaviour, benchmarks).
+pub async fn bind_with_keys(
+    config: &ServerConfig,
+    keys: Option<KeyRing>,
+) -> Result<BoundServer, ServerError> {
     if config.lease_ttl_ms == 0 || config.lease_ttl_ms > config.max_lease_ttl_ms {
         return Err(ServerError::BadLeaseSettings {
             default: config.lease_ttl_ms,
@@ -140,12 +164,16 @@ pub async fn bind(config: &ServerConfig) -> Result<BoundServer, ServerError> {
     }
     let (grpc, grpc_addr) = bind_one(config.grpc_listen).await?;
     let (http, http_addr) = bind_one(config.http_listen).await?;
+    let leases = Leases::new(config.lease_policy());
+    let guard = ServiceGuard::new(keys);
+    leases.metrics().follow_guard(guard.clone());
     Ok(BoundServer {
         grpc,
         http,
         grpc_addr,
         http_addr,
-        leases: Leases::new(config.lease_policy()),
+        leases,
+        guard,
     })
 }
 
@@ -163,7 +191,7 @@ impl BoundServer {
     /// Serves gRPC and HTTP until `shutdown` completes; both then finish what is in flight.
     pub async fn serve(self, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
         tracing::info!(target: "nameserver", subsystem = "nameserver", grpc = %self.grpc_addr,
-            http = %self.http_addr, "serving");
+            http = %self.http_addr, authenticated = self.guard.is_guarding(), "serving");
         let (stop_tx, stop_rx) = watch::channel(false);
         let stopped = |mut rx: watch::Receiver<bool>| async move {
             // An error means the sender is gone, which also means stop.
@@ -176,8 +204,8 @@ impl BoundServer {
             stopped(stop_rx.clone()),
         ));
         let sweeper = tokio::spawn(sweep(self.leases.clone(), stopped(stop_rx.clone())));
-        let router = tonic::transport::Server::builder().add_service(NameserverServer::new(
-            NameserverService::new(self.leases, stop_rx),
+        let router = tonic::transport::Server::builder().add_service(self.guard.wrap(
+            NameserverServer::new(NameserverService::new(self.leases, stop_rx)),
         ));
         let grpc_result = chat_grpc::serve_with_grace(router, self.grpc, async {
             shutdown.await;

@@ -3,15 +3,22 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use chat_grpc::{AuthChannel, KeyRing};
 use chat_nameserver::client::{list_input_nodes, register_lease, withdraw_lease};
 use chat_nameserver::proto::{self, nameserver_client::NameserverClient};
 use chat_nameserver::server::{self, ServerConfig};
 use chat_nameserver::{KeepAlive, LeaseHolder};
+use chat_secret::{ClusterSecret, Purpose};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
 
 const TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The services keys every nameserver and client of these tests share.
+fn keys() -> KeyRing {
+    ClusterSecret::from_parts([0x24; 32], None).keys(Purpose::Services)
+}
 /// Upper bound for conditions polled below; reached only when something is broken.
 const DEADLINE: Duration = Duration::from_secs(20);
 
@@ -42,7 +49,9 @@ impl RunningNameserver {
     }
 
     async fn start_with(config: ServerConfig) -> Self {
-        let bound = server::bind(&config).await.expect("bind");
+        let bound = server::bind_with_keys(&config, Some(keys()))
+            .await
+            .expect("bind");
         let (grpc, http) = (bound.grpc_addr().to_string(), bound.http_addr().to_string());
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(bound.serve(async {
@@ -97,7 +106,7 @@ impl RunningNameserver {
     }
 
     async fn listed_ids(&self) -> Vec<u64> {
-        list_input_nodes(&self.grpc, TIMEOUT)
+        list_input_nodes(&self.grpc, TIMEOUT, Some(&keys()))
             .await
             .expect("list")
             .into_iter()
@@ -131,6 +140,7 @@ async fn redirects_round_robin_keeping_path_and_query_until_no_lease_is_left() {
         register_lease(
             &ns.grpc,
             TIMEOUT,
+            Some(&keys()),
             id,
             &format!("127.0.0.1:{port}"),
             Duration::ZERO,
@@ -152,6 +162,7 @@ async fn redirects_round_robin_keeping_path_and_query_until_no_lease_is_left() {
     register_lease(
         &ns.grpc,
         TIMEOUT,
+        Some(&keys()),
         1,
         "127.0.0.1:8081",
         Duration::from_millis(200),
@@ -167,7 +178,7 @@ async fn redirects_round_robin_keeping_path_and_query_until_no_lease_is_left() {
         );
     }
 
-    assert!(withdraw_lease(&ns.grpc, TIMEOUT, 2)
+    assert!(withdraw_lease(&ns.grpc, TIMEOUT, Some(&keys()), 2)
         .await
         .expect("withdraw"));
     assert_eq!(ns.get("/x").await.0, 503);
@@ -177,13 +188,29 @@ async fn redirects_round_robin_keeping_path_and_query_until_no_lease_is_left() {
 #[tokio::test]
 async fn registering_again_replaces_the_address_without_duplicates() {
     let ns = RunningNameserver::start().await;
-    register_lease(&ns.grpc, TIMEOUT, 5, "127.0.0.1:8085", Duration::ZERO)
+    register_lease(
+        &ns.grpc,
+        TIMEOUT,
+        Some(&keys()),
+        5,
+        "127.0.0.1:8085",
+        Duration::ZERO,
+    )
+    .await
+    .expect("register");
+    register_lease(
+        &ns.grpc,
+        TIMEOUT,
+        Some(&keys()),
+        5,
+        "127.0.0.1:9085",
+        Duration::ZERO,
+    )
+    .await
+    .expect("register again");
+    let listed = list_input_nodes(&ns.grpc, TIMEOUT, Some(&keys()))
         .await
-        .expect("register");
-    register_lease(&ns.grpc, TIMEOUT, 5, "127.0.0.1:9085", Duration::ZERO)
-        .await
-        .expect("register again");
-    let listed = list_input_nodes(&ns.grpc, TIMEOUT).await.expect("list");
+        .expect("list");
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].http_address, "127.0.0.1:9085");
     assert_eq!(
@@ -196,9 +223,16 @@ async fn registering_again_replaces_the_address_without_duplicates() {
 #[tokio::test]
 async fn bad_http_address_is_refused() {
     let ns = RunningNameserver::start().await;
-    let err = register_lease(&ns.grpc, TIMEOUT, 1, "http://evil.example/", Duration::ZERO)
-        .await
-        .expect_err("refused");
+    let err = register_lease(
+        &ns.grpc,
+        TIMEOUT,
+        Some(&keys()),
+        1,
+        "http://evil.example/",
+        Duration::ZERO,
+    )
+    .await
+    .expect_err("refused");
     assert!(
         matches!(
             err,
@@ -215,9 +249,16 @@ async fn bad_http_address_is_refused() {
 #[tokio::test]
 async fn json_listing_shows_live_nodes() {
     let ns = RunningNameserver::start().await;
-    register_lease(&ns.grpc, TIMEOUT, 3, "127.0.0.1:8083", Duration::ZERO)
-        .await
-        .expect("register");
+    register_lease(
+        &ns.grpc,
+        TIMEOUT,
+        Some(&keys()),
+        3,
+        "127.0.0.1:8083",
+        Duration::ZERO,
+    )
+    .await
+    .expect("register");
     let body: serde_json::Value = reqwest::get(format!("http://{}/_nameserver/nodes", ns.http))
         .await
         .expect("request")
@@ -237,6 +278,7 @@ fn serving_holder(nameservers: &[&RunningNameserver], id: u64) -> LeaseHolder {
         id,
         format!("127.0.0.1:{}", 8080 + id),
         KeepAlive::default(),
+        Some(keys()),
     )
     .expect("start");
     holder.set_serving(true);
@@ -282,9 +324,12 @@ async fn an_ended_stream_ends_the_lease_at_once() {
         ..config()
     })
     .await;
-    let mut client = NameserverClient::connect(format!("http://{}", ns.grpc))
+    let channel = chat_grpc::endpoint(&ns.grpc, TIMEOUT)
+        .expect("endpoint")
+        .connect()
         .await
         .expect("connect");
+    let mut client = NameserverClient::new(AuthChannel::new(channel, Some(keys())));
     let (keep_alives, outbound) = tokio::sync::mpsc::channel(1);
     keep_alives
         .send(proto::RegisterRequest {
@@ -355,9 +400,16 @@ async fn node_id_zero_and_oversized_addresses_are_refused_and_counted() {
         (0, "127.0.0.1:8080".to_owned()),
         (1, format!("{long_host}:80")),
     ] {
-        let err = register_lease(&ns.grpc, TIMEOUT, node, &address, Duration::ZERO)
-            .await
-            .expect_err("refused");
+        let err = register_lease(
+            &ns.grpc,
+            TIMEOUT,
+            Some(&keys()),
+            node,
+            &address,
+            Duration::ZERO,
+        )
+        .await
+        .expect_err("refused");
         assert!(
             matches!(
                 err,
@@ -385,12 +437,26 @@ async fn a_full_table_refuses_new_nodes() {
         ..config()
     })
     .await;
-    register_lease(&ns.grpc, TIMEOUT, 1, "127.0.0.1:8081", Duration::ZERO)
-        .await
-        .expect("room for one");
-    let err = register_lease(&ns.grpc, TIMEOUT, 2, "127.0.0.1:8082", Duration::ZERO)
-        .await
-        .expect_err("full");
+    register_lease(
+        &ns.grpc,
+        TIMEOUT,
+        Some(&keys()),
+        1,
+        "127.0.0.1:8081",
+        Duration::ZERO,
+    )
+    .await
+    .expect("room for one");
+    let err = register_lease(
+        &ns.grpc,
+        TIMEOUT,
+        Some(&keys()),
+        2,
+        "127.0.0.1:8082",
+        Duration::ZERO,
+    )
+    .await
+    .expect_err("full");
     assert!(
         matches!(
             err,

@@ -16,8 +16,12 @@ use chat_bootstrap::{
 
 use crate::config::{NeighborConfig, ResolvedConfig};
 
-/// The neighbours this node starts with.
-pub(crate) async fn neighbors(config: &ResolvedConfig) -> anyhow::Result<Vec<NeighborConfig>> {
+/// The neighbours this node starts with. `keys` (the cluster secret's services keys) sign the
+/// registration: the bootstrap only answers members.
+pub(crate) async fn neighbors(
+    config: &ResolvedConfig,
+    keys: &chat_secret::KeyRing,
+) -> anyhow::Result<Vec<NeighborConfig>> {
     if !config.neighbors.is_empty() {
         return Ok(config.neighbors.clone());
     }
@@ -40,7 +44,7 @@ pub(crate) async fn neighbors(config: &ResolvedConfig) -> anyhow::Result<Vec<Nei
         host: config.host.clone(),
         port: config.control_port,
     };
-    let discovered = discover_waiting_for_bootstrap(config, me)
+    let discovered = discover_waiting_for_bootstrap(config, keys, me)
         .await
         .with_context(|| {
             format!(
@@ -80,6 +84,7 @@ const RETRY_MAX: Duration = Duration::from_secs(5);
 /// is cached. A refusal or an unreadable cache is returned at once: waiting cannot fix those.
 async fn discover_waiting_for_bootstrap(
     config: &ResolvedConfig,
+    keys: &chat_secret::KeyRing,
     me: NodeAddress,
 ) -> Result<DiscoveredNeighbors, DiscoveryError> {
     let timeout = Duration::from_millis(config.bootstrap.timeout_ms);
@@ -89,6 +94,7 @@ async fn discover_waiting_for_bootstrap(
         let outcome = discover_neighbors(
             &config.bootstrap.address,
             timeout,
+            Some(keys),
             me.clone(),
             &config.state_dir,
         )

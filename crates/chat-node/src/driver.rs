@@ -45,15 +45,23 @@ pub(crate) async fn run(
     // The term never goes back, also in what `/status` shows while the node starts.
     let initial_term = crate::cluster_state::load_term(&config.cluster_state_path)?;
     status.send_modify(|status| status.term = initial_term);
+    // The secret first: the bootstrap only answers members.
+    let secret = chat_secret::ClusterSecret::load(&config.secret_path).map_err(|error| {
+        BadConfig(format!(
+            "`cluster.secret_file` = {:?}: {error}",
+            config.secret_path.display().to_string()
+        ))
+    })?;
+    let service_keys = secret.keys(chat_secret::Purpose::Services);
     // Discovery may wait for the bootstrap; a stop asked for meanwhile ends the node cleanly.
     let neighbors = tokio::select! {
-        neighbors = crate::discovery::neighbors(&config) => neighbors?,
+        neighbors = crate::discovery::neighbors(&config, &service_keys) => neighbors?,
         () = &mut shutdown => return Ok(()),
     };
     // Static neighbours were checked with the configuration; the bootstrap's are known now.
     crate::config::check_cluster_size(config.cluster.size, neighbors.len()).map_err(
         |violation| {
-            BadClusterSize(format!(
+            BadConfig(format!(
                 "`{}` = {} {} (the bootstrap service assigned neighbours {:?})",
                 violation.key,
                 violation.value,
@@ -65,12 +73,6 @@ pub(crate) async fn run(
     if let Some(warning) = crate::config::size_warning(config.cluster.size) {
         tracing::warn!(target: "main", subsystem = "main", "{warning}");
     }
-    let secret = chat_secret::ClusterSecret::load(&config.secret_path).map_err(|error| {
-        BadClusterSize(format!(
-            "`cluster.secret_file` = {:?}: {error}",
-            config.secret_path.display().to_string()
-        ))
-    })?;
     let store = open_store(&config).await?;
     let stored_key = store.election_key();
     tracing::info!(
@@ -82,9 +84,11 @@ pub(crate) async fn run(
     );
 
     let bind = format!("tcp://{}:{}", config.bind_host, config.control_port);
-    let (transport, mut events) =
-        Transport::start(TransportConfig::new(config.id, bind.clone()))
-            .with_context(|| format!("cannot open the control-plane socket {bind}"))?;
+    // Sealed with the wire keys, and bounded for control messages (a few hundred bytes each).
+    let control = TransportConfig::control_plane(config.id, bind.clone())
+        .with_security(Some(secret.keys(chat_secret::Purpose::Wire)));
+    let (transport, mut events) = Transport::start(control)
+        .with_context(|| format!("cannot open the control-plane socket {bind}"))?;
 
     let now = Instant::now();
     // The node owns its Lamport clock; `clock` only lets the log lines read it.
@@ -116,6 +120,7 @@ pub(crate) async fn run(
         crate::data::DataSettings {
             id: config.id,
             bind: format!("tcp://{}:{}", config.bind_host, config.data_port),
+            wire_keys: secret.keys(chat_secret::Purpose::Wire),
             service: chat_service::ServiceConfig {
                 bcrypt_cost: config.storage.bcrypt_cost,
                 ..chat_service::ServiceConfig::default()
@@ -157,10 +162,11 @@ pub(crate) async fn run(
         metrics,
         status,
         started,
-        lease: InputLease::new(&config),
+        lease: InputLease::new(&config, service_keys),
         links_up: BTreeSet::new(),
         tree_view,
         data_status: data.status.clone(),
+        data_transport: data.transport.clone(),
         http_serving: http_updates.clone(),
         serving: false,
     };
@@ -280,11 +286,12 @@ impl Watchdog {
     }
 }
 
-/// The bootstrap service gave this node neighbours while its configuration says it is alone
-/// (or counts fewer nodes than it has neighbours): a configuration error (exit code 2).
+/// A configuration the node found unusable while starting (exit code 2): its cluster secret
+/// file is missing or malformed, or the bootstrap service gave it neighbours while its
+/// configuration says it is alone (or counts fewer nodes than it has neighbours).
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
-pub(crate) struct BadClusterSize(String);
+pub(crate) struct BadConfig(String);
 
 /// Opens the node's database (creating it and applying the migrations), so a bad state
 /// directory stops start-up here rather than on the first write.
@@ -370,6 +377,8 @@ struct Driver {
     /// What the data plane needs of the tree.
     tree_view: watch::Sender<crate::data::TreeView>,
     data_status: watch::Receiver<crate::data::DataStatus>,
+    /// The data plane's transport, for its counters in `/metrics`.
+    data_transport: TransportHandle,
     /// The input role's HTTP server's URL while it answers.
     http_serving: watch::Receiver<Option<String>>,
     /// Whether the nameserver lease is held.
@@ -435,17 +444,12 @@ impl Driver {
 
     /// Brings the drop counters up to the totals the transport and the state machines keep.
     fn count_drops(&self, node: &Node) {
-        let transport = self.transport.stats();
         let machines = node.stats();
+        for (reason, total) in transport_drops(&self.transport.stats()) {
+            self.metrics.dropped_total(reason, total);
+        }
         for (reason, total) in [
-            (DropReason::TransportQueueFull, transport.dropped_queue_full),
-            (
-                DropReason::TransportUnroutable,
-                transport.dropped_unroutable,
-            ),
-            (DropReason::TransportPipeFull, transport.dropped_pipe_full),
-            (DropReason::TransportSendError, transport.send_errors),
-            (DropReason::TransportBadFrame, transport.bad_frames),
+            (DropReason::LamportJump, machines.lamport_jumps),
             (
                 DropReason::ControlFromStranger,
                 machines.control_from_strangers,
@@ -468,6 +472,11 @@ impl Driver {
             ),
         ] {
             self.metrics.dropped_total(reason, total);
+        }
+        // The data plane's transport, by the same reasons (its machine's counters are in
+        // `/status` under `data.counters`).
+        for (reason, total) in transport_drops(&self.data_transport.stats()) {
+            self.metrics.data_dropped_total(reason, total);
         }
     }
 
@@ -629,6 +638,30 @@ impl Driver {
             changed
         });
     }
+}
+
+/// Every drop a transport counts, by reason: what it refused to deliver and what it could not
+/// send. The same list for both planes.
+fn transport_drops(stats: &chat_transport::TransportStats) -> [(DropReason, u64); 11] {
+    [
+        (DropReason::TransportBadFrame, stats.bad_frames),
+        (
+            DropReason::TransportUnauthenticated,
+            stats.refused_unauthenticated,
+        ),
+        (DropReason::TransportTampered, stats.refused_tampered),
+        (DropReason::TransportReplayed, stats.refused_replayed),
+        (DropReason::TransportOversized, stats.refused_oversized),
+        (DropReason::TransportQueueFull, stats.dropped_queue_full),
+        (DropReason::TransportUnroutable, stats.dropped_unroutable),
+        (DropReason::TransportPipeFull, stats.dropped_pipe_full),
+        (DropReason::TransportSendError, stats.send_errors),
+        (DropReason::TransportSendOversized, stats.dropped_oversized),
+        (
+            DropReason::TransportHandshakePending,
+            stats.dropped_handshake_pending,
+        ),
+    ]
 }
 
 fn millis(duration: Duration) -> u64 {

@@ -19,9 +19,10 @@ pub(crate) struct InputLease {
 }
 
 impl InputLease {
-    /// Starts the lease streams' tasks (not serving yet). Needs a tokio runtime. With no
-    /// nameserver configured, or a bad address, the node runs without a lease (logged).
-    pub(crate) fn new(config: &ResolvedConfig) -> Self {
+    /// Starts the lease streams' tasks (not serving yet), each stream signed with `keys` (the
+    /// cluster secret's services keys). Needs a tokio runtime. With no nameserver configured,
+    /// or a bad address, the node runs without a lease (logged).
+    pub(crate) fn new(config: &ResolvedConfig, keys: chat_secret::KeyRing) -> Self {
         if config.nameserver.addresses.is_empty() {
             return InputLease { holder: None };
         }
@@ -41,6 +42,7 @@ impl InputLease {
             config.id,
             http_address.clone(),
             keep_alive,
+            Some(keys),
         );
         match holder {
             Ok(holder) => InputLease {

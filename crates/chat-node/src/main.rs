@@ -92,7 +92,7 @@ fn run_node(config: ResolvedConfig) -> ExitCode {
         Err(error) => {
             tracing::error!(target: "main", subsystem = "main", error = format!("{error:#}"), "stopped on error");
             eprintln!("chat-node: {error:#}");
-            if error.downcast_ref::<driver::BadClusterSize>().is_some() {
+            if error.downcast_ref::<driver::BadConfig>().is_some() {
                 ExitCode::from(EXIT_BAD_CONFIG)
             } else {
                 ExitCode::FAILURE

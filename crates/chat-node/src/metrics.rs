@@ -54,6 +54,21 @@ pub(crate) enum DropReason {
     TransportSendError,
     /// A received frame with a wrong frame count or identity.
     TransportBadFrame,
+    /// A received frame from a peer that did not prove it holds the cluster secret (no
+    /// common key, a handshake that does not verify, a session we never opened, clear bytes).
+    TransportUnauthenticated,
+    /// A received frame of an established session that did not open: altered in flight.
+    TransportTampered,
+    /// A received frame the session had already accepted: replayed.
+    TransportReplayed,
+    /// A received payload over the plane's size bound.
+    TransportOversized,
+    /// A send over the plane's size bound.
+    TransportSendOversized,
+    /// A send dropped because too many were waiting for the handshake with that peer.
+    TransportHandshakePending,
+    /// A message whose Lamport time jumped too far ahead of its sender's previous stamp.
+    LamportJump,
     /// An election or tree message from a node that is not an ON neighbour.
     ControlFromStranger,
     /// A handshake answer from a node with no handshake in progress.
@@ -78,6 +93,13 @@ impl DropReason {
             Self::TransportPipeFull => "transport_pipe_full",
             Self::TransportSendError => "transport_send_error",
             Self::TransportBadFrame => "transport_bad_frame",
+            Self::TransportUnauthenticated => "transport_unauthenticated",
+            Self::TransportTampered => "transport_tampered",
+            Self::TransportReplayed => "transport_replayed",
+            Self::TransportOversized => "transport_oversized",
+            Self::TransportSendOversized => "transport_send_oversized",
+            Self::TransportHandshakePending => "transport_handshake_pending",
+            Self::LamportJump => "lamport_jump",
             Self::ControlFromStranger => "control_from_stranger",
             Self::UnexpectedHandshake => "unexpected_handshake",
             Self::StrangerMessage => "stranger_message",
@@ -109,6 +131,7 @@ pub(crate) struct Metrics {
     messages_sent: Family<ScopeLabel, Counter>,
     messages_received: Family<ScopeLabel, Counter>,
     dropped: Family<ReasonLabel, Counter>,
+    data_dropped: Family<ReasonLabel, Counter>,
     loop_turn: Histogram,
     elections_started: Counter,
     healings: Counter,
@@ -178,6 +201,13 @@ impl Metrics {
             "Messages and sends dropped anywhere on the node, by reason",
             dropped.clone(),
         );
+        let data_dropped = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "data_dropped",
+            "Frames and sends dropped by the data plane's transport, by reason (its other \
+             counters are in /status under data.counters)",
+            data_dropped.clone(),
+        );
         let (start, factor, count) = TURN_BUCKETS;
         let loop_turn = Histogram::new(exponential_buckets(start, factor, count));
         registry.register_with_unit(
@@ -194,6 +224,7 @@ impl Metrics {
             messages_sent,
             messages_received,
             dropped,
+            data_dropped,
             loop_turn,
             elections_started,
             healings,
@@ -233,11 +264,12 @@ impl Metrics {
     /// Another component counts drops of `reason` itself: `total` is its count since start.
     /// Only this method feeds such a reason, so the counter holds the last total seen.
     pub(crate) fn dropped_total(&self, reason: DropReason, total: u64) {
-        let counter = self.dropped.get_or_create(&ReasonLabel { reason });
-        let seen = counter.get();
-        if total > seen {
-            counter.inc_by(total - seen);
-        }
+        follow_total(&self.dropped, reason, total);
+    }
+
+    /// The data plane's transport counts drops of `reason` itself: `total` since start.
+    pub(crate) fn data_dropped_total(&self, reason: DropReason, total: u64) {
+        follow_total(&self.data_dropped, reason, total);
     }
 
     /// One turn of the control loop took `seconds`.
@@ -287,6 +319,15 @@ impl Metrics {
     }
 }
 
+/// Brings `reason`'s counter of `family` up to `total` (a count kept elsewhere, since start).
+fn follow_total(family: &Family<ReasonLabel, Counter>, reason: DropReason, total: u64) {
+    let counter = family.get_or_create(&ReasonLabel { reason });
+    let seen = counter.get();
+    if total > seen {
+        counter.inc_by(total - seen);
+    }
+}
+
 fn saturating_i64(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
@@ -316,6 +357,7 @@ mod tests {
         metrics.dropped_total(DropReason::TransportQueueFull, 4);
         metrics.loop_turn(0.000_5);
         metrics.election_started();
+        metrics.data_dropped_total(DropReason::TransportUnauthenticated, 2);
         let mut status = NodeStatus::starting(4);
         status.neighbors = vec![
             NeighborStatus {
@@ -367,6 +409,15 @@ mod tests {
             .as_deref(),
             Some("5"),
             "a cumulative total is followed, never decreased"
+        );
+        assert_eq!(
+            value_of(
+                &text,
+                "chat_node_data_dropped_total{reason=\"transport_unauthenticated\"}"
+            )
+            .as_deref(),
+            Some("2"),
+            "{text}"
         );
         assert_eq!(
             value_of(&text, "chat_node_control_loop_turn_seconds_count").as_deref(),

@@ -13,7 +13,7 @@
 //! journald gets `SUBSYSTEM=<subsystem>`), for example
 //! `tracing::info!(target: "election", subsystem = "election", round, "started");`.
 //! Subsystems: main, topology, election, tree, heartbeat, transport, data, storage, input,
-//! bootstrap, nameserver, admin.
+//! bootstrap, nameserver, admin, auth (calls the services' guard refused).
 
 pub mod config;
 pub mod logging;

@@ -114,7 +114,7 @@ fn notify(states: &[NotifyState<'_>]) {
 }
 
 /// Exit code of a configuration the service cannot start with: a missing `--config` file, a
-/// bad key or value, a bad log level.
+/// bad key or value, a bad log level, an unreadable or malformed cluster secret.
 pub const EXIT_BAD_CONFIG: u8 = 2;
 
 /// A daemon's exit: success, or its error (with its causes) logged and printed as
@@ -145,6 +145,7 @@ pub fn is_config_error(error: &(dyn std::error::Error + 'static)) -> bool {
         error.is::<crate::ConfigError>()
             || error.is::<crate::config::MissingConfigFile>()
             || error.is::<crate::LoggingError>()
+            || error.is::<chat_secret::SecretError>()
     })
 }
 
@@ -166,6 +167,9 @@ mod tests {
         assert!(is_config_error(&wrapped));
         let io = Wrapper(Box::new(std::io::Error::other("port in use")));
         assert!(!is_config_error(&io));
+        let secret = chat_secret::ClusterSecret::load(std::path::Path::new("/nonexistent.key"))
+            .expect_err("no such file");
+        assert!(is_config_error(&Wrapper(Box::new(secret))));
     }
 
     #[test]

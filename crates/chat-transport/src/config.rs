@@ -78,12 +78,15 @@ impl TransportConfig {
     }
 
     /// Settings for a control-plane socket: as [`new`](TransportConfig::new), but with
-    /// payloads bounded to [`CONTROL_PLANE_MAX_MESSAGE_BYTES`], since election and tree
-    /// messages are a few hundred bytes and a peer must not make the node queue 16 MiB frames
-    /// by the thousand.
+    /// payloads bounded to [`CONTROL_PLANE_MAX_MESSAGE_BYTES`] and [`CONTROL_PLANE_HWM`]
+    /// messages queued per peer and direction, since election and tree messages are a few
+    /// hundred bytes, a handful per link and heartbeat, and a peer must not make the node
+    /// queue 16 MiB frames by the thousand: at most 16 MiB per peer and direction now.
     pub fn control_plane(node_id: u64, bind: impl Into<String>) -> Self {
         TransportConfig {
             max_message_bytes: CONTROL_PLANE_MAX_MESSAGE_BYTES,
+            send_hwm: CONTROL_PLANE_HWM,
+            recv_hwm: CONTROL_PLANE_HWM,
             ..Self::new(node_id, bind)
         }
     }
@@ -95,5 +98,12 @@ impl TransportConfig {
     }
 }
 
-/// Payload bound of [`TransportConfig::control_plane`]: 64 KiB.
+/// Payload bound of [`TransportConfig::control_plane`]: 64 KiB. The largest control message,
+/// a tree message listing routes, is a few bytes per node: kilobytes for a thousand nodes.
 pub const CONTROL_PLANE_MAX_MESSAGE_BYTES: i64 = 64 * 1024;
+
+/// Messages queued per peer and direction on the control plane
+/// ([`TransportConfig::control_plane`]): 256, 25 s of heartbeats at the default 100 ms, far
+/// more than an election's burst on one link; a peer that falls further behind is dead or
+/// frozen, and the liveness timeout acts long before.
+pub const CONTROL_PLANE_HWM: i32 = 256;

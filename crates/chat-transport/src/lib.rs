@@ -37,7 +37,7 @@
 //! With [`TransportConfig::security`] set to the cluster secret's wire keys, every frame is
 //! sealed: each direction of each link first runs a handshake (HELLO, WELCOME) in which both
 //! ends contribute a fresh random nonce and agree on a key both hold, then every payload
-//! travels as a DATA frame sealed with ChaCha20-Poly1305 under the session's key, its header
+//! travels as a DATA frame sealed with AES-256-GCM under the session's key, its header
 //! (kind, session, counter) authenticated as associated data. Sends wait for the handshake in
 //! a per-peer queue bounded by the send high-water mark. What a peer without the secret sends
 //! is refused and counted ([`TransportStats::refused_unauthenticated`]), and nothing it sends
@@ -91,7 +91,7 @@ use std::thread::JoinHandle;
 
 use tokio::sync::{mpsc, watch};
 
-pub use config::{TransportConfig, CONTROL_PLANE_MAX_MESSAGE_BYTES};
+pub use config::{TransportConfig, CONTROL_PLANE_HWM, CONTROL_PLANE_MAX_MESSAGE_BYTES};
 pub use error::TransportError;
 pub use identity::{node_identity, parse_node_identity};
 pub use stats::TransportStats;

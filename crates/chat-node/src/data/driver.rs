@@ -77,8 +77,20 @@ pub(crate) struct DataCounters {
     pub(crate) snapshots_offered: u64,
     pub(crate) snapshots_installed: u64,
     pub(crate) safety_violations: u64,
-    /// Frames from peers the transport could not deliver or refused (bad framing).
+    /// Frames from peers the transport refused, whatever the reason: bad framing, no proof
+    /// of the cluster secret, altered, replayed, oversized (the sum of the next four and of
+    /// the framing errors).
     pub(crate) transport_bad_frames: u64,
+    /// Of those: from peers that did not prove they hold the cluster secret.
+    pub(crate) transport_unauthenticated: u64,
+    /// Of those: altered in flight (an established session's frame that did not open).
+    pub(crate) transport_tampered: u64,
+    /// Of those: replayed (a counter the session had already accepted).
+    pub(crate) transport_replayed: u64,
+    /// Of those: payloads over the data plane's size bound.
+    pub(crate) transport_oversized: u64,
+    /// Sends the transport dropped (queue or pipe full, unroutable, oversized, waiting for a
+    /// handshake, refused by ZeroMQ).
     pub(crate) transport_dropped: u64,
 }
 
@@ -107,11 +119,21 @@ impl DataCounters {
             snapshots_offered: c.snapshots_offered,
             snapshots_installed: c.snapshots_installed,
             safety_violations: c.safety_violations,
-            transport_bad_frames: transport.bad_frames,
+            transport_bad_frames: transport.bad_frames
+                + transport.refused_unauthenticated
+                + transport.refused_tampered
+                + transport.refused_replayed
+                + transport.refused_oversized,
+            transport_unauthenticated: transport.refused_unauthenticated,
+            transport_tampered: transport.refused_tampered,
+            transport_replayed: transport.refused_replayed,
+            transport_oversized: transport.refused_oversized,
             transport_dropped: transport.dropped_queue_full
                 + transport.dropped_unroutable
                 + transport.dropped_pipe_full
-                + transport.send_errors,
+                + transport.send_errors
+                + transport.dropped_oversized
+                + transport.dropped_handshake_pending,
         }
     }
 }
@@ -121,6 +143,8 @@ impl DataCounters {
 pub(crate) struct DataHandle {
     submits: mpsc::Sender<Submit>,
     pub(crate) status: watch::Receiver<DataStatus>,
+    /// The data port's transport (its counters feed `/metrics`).
+    pub(crate) transport: TransportHandle,
 }
 
 impl std::fmt::Debug for DataHandle {
@@ -151,6 +175,8 @@ impl DataHandle {
 pub(crate) struct DataSettings {
     pub(crate) id: u64,
     pub(crate) bind: String,
+    /// The cluster secret's wire keys: every data-plane frame is sealed with them.
+    pub(crate) wire_keys: chat_secret::KeyRing,
     pub(crate) service: ServiceConfig,
     pub(crate) committer: CommitterConfig,
     pub(crate) request_timeout: Duration,
@@ -180,7 +206,12 @@ pub(crate) async fn start(
             .await
             .context("the start-up read of the log failed")??
     };
-    let mut transport_config = TransportConfig::new(settings.id, settings.bind.clone());
+    let mut transport_config = TransportConfig::new(settings.id, settings.bind.clone())
+        .with_security(Some(settings.wire_keys));
+    // The data plane's own bound: a frame (a catch-up batch, a snapshot chunk) never exceeds
+    // it, and a peer cannot make the node buffer larger ones.
+    transport_config.max_message_bytes = i64::try_from(chat_data::MAX_FRAME_BYTES)
+        .expect("the data plane's frame bound fits an i64");
     // Chat traffic is bursty: room for a burst of group-commit answers and entries.
     transport_config.send_queue = 65_536;
     transport_config.event_queue = 65_536;
@@ -202,7 +233,7 @@ pub(crate) async fn start(
     tracing::info!(target: "data", subsystem = "data", bind = %settings.bind, "data plane listening");
     let task = Task {
         plane,
-        transport,
+        transport: transport.clone(),
         storage,
         reports_tx,
         waiting: HashMap::new(),
@@ -218,6 +249,7 @@ pub(crate) async fn start(
     let handle = DataHandle {
         submits: submits_tx,
         status,
+        transport,
     };
     let join = tokio::spawn(task.run(tree, events, submits, reports, shutdown));
     Ok((handle, join))
