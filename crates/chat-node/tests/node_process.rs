@@ -152,8 +152,8 @@ async fn node_serves_status_and_stops_cleanly_on_sigterm() {
     let mut node = RunningNode::start(dir.path());
 
     // Its one neighbour never answers, so after a short wait it elects itself: a lone node
-    // is writer and input.
-    let status = poll_status(&node, |s| s["leader"] == 4).await;
+    // is writer and input. Its HTTP server starts a moment after it leads, so wait for ready.
+    let status = poll_status(&node, |s| s["leader"] == 4 && s["ready"] == true).await;
     assert_eq!(status["id"], 4);
     assert_eq!(status["pid"], node.child.id());
     assert_eq!(status["neighbors"][0]["id"], 5);
