@@ -764,6 +764,21 @@ fn seed_68319_a_restarted_inner_node_never_attaches_below_its_old_subtree() {
     }
 }
 
+/// OPEN (issues 10 and 16, found by the 100,000-seed soak on 2026-12-02; ignored until fixed
+/// so CI stays green, run it with `--ignored`): the same family again. Node 3 restarts (the
+/// restart hold did not cover this case; not yet checked why); its neighbour 7 has already noticed the
+/// restart and re-attached under 6, 3 attaches under 7 at 3.613 s, and 9, whose parent was the
+/// old incarnation of 3, notices the restart only 1 ms later: for that millisecond the parent
+/// pointers 3 -> 7 -> 6 -> ... -> 9 -> 3 form a cycle. Likely fix: a restarted node (state
+/// file or not) attaches only once every neighbour it knew has answered its new incarnation.
+#[test]
+#[ignore = "open: seed 150991, a restarted node attaches below a neighbour that still names its old incarnation"]
+fn seed_150991_a_restarted_node_never_attaches_below_a_neighbour_naming_its_old_incarnation() {
+    if let Err(failure) = cut_vertex_scenario(150_991, false) {
+        panic!("seed 150991: {failure}");
+    }
+}
+
 #[test]
 fn a_frozen_leader_is_replaced_and_never_writes_in_its_old_term() {
     run_seeds(
