@@ -766,7 +766,9 @@ fn seed_68319_a_restarted_inner_node_never_attaches_below_its_old_subtree() {
 
 /// OPEN (issues 10 and 16, found by the 100,000-seed soak on 2026-12-02; ignored until fixed
 /// so CI stays green, run it with `--ignored`): the same family again. Node 3 restarts (the
-/// restart hold did not cover this case; not yet checked why); its neighbour 7 has already noticed the
+/// restart hold does not cover it: holding every restart, with a disk too, was tried and still
+/// fails, because 3 joins through the election run it adopts from 7, not a standing tree);
+/// its neighbour 7 has already noticed the
 /// restart and re-attached under 6, 3 attaches under 7 at 3.613 s, and 9, whose parent was the
 /// old incarnation of 3, notices the restart only 1 ms later: for that millisecond the parent
 /// pointers 3 -> 7 -> 6 -> ... -> 9 -> 3 form a cycle. Likely fix: a restarted node (state
