@@ -14,10 +14,7 @@ use serde::Serialize;
 #[derive(Debug, Parser)]
 #[command(
     version,
-    after_help = "Every gRPC call must be signed with the cluster secret, the file named by \
-                  `secret_file` (default /etc/chat-system/cluster.key, the nodes' one); calls \
-                  without it answer UNAUTHENTICATED. A missing or malformed file stops start-up \
-                  with exit code 2."
+    after_help = chat_grpc::SECRET_FILE_HELP
 )]
 struct Cli {
     /// Configuration file [default: /etc/chat-system/bootstrap.toml, skipped when absent].

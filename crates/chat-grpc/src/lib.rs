@@ -16,5 +16,11 @@ pub use auth::{
     MAX_OUTSTANDING_NONCES, NONCE_LIFETIME, PROOF_HEADER,
 };
 pub use chat_secret::{KeyRing, SecretError};
+/// What a guarded service's `--help` says about its secret (the bootstrap's and the
+/// nameserver's share it).
+pub const SECRET_FILE_HELP: &str = "Every gRPC call must be signed with the cluster secret, the \
+    file named by `secret_file` (default /etc/chat-system/cluster.key, the nodes' one); calls \
+    without it answer UNAUTHENTICATED. A missing or malformed file stops start-up with exit code 2.";
+
 pub use client::{call, call_authenticated, endpoint, stream_endpoint, CallError};
 pub use server::{incoming, serve_with_grace, Drain, SHUTDOWN_GRACE};

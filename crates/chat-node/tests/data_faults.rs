@@ -15,10 +15,10 @@ use std::time::Duration;
 use chat_cluster::{LocalCluster, NodeSignal, Topology};
 use serde_json::{json, Value};
 use support::api::{
-    assert_each_acknowledged_once, input_nodes, register_and_login, serving, wait_for_equal_rows,
-    write_stream, Api,
+    assert_each_acknowledged_once, input_nodes, register_and_login, send_through_each, serving,
+    wait_for_equal_rows, write_stream, Api,
 };
-use support::{set, settled_tree, start, wait_until};
+use support::{ids, roles, set, settled_tree, start, wait_until};
 
 const DEADLINE: Duration = Duration::from_secs(40);
 /// Cheap hashing: these tests are about the cluster, not about bcrypt.
@@ -26,17 +26,8 @@ const ENV: &[(&str, &str)] = &[("CHAT_NODE_STORAGE__BCRYPT_COST", "4")];
 /// How long each stream of writes lasts: long enough to span a failover.
 const STREAM: Duration = Duration::from_secs(4);
 
-fn ids_in(status: &Value, field: &str) -> Vec<u64> {
-    status[field]
-        .as_array()
-        .map(|a| a.iter().filter_map(Value::as_u64).collect())
-        .unwrap_or_default()
-}
-
 fn has_role(status: &Value, role: &str) -> bool {
-    status["roles"]
-        .as_array()
-        .is_some_and(|roles| roles.iter().any(|r| r == role))
+    roles(status).contains(role)
 }
 
 fn counter(status: &Value, name: &str) -> u64 {
@@ -196,7 +187,7 @@ async fn in_a_line_the_writer_and_its_replicas_freeze_together_and_the_majority_
     let (statuses, _) = wait_until(&cluster, &all, DEADLINE, "serving", serving).await;
     let writer = settled_tree(&statuses).expect("settled");
     let mut cut_off = set([writer]);
-    cut_off.extend(ids_in(&statuses[&writer], "children"));
+    cut_off.extend(ids(&statuses[&writer]["children"]));
     // The rest must still hold a connected majority, or no writer may exist (and none would).
     let rest: Vec<u64> = all.difference(&cut_off).copied().collect();
     let longest_run = rest
@@ -286,20 +277,14 @@ async fn replicas_answer_fresh_reads_pass_up_stale_ones_and_a_killed_forwarder_i
     live.remove(&forwarder);
     let acknowledged = acknowledged_by(running, &mut epoch).await;
     let (statuses, _) = wait_until(&cluster, &live, DEADLINE, "healed", serving).await;
-    for (id, url) in input_nodes(&statuses) {
-        let sent = api
-            .call(
-                reqwest::Method::POST,
-                &format!("{url}/api/users/bob/5678/chat"),
-                Some(&alice),
-                epoch,
-                Some(json!({"content": format!("after the forwarder, through {id}")})),
-            )
-            .await
-            .expect("send");
-        assert_eq!(sent.status, 201, "send through node {id}: {}", sent.body);
-        epoch = epoch.max(sent.epoch);
-    }
+    epoch = send_through_each(
+        &api,
+        &input_nodes(&statuses),
+        &alice,
+        epoch,
+        "after the forwarder, through",
+    )
+    .await;
     assert_each_acknowledged_once(&api, &statuses, &alice, epoch, "bob/5678", &acknowledged).await;
     wait_for_equal_rows(cluster.run_dir(), &live, epoch).await;
     cluster.down().await.expect("clean stop");

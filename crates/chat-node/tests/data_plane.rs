@@ -10,8 +10,8 @@ use std::time::Duration;
 use chat_cluster::{LocalCluster, NodeSignal, Topology};
 use serde_json::json;
 use support::api::{
-    assert_each_acknowledged_once, input_nodes, messages, register_and_login, serving,
-    wait_for_equal_rows, write_stream, Api,
+    assert_each_acknowledged_once, input_nodes, messages, register_and_login, send_through_each,
+    serving, wait_for_equal_rows, write_stream, Api,
 };
 use support::{set, settled_tree, start, wait_until};
 
@@ -43,20 +43,7 @@ async fn requests_from_every_input_node_reach_the_writer_and_every_node_ends_wit
     epoch = epoch.max(bob_epoch);
 
     // A message through every input node, each read back through every other.
-    for (id, url) in &inputs {
-        let sent = api
-            .call(
-                reqwest::Method::POST,
-                &format!("{url}/api/users/bob/5678/chat"),
-                Some(&alice),
-                epoch,
-                Some(json!({"content": format!("hello through node {id}")})),
-            )
-            .await
-            .expect("send");
-        assert_eq!(sent.status, 201, "send through node {id}: {}", sent.body);
-        epoch = epoch.max(sent.epoch);
-    }
+    epoch = send_through_each(&api, &inputs, &alice, epoch, "hello through node").await;
     for (_, url) in &inputs {
         let seen = messages(&api, url, &alice, epoch, "bob/5678").await;
         assert_eq!(seen.len(), inputs.len(), "every message, once: {seen:?}");

@@ -187,6 +187,32 @@ pub async fn messages(api: &Api, url: &str, token: &str, epoch: u64, peer: &str)
     }
 }
 
+/// Sends alice's message `"{label} {id}"` to bob through every input node `id` in `inputs`,
+/// each answered 201; returns the newest epoch seen.
+pub async fn send_through_each(
+    api: &Api,
+    inputs: &[(u64, String)],
+    token: &str,
+    mut epoch: u64,
+    label: &str,
+) -> u64 {
+    for (id, url) in inputs {
+        let sent = api
+            .call(
+                reqwest::Method::POST,
+                &format!("{url}/api/users/bob/5678/chat"),
+                Some(token),
+                epoch,
+                Some(json!({"content": format!("{label} {id}")})),
+            )
+            .await
+            .expect("send");
+        assert_eq!(sent.status, 201, "send through node {id}: {}", sent.body);
+        epoch = epoch.max(sent.epoch);
+    }
+    epoch
+}
+
 /// Reads the chat with `peer` through every input node and checks that each acknowledged id
 /// is there and that no message appears twice.
 pub async fn assert_each_acknowledged_once(

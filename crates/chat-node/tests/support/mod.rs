@@ -205,14 +205,16 @@ pub fn link_up(status: &Value, id: u64) -> bool {
         .is_some_and(|n| n["link_up"] == Value::Bool(true))
 }
 
-fn ids(value: &Value) -> Vec<u64> {
+/// The numbers in a JSON array (an empty list for anything else).
+pub fn ids(value: &Value) -> Vec<u64> {
     value
         .as_array()
         .map(|a| a.iter().filter_map(Value::as_u64).collect())
         .unwrap_or_default()
 }
 
-fn roles(status: &Value) -> BTreeSet<String> {
+/// The roles a status reports.
+pub fn roles(status: &Value) -> BTreeSet<String> {
     status["roles"]
         .as_array()
         .map(|a| {
