@@ -124,7 +124,9 @@ pub(crate) fn validate_write(request: Request) -> Result<Request, ServiceError> 
                 read_epoch,
             }
         }
-        other @ (Request::RemoveMember { .. } | Request::DeleteGroup { .. }) => other,
+        other @ (Request::RemoveMember { .. }
+        | Request::DeleteGroup { .. }
+        | Request::EndSessions { .. }) => other,
         _ => return Err(ServiceError::invalid("Not a write request.")),
     })
 }
@@ -196,6 +198,12 @@ fn decide(request: &Request, view: &mut ReadView<'_>) -> Result<Change, ServiceE
         } => {
             acting_user(view, *actor)?;
             Ok(Change::DeleteUser { user_uuid: *user })
+        }
+        Request::EndSessions {
+            acting_user: actor, ..
+        } => {
+            acting_user(view, *actor)?;
+            Ok(Change::EndSessions { user_uuid: *actor })
         }
         Request::CreateGroup {
             acting_user: actor,

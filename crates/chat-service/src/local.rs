@@ -60,13 +60,23 @@ async fn blocking<T: Send + 'static>(
     })?
 }
 
-fn chat_page(view: &mut ReadView<'_>, chat_id: &str, page: Page) -> Result<Response, ServiceError> {
+fn chat_page(
+    view: &mut ReadView<'_>,
+    reader: Uuid,
+    chat_id: &str,
+    page: Page,
+) -> Result<Response, ServiceError> {
     let messages = view.messages(chat_id, page)?;
     let mut author_uuids: Vec<Uuid> = messages.iter().map(|m| m.sender_uuid).collect();
     author_uuids.sort_unstable();
     author_uuids.dedup();
     let authors = view.users_by_uuids(&author_uuids)?;
-    Ok(Response::Chat(ChatPage { messages, authors }))
+    let read_epoch = view.read_epoch(reader, chat_id)?;
+    Ok(Response::Chat(ChatPage {
+        messages,
+        authors,
+        read_epoch,
+    }))
 }
 
 impl LocalService {
@@ -154,6 +164,12 @@ impl LocalService {
                         user: found.0,
                         hash: found.1,
                     }))
+                })
+                .await
+            }
+            Request::Session { user } => {
+                self.read(min_epoch, move |view| {
+                    Ok(Response::User(acting_user(view, user)?))
                 })
                 .await
             }
@@ -256,7 +272,7 @@ impl LocalService {
                     acting_user(view, actor)?;
                     let chat = chat_id(view, actor, ChatRef::User(other))?;
                     debug_assert_eq!(chat, private_chat_id(actor, other));
-                    chat_page(view, &chat, page)
+                    chat_page(view, actor, &chat, page)
                 })
                 .await
             }
@@ -269,7 +285,7 @@ impl LocalService {
                 self.read(min_epoch, move |view| {
                     acting_user(view, actor)?;
                     let chat = chat_id(view, actor, ChatRef::Group(group))?;
-                    chat_page(view, &chat, page)
+                    chat_page(view, actor, &chat, page)
                 })
                 .await
             }

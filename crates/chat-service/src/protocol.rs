@@ -86,6 +86,21 @@ pub enum Request {
         /// Epoch of the newest message the caller has seen there.
         read_epoch: Epoch,
     },
+    /// The live account `user` with its session version, for the input node that checks a
+    /// token or cookie naming it; a deleted or unknown account is
+    /// [`ServiceError::Unauthenticated`]. Any fresh-enough replica answers.
+    Session {
+        /// The account a token or cookie names.
+        user: Uuid,
+    },
+    /// End every session of the caller (logout): their session version goes up by one, so
+    /// tokens and cookies issued before are refused on every input node that reads it.
+    EndSessions {
+        /// Retry key.
+        request_id: Uuid,
+        /// Caller, whose sessions end.
+        acting_user: Uuid,
+    },
     /// Look up one live user by `username#tag`.
     GetUser {
         /// Caller.
@@ -231,6 +246,7 @@ impl Request {
         match self {
             Request::Register { .. }
             | Request::MarkRead { .. }
+            | Request::EndSessions { .. }
             | Request::DeleteAccount { .. }
             | Request::CreateGroup { .. }
             | Request::AddMember { .. }
@@ -239,6 +255,7 @@ impl Request {
             | Request::SendPrivate { .. }
             | Request::SendToGroup { .. } => true,
             Request::Credentials { .. }
+            | Request::Session { .. }
             | Request::UserProfile { .. }
             | Request::Chats { .. }
             | Request::GetUser { .. }
@@ -256,6 +273,7 @@ impl Request {
         match *self {
             Request::Register { request_id, .. }
             | Request::MarkRead { request_id, .. }
+            | Request::EndSessions { request_id, .. }
             | Request::DeleteAccount { request_id, .. }
             | Request::CreateGroup { request_id, .. }
             | Request::AddMember { request_id, .. }
@@ -298,6 +316,7 @@ impl Request {
                     &epoch_bytes,
                 ]
             }
+            Request::EndSessions { acting_user, .. } => vec![b"end_sessions", id(acting_user)],
             Request::DeleteAccount {
                 acting_user, user, ..
             } => vec![b"delete_account", id(acting_user), id(user)],
@@ -384,6 +403,11 @@ pub struct ChatPage {
     /// Each distinct author of `messages` (deleted accounts included, so old messages keep a
     /// name), sorted by uuid.
     pub authors: Vec<User>,
+    /// The caller's read position in this chat (the epoch of the newest message they were
+    /// shown; 0: never), read in the same transaction, so a reader can tell whether showing
+    /// this page moves it without another read.
+    #[serde(default)]
+    pub read_epoch: Epoch,
 }
 
 /// A successful answer. Which variant answers which request is fixed (see the service
@@ -391,7 +415,7 @@ pub struct ChatPage {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", content = "value", rename_all = "snake_case")]
 pub enum Response {
-    /// Register, Login, GetUser, DeleteAccount.
+    /// Register, Login, GetUser, DeleteAccount, Session, EndSessions.
     User(User),
     /// SearchUsers.
     Users(Vec<User>),

@@ -123,6 +123,23 @@ pub trait UserService {
         acting_user: Uuid,
         user: Uuid,
     ) -> impl Future<Output = Result<Reply<User>, ServiceError>> + Send;
+
+    /// The live account `user` with its session version (reflecting at least `min_epoch`),
+    /// for checking a token or cookie; a deleted account is
+    /// [`ServiceError::Unauthenticated`].
+    fn session(
+        &self,
+        user: Uuid,
+        min_epoch: Epoch,
+    ) -> impl Future<Output = Result<Reply<User>, ServiceError>> + Send;
+
+    /// Ends every session of the caller (logout); answers the account with its new session
+    /// version, at the epoch of the write.
+    fn end_sessions(
+        &self,
+        request_id: Uuid,
+        acting_user: Uuid,
+    ) -> impl Future<Output = Result<Reply<User>, ServiceError>> + Send;
 }
 
 /// Groups and their members.
@@ -409,6 +426,26 @@ impl<D: Dispatcher> UserService for D {
             request_id,
             acting_user,
             user: target,
+        };
+        call(self, request, ANY_EPOCH, user)
+    }
+
+    fn session(
+        &self,
+        account: Uuid,
+        min_epoch: Epoch,
+    ) -> impl Future<Output = Result<Reply<User>, ServiceError>> + Send {
+        call(self, Request::Session { user: account }, min_epoch, user)
+    }
+
+    fn end_sessions(
+        &self,
+        request_id: Uuid,
+        acting_user: Uuid,
+    ) -> impl Future<Output = Result<Reply<User>, ServiceError>> + Send {
+        let request = Request::EndSessions {
+            request_id,
+            acting_user,
         };
         call(self, request, ANY_EPOCH, user)
     }

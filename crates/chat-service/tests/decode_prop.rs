@@ -34,6 +34,11 @@ fn request() -> impl Strategy<Value = Request> {
                     chat: ChatRef::Group(a),
                     read_epoch: epoch,
                 }),
+                Just(Request::Session { user: a }),
+                Just(Request::EndSessions {
+                    request_id: a,
+                    acting_user: b,
+                }),
                 Just(Request::ReadGroup {
                     acting_user: a,
                     group: b,

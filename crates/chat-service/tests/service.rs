@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use chat_service::{
-    decode, encode, AuthService, Dispatcher, GroupService, LocalService, MessageService, Page,
+    decode, encode, AuthService, ChatRef, Dispatcher, GroupService, LocalService, MessageService, Page,
     Reply, Request, Response, ServiceConfig, ServiceError, User, UserService,
 };
 use chat_store::{Durability, Snapshot, Store, StoreOptions};
@@ -259,6 +259,42 @@ async fn a_user_deletes_only_their_own_account_which_ends_memberships_and_frees_
 }
 
 #[tokio::test]
+async fn ending_sessions_raises_the_version_any_replica_reads_and_retries_raise_it_once() {
+    let n = node(true);
+    let alice = n.register("alice", "123").await;
+    let start = n.service.session(alice.uuid, 0).await.unwrap();
+    assert_eq!(start.value.session_version, 0);
+    let logout = id();
+    let ended = n.service.end_sessions(logout, alice.uuid).await.unwrap();
+    assert_eq!(ended.value.session_version, 1);
+    assert!(ended.epoch > start.epoch);
+    let again = n.service.end_sessions(logout, alice.uuid).await.unwrap();
+    assert!(again.replayed, "a retried logout is the same logout");
+    assert_eq!(
+        (again.value.session_version, again.epoch),
+        (1, ended.epoch)
+    );
+    let read = n.service.session(alice.uuid, ended.epoch).await.unwrap();
+    assert_eq!(read.value.session_version, 1);
+    // A session read can be answered by any node that has the logout's epoch, and by none
+    // that has not.
+    let replica = node(false);
+    let behind = replica.service.session(alice.uuid, ended.epoch).await;
+    assert!(
+        matches!(behind, Err(ServiceError::ReplicaBehind { .. })),
+        "{behind:?}"
+    );
+    // Unknown and deleted accounts have no session.
+    unauthenticated(n.service.session(id(), 0).await);
+    unauthenticated(n.service.end_sessions(id(), id()).await);
+    n.service
+        .delete_account(id(), alice.uuid, alice.uuid)
+        .await
+        .unwrap();
+    unauthenticated(n.service.session(alice.uuid, 0).await);
+}
+
+#[tokio::test]
 async fn group_rules_for_members_owner_and_outsiders() {
     let n = node(true);
     let owner = n.register("owner", "111").await;
@@ -471,6 +507,21 @@ async fn private_and_group_chats_page_newest_and_since() {
         both
     });
     assert_eq!(newest.epoch, 7);
+    assert_eq!(newest.value.read_epoch, 0, "bob has read nothing yet");
+    n.service
+        .mark_read(id(), bob.uuid, ChatRef::User(alice.uuid), sent[2].epoch)
+        .await
+        .unwrap();
+    let page = |reader: &User, other: &User| {
+        n.service
+            .read_private(reader.uuid, other.uuid, Page::Newest { limit: 1 }, 0)
+    };
+    assert_eq!(
+        page(&bob, &alice).await.unwrap().value.read_epoch,
+        sent[2].epoch,
+        "a page carries its reader's position"
+    );
+    assert_eq!(page(&alice, &bob).await.unwrap().value.read_epoch, 0);
     let since = n
         .service
         .read_private(

@@ -30,6 +30,10 @@ pub struct User {
     pub deleted_at_ms: Option<i64>,
     /// Epoch of the last write that touched this row.
     pub epoch: Epoch,
+    /// Raised by every logout ([`crate::Change::EndSessions`]): a token or cookie issued
+    /// under an older version is ended. 0 for an account that never logged out.
+    #[serde(default)]
+    pub session_version: u64,
 }
 
 /// A chat group.
@@ -298,6 +302,7 @@ pub(crate) struct UserRow {
     pub(crate) created_at_ms: i64,
     pub(crate) deleted_at_ms: Option<i64>,
     pub(crate) epoch: i64,
+    pub(crate) session_version: i64,
 }
 
 impl TryFrom<UserRow> for User {
@@ -310,6 +315,9 @@ impl TryFrom<UserRow> for User {
             created_at_ms: row.created_at_ms,
             deleted_at_ms: row.deleted_at_ms,
             epoch: epoch_from_sql(row.epoch)?,
+            session_version: u64::try_from(row.session_version).map_err(|_| {
+                StoreError::Corrupt(format!("negative session version of {}", row.uuid))
+            })?,
         })
     }
 }
@@ -324,6 +332,9 @@ impl TryFrom<&User> for UserRow {
             created_at_ms: user.created_at_ms,
             deleted_at_ms: user.deleted_at_ms,
             epoch: epoch_to_sql(user.epoch)?,
+            session_version: i64::try_from(user.session_version).map_err(|_| {
+                StoreError::Corrupt(format!("session version {} out of range", user.session_version))
+            })?,
         })
     }
 }

@@ -51,6 +51,12 @@ pub enum Change {
         /// The account.
         user_uuid: Uuid,
     },
+    /// End every session of a live account (logout): its session version goes up by one, so
+    /// every token and cookie issued before is refused wherever the new version is read.
+    EndSessions {
+        /// The account.
+        user_uuid: Uuid,
+    },
     /// Create a group whose creator is its first member and owner.
     CreateGroup {
         /// New group's uuid.
@@ -251,6 +257,7 @@ pub(crate) fn apply_change(
                 created_at_ms: at,
                 deleted_at_ms: None,
                 epoch,
+                session_version: 0,
             };
             diesel::insert_into(users::table)
                 .values(UserRow::try_from(&user)?)
@@ -282,6 +289,23 @@ pub(crate) fn apply_change(
                 leave_group(conn, group_uuid, *user_uuid, epoch, at)?;
             }
             Ok(Written::User(user))
+        }
+        Change::EndSessions { user_uuid } => {
+            let user: Option<UserRow> = diesel::update(
+                users::table
+                    .find(user_uuid.to_string())
+                    .filter(users::deleted_at_ms.is_null()),
+            )
+            .set((
+                users::session_version.eq(users::session_version + 1),
+                users::epoch.eq(epoch_sql),
+            ))
+            .returning(UserRow::as_returning())
+            .get_result(conn)
+            .optional()?;
+            Ok(Written::User(User::try_from(
+                user.ok_or(StoreError::NotFound("user"))?,
+            )?))
         }
         Change::CreateGroup {
             group_uuid,

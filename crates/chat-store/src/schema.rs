@@ -17,6 +17,7 @@ diesel::table! {
         created_at_ms -> BigInt,
         deleted_at_ms -> Nullable<BigInt>,
         epoch -> BigInt,
+        session_version -> BigInt,
     }
 }
 

@@ -16,6 +16,7 @@ use uuid::Uuid;
 enum Action {
     Register { name: u8 },
     DeleteUser { user: usize },
+    EndSessions { user: usize },
     CreateGroup { creator: usize },
     DeleteGroup { group: usize },
     AddMember { group: usize, user: usize },
@@ -29,6 +30,7 @@ fn action() -> impl Strategy<Value = Action> {
     prop_oneof![
         3 => (0u8..6).prop_map(|name| Action::Register { name }),
         1 => any::<usize>().prop_map(|user| Action::DeleteUser { user }),
+        1 => any::<usize>().prop_map(|user| Action::EndSessions { user }),
         2 => any::<usize>().prop_map(|creator| Action::CreateGroup { creator }),
         1 => any::<usize>().prop_map(|group| Action::DeleteGroup { group }),
         3 => (any::<usize>(), any::<usize>()).prop_map(|(group, user)| Action::AddMember { group, user }),
@@ -97,6 +99,9 @@ fn run(actions: &[Action], write_batch: usize, how: &Delivery) -> Result<(), Tes
                 }
             }
             Action::DeleteUser { user } => Change::DeleteUser {
+                user_uuid: pick(&users, user),
+            },
+            Action::EndSessions { user } => Change::EndSessions {
                 user_uuid: pick(&users, user),
             },
             Action::CreateGroup { creator } => {

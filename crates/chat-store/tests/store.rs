@@ -267,6 +267,43 @@ fn a_deleted_account_frees_its_name_and_tag() {
 }
 
 #[test]
+fn ending_sessions_raises_the_version_of_a_live_account_only() {
+    let db = open();
+    let user = register(&db.store, "alice", "123");
+    let version = |store: &Store| {
+        let (found, epoch) = store.read(|v| v.user(user)).unwrap();
+        (found.map(|u| u.session_version), epoch)
+    };
+    assert_eq!(version(&db.store).0, Some(0), "a new account starts at 0");
+    for expected in 1..=2 {
+        let done = db
+            .store
+            .execute(&op(Change::EndSessions { user_uuid: user }))
+            .unwrap();
+        let Written::User(after) = done.written else {
+            panic!("ending sessions answers the user: {:?}", done.written)
+        };
+        assert_eq!((after.session_version, after.epoch), (expected, done.epoch));
+        assert_eq!(version(&db.store), (Some(expected), done.epoch));
+    }
+    // A replica applying the log reads the same version.
+    let replica = open();
+    catch_up(&db.store, &replica.store, 100);
+    assert_eq!(version(&replica.store), version(&db.store));
+
+    let at = db.store.current_epoch().unwrap();
+    db.store
+        .execute(&op(Change::DeleteUser { user_uuid: user }))
+        .unwrap();
+    let refused = db.store.execute(&op(Change::EndSessions { user_uuid: user }));
+    assert!(
+        matches!(refused, Err(StoreError::NotFound("user"))),
+        "{refused:?}"
+    );
+    assert_eq!(db.store.current_epoch().unwrap(), at + 1);
+}
+
+#[test]
 fn retried_request_id_returns_the_first_result_without_a_new_epoch() {
     let db = open();
     let alice = register(&db.store, "alice", "123");
