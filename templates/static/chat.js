@@ -105,6 +105,36 @@
     });
   }
 
+  // The reader's position in the open chat: the server moved it when the page was shown;
+  // messages the stream brings are marked read while the tab is visible (one small POST per
+  // burst, after the reader could see them), so the home page's unread counts stay true.
+  var readEpoch = chat ? +chat.getAttribute("data-read-epoch") || 0 : 0;
+  var unreadThrough = 0;
+  var marking = null;
+  function markRead() {
+    if (marking || unreadThrough <= readEpoch || document.visibilityState !== "visible") return;
+    marking = setTimeout(function () {
+      var through = unreadThrough;
+      fetch("/api/chats/" + encodeURIComponent(chat.getAttribute("data-chat-id")) + "/read", {
+        method: "POST",
+        credentials: "same-origin",
+        headers: { "Content-Type": "application/json", "X-CSRF-Token": csrf, "Chat-Epoch": String(epoch) },
+        body: JSON.stringify({ epoch: through })
+      }).then(function (response) {
+        if (!response.ok) throw new Error(response.status);
+        return response.json();
+      }).then(function (body) {
+        readEpoch = Math.max(readEpoch, body.read_epoch);
+      }).catch(function () {
+        // Busy or failing over: the next message or the next view moves it.
+      }).then(function () {
+        marking = null;
+        markRead();
+      });
+    }, 500);
+  }
+  document.addEventListener("visibilitychange", markRead);
+
   if (chat) {
     // A chat opens at its newest message.
     var newest = document.querySelector("#messages li:last-child");
@@ -185,9 +215,13 @@
     seen(message.epoch);
     if (chat && message.chat_id === chat.getAttribute("data-chat-id")) {
       appendMessage(message);
+      if (message.sender.id !== chat.getAttribute("data-me")) {
+        unreadThrough = Math.max(unreadThrough, message.epoch);
+        markRead();
+      }
     } else if (chatList) {
       var card = chatList.querySelector('[data-chat-id="' + message.chat_id + '"]');
-      if (!card) return;
+      if (!card || message.sender.id === chatList.getAttribute("data-me")) return;
       var badge = card.querySelector(".unread");
       badge.textContent = String((+badge.textContent || 0) + 1);
       badge.hidden = false;

@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use chat_service::{
-    decode, encode, AuthService, ChatRef, Dispatcher, GroupService, LocalService, MessageService, Page,
-    Reply, Request, Response, ServiceConfig, ServiceError, User, UserService,
+    decode, encode, AuthService, ChatRef, Dispatcher, GroupService, LocalService, MessageService,
+    Page, Reply, Request, Response, ServiceConfig, ServiceError, User, UserService,
 };
 use chat_store::{Durability, Snapshot, Store, StoreOptions};
 use uuid::Uuid;
@@ -270,10 +270,7 @@ async fn ending_sessions_raises_the_version_any_replica_reads_and_retries_raise_
     assert!(ended.epoch > start.epoch);
     let again = n.service.end_sessions(logout, alice.uuid).await.unwrap();
     assert!(again.replayed, "a retried logout is the same logout");
-    assert_eq!(
-        (again.value.session_version, again.epoch),
-        (1, ended.epoch)
-    );
+    assert_eq!((again.value.session_version, again.epoch), (1, ended.epoch));
     let read = n.service.session(alice.uuid, ended.epoch).await.unwrap();
     assert_eq!(read.value.session_version, 1);
     // A session read can be answered by any node that has the logout's epoch, and by none

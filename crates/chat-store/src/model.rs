@@ -333,7 +333,10 @@ impl TryFrom<&User> for UserRow {
             deleted_at_ms: user.deleted_at_ms,
             epoch: epoch_to_sql(user.epoch)?,
             session_version: i64::try_from(user.session_version).map_err(|_| {
-                StoreError::Corrupt(format!("session version {} out of range", user.session_version))
+                StoreError::Corrupt(format!(
+                    "session version {} out of range",
+                    user.session_version
+                ))
             })?,
         })
     }

@@ -295,7 +295,9 @@ fn ending_sessions_raises_the_version_of_a_live_account_only() {
     db.store
         .execute(&op(Change::DeleteUser { user_uuid: user }))
         .unwrap();
-    let refused = db.store.execute(&op(Change::EndSessions { user_uuid: user }));
+    let refused = db
+        .store
+        .execute(&op(Change::EndSessions { user_uuid: user }));
     assert!(
         matches!(refused, Err(StoreError::NotFound("user"))),
         "{refused:?}"

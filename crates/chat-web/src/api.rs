@@ -1,6 +1,6 @@
 //! The JSON API (`/api/...`), as documented in `docs/api.md`.
 
-use chat_service::Epoch;
+use chat_service::{ChatRef, Epoch};
 use http::header::SET_COOKIE;
 use http::{Method, Response, StatusCode};
 use serde::{Deserialize, Serialize};
@@ -39,6 +39,12 @@ struct NewGroup {
 struct NewMember {
     username: String,
     tag: String,
+}
+
+#[derive(Deserialize)]
+struct ReadUpTo {
+    /// The epoch of the newest message the reader was shown.
+    epoch: Epoch,
 }
 
 #[derive(Serialize)]
@@ -91,6 +97,31 @@ pub(crate) fn chat_query(call: &Call) -> Result<ChatQuery, ApiError> {
     })
 }
 
+/// The chat a `chat_id` names for `actor`: a group's id, or the private chat id
+/// `<uuid>:<uuid>` with the actor on one side. Anything else names no chat of theirs.
+pub(crate) fn chat_ref(actor: Uuid, chat_id: &str) -> Result<ChatRef, ApiError> {
+    let unknown = || ApiError::not_found("The chat was not found.");
+    match chat_id.split_once(':') {
+        None => Uuid::parse_str(chat_id)
+            .map(ChatRef::Group)
+            .map_err(|_| unknown()),
+        Some((a, b)) => {
+            let (a, b) = (
+                Uuid::parse_str(a).map_err(|_| unknown())?,
+                Uuid::parse_str(b).map_err(|_| unknown())?,
+            );
+            if chat_store::private_chat_id(a, b) != chat_id {
+                return Err(unknown());
+            }
+            match (a == actor, b == actor) {
+                (true, false) => Ok(ChatRef::User(b)),
+                (false, true) => Ok(ChatRef::User(a)),
+                _ => Err(unknown()),
+            }
+        }
+    }
+}
+
 /// The name and tag in a `/users/{name}/{tag}` path, checked.
 pub(crate) fn name_tag(call: &Call) -> Result<(&str, &str), ApiError> {
     let (name, tag) = (call.param("name"), call.param("tag"));
@@ -130,8 +161,11 @@ pub(crate) async fn handle<B: Backend>(app: &App<B>, call: &Call) -> Handled {
             let min_epoch = call.min_epoch();
             match (call.route, method.clone()) {
                 (Route::ApiLogout, Method::POST) => {
-                    backend.end_sessions(actor.id).await?;
-                    let mut response = no_content(min_epoch);
+                    let request_id = app.request_id(call, Some(actor.id))?;
+                    let ended = backend.end_sessions(request_id, actor).await?;
+                    // The logout's epoch: a client that sends it on (Chat-Epoch) is refused
+                    // with the old token on every input node at once.
+                    let mut response = no_content(ended.epoch);
                     if caller.by_cookie {
                         response
                             .headers_mut()
@@ -164,6 +198,22 @@ pub(crate) async fn handle<B: Backend>(app: &App<B>, call: &Call) -> Handled {
                 (Route::ApiChats, Method::GET) => {
                     let chats = backend.chats(actor, min_epoch).await?;
                     Ok(ok(&json!({ "chats": chats.value }), chats.epoch))
+                }
+                (Route::ApiChatRead, Method::POST) => {
+                    let chat = chat_ref(actor.id, call.param("chat_id"))?;
+                    let body: ReadUpTo = parse_json(&call.body)?;
+                    // Without a key, the same position asked twice is one write (two tabs, a
+                    // retried POST).
+                    let key = format!("{}\0{}", call.param("chat_id"), body.epoch);
+                    let request_id = if call.headers.contains_key(crate::http::IDEMPOTENCY_KEY) {
+                        app.request_id(call, Some(actor.id))?
+                    } else {
+                        crate::app::derived_id(Some(actor.id), call.route, key.as_bytes())
+                    };
+                    let read = backend
+                        .mark_read(request_id, actor, chat, body.epoch)
+                        .await?;
+                    Ok(ok(&json!({ "read_epoch": read.value }), read.epoch))
                 }
                 (Route::ApiUserChat, Method::GET) => {
                     let (name, tag) = name_tag(call)?;
@@ -273,10 +323,10 @@ async fn login<B: Backend>(app: &App<B>, call: &Call) -> Handled {
         .backend
         .login(&body.username, &body.tag, &body.password, call.min_epoch())
         .await?;
-    let claims = app.claims_for(&user.value).await?;
+    let claims = app.claims_for(&user.value);
     let token = token::sign(&app.shared.state.keys, &claims);
     Ok(ok(
-        &json!({ "user": user.value, "token": token }),
+        &json!({ "user": user.value.user, "token": token }),
         user.epoch,
     ))
 }

@@ -52,6 +52,7 @@ pub(crate) enum Route {
     ApiUser,
     ApiUserChat,
     ApiChats,
+    ApiChatRead,
     ApiGroups,
     ApiGroup,
     ApiGroupMembers,
@@ -87,6 +88,7 @@ impl Route {
         ("/api/users/{name}/{tag}", Route::ApiUser),
         ("/api/users/{name}/{tag}/chat", Route::ApiUserChat),
         ("/api/chats", Route::ApiChats),
+        ("/api/chats/{chat_id}/read", Route::ApiChatRead),
         ("/api/groups", Route::ApiGroups),
         ("/api/groups/{id}", Route::ApiGroup),
         ("/api/groups/{id}/members", Route::ApiGroupMembers),
@@ -127,6 +129,7 @@ impl Route {
                 | Route::ApiUser
                 | Route::ApiUserChat
                 | Route::ApiChats
+                | Route::ApiChatRead
                 | Route::ApiGroups
                 | Route::ApiGroup
                 | Route::ApiGroupMembers
@@ -421,7 +424,7 @@ impl<B: Backend> App<B> {
             .shared
             .state
             .backend
-            .session_version(claims.user)
+            .session_version(claims.user, call.min_epoch())
             .await?;
         if claims.session_version < current {
             return Err(ApiError::unauthenticated(
@@ -438,19 +441,15 @@ impl<B: Backend> App<B> {
         })
     }
 
-    /// Claims for a fresh login of `user`.
-    pub(crate) async fn claims_for(
-        &self,
-        user: &crate::backend::UserView,
-    ) -> Result<Claims, ApiError> {
-        let session_version = self.shared.state.backend.session_version(user.id).await?;
-        Ok(Claims {
-            user: user.id,
-            username: user.username.clone(),
-            tag: user.tag.clone(),
-            session_version,
+    /// Claims for a fresh login.
+    pub(crate) fn claims_for(&self, login: &crate::backend::Login) -> Claims {
+        Claims {
+            user: login.user.id,
+            username: login.user.username.clone(),
+            tag: login.user.tag.clone(),
+            session_version: login.session_version,
             expires_at: now_s().saturating_add(self.shared.state.config.session_ttl_s),
-        })
+        }
     }
 
     /// Takes one login attempt for `username#tag` from `peer`, or says how long to wait.

@@ -11,10 +11,11 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use chat_service::{
-    AuthService, Dispatcher, Epoch, GroupService, MessageService, Page, Reply, Request, Response,
-    ServiceError, UserService,
+    AuthService, ChatRef, Dispatcher, Epoch, GroupService, MessageService, Page, Reply, Request,
+    Response, ServiceError, UserService,
 };
 use serde::Serialize;
 use time::format_description::well_known::Rfc3339;
@@ -94,6 +95,29 @@ pub struct ChatMessages {
     pub chat_id: String,
     /// Oldest first.
     pub messages: Vec<MessageView>,
+    /// The caller's read position in the chat when the page was read (0: never read).
+    #[serde(skip)]
+    pub read_epoch: Epoch,
+}
+
+impl ChatMessages {
+    /// The epoch the caller's read position should move to for having been shown this page:
+    /// its newest message, when that is past the position (None: nothing new was shown).
+    pub fn unread_through(&self) -> Option<Epoch> {
+        self.messages
+            .last()
+            .map(|newest| newest.epoch)
+            .filter(|&newest| newest > self.read_epoch)
+    }
+}
+
+/// A successful login: the user and the session version their token or cookie carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Login {
+    /// The user.
+    pub user: UserView,
+    /// Their session version when the credentials were read.
+    pub session_version: u64,
 }
 
 /// A private chat with the other user.
@@ -207,13 +231,34 @@ pub trait Backend: Send + Sync + 'static {
         tag: &str,
         password: &str,
         min_epoch: Epoch,
-    ) -> impl Future<Output = Outcome<UserView>> + Send;
+    ) -> impl Future<Output = Outcome<Login>> + Send;
 
-    /// The user's session version: tokens carrying an older one are ended.
-    fn session_version(&self, user: Uuid) -> impl Future<Output = Result<u64, ApiError>> + Send;
+    /// The user's session version, reflecting at least `min_epoch` and whatever this node
+    /// has seen: tokens carrying an older one are ended. A deleted account is
+    /// `unauthenticated`.
+    fn session_version(
+        &self,
+        user: Uuid,
+        min_epoch: Epoch,
+    ) -> impl Future<Output = Result<u64, ApiError>> + Send;
 
-    /// Ends every session of the user (logout); returns the new session version.
-    fn end_sessions(&self, user: Uuid) -> impl Future<Output = Result<u64, ApiError>> + Send;
+    /// Ends every session of the caller (logout, a replicated write); answers the new
+    /// session version at the write's epoch.
+    fn end_sessions(
+        &self,
+        request_id: Uuid,
+        actor: &Actor,
+    ) -> impl Future<Output = Outcome<u64>> + Send;
+
+    /// Moves the caller's read position in `chat` forward to `read_epoch`; answers the
+    /// position after the change (never lower than before).
+    fn mark_read(
+        &self,
+        request_id: Uuid,
+        actor: &Actor,
+        chat: ChatRef,
+        read_epoch: Epoch,
+    ) -> impl Future<Output = Outcome<Epoch>> + Send;
 
     /// Live users called exactly `name`.
     fn search_users(
@@ -393,6 +438,7 @@ fn detail(members: &chat_service::Members) -> GroupDetail {
 }
 
 fn page_view(chat_id: String, page: &chat_service::ChatPage) -> ChatMessages {
+    let read_epoch = page.read_epoch;
     let authors: HashMap<Uuid, &chat_service::User> =
         page.authors.iter().map(|user| (user.uuid, user)).collect();
     let messages = page
@@ -405,7 +451,11 @@ fn page_view(chat_id: String, page: &chat_service::ChatPage) -> ChatMessages {
             message_view(message, sender)
         })
         .collect();
-    ChatMessages { chat_id, messages }
+    ChatMessages {
+        chat_id,
+        messages,
+        read_epoch,
+    }
 }
 
 /// Maps the service's error kinds to the API's codes.
@@ -430,6 +480,25 @@ pub fn api_error(error: ServiceError) -> ApiError {
     ApiError::new(code, error.user_message())
 }
 
+/// How long a session version read may answer later checks, at most. Within it an entry
+/// answers only while it is as new as everything this node has seen (see
+/// [`ServiceBackend::session_version`]); past it, a node that sees no traffic still reads again.
+pub const SESSION_CACHE_TTL: Duration = Duration::from_secs(1);
+
+/// Entries kept before stale ones are swept (a bound on memory, not a tuning knob).
+const SESSION_CACHE_MAX: usize = 65_536;
+
+/// A user's sessions as this node last read them.
+#[derive(Debug, Clone, Copy)]
+struct SessionEntry {
+    /// The session version; None when the account is gone.
+    version: Option<u64>,
+    /// The epoch the read or write reflected.
+    epoch: Epoch,
+    /// When it was read.
+    at: Instant,
+}
+
 /// [`Backend`] over any [`Dispatcher`].
 #[derive(Debug)]
 pub struct ServiceBackend<D> {
@@ -440,10 +509,9 @@ pub struct ServiceBackend<D> {
     // written through another input node (it then answers 201 instead of 200, never the
     // reverse).
     seen_epoch: AtomicU64,
-    // GAP: the service has no session version yet. It is kept here, per process: a logout
-    // ends the user's tokens on this node only, and a restart forgets it. The store helper's
-    // service change is meant to keep it with the user, replicated.
-    session_versions: Mutex<HashMap<Uuid, u64>>,
+    /// Session versions read recently (they live with the user, replicated; this only spares
+    /// a read per request while nothing newer has been seen).
+    sessions: Mutex<HashMap<Uuid, SessionEntry>>,
 }
 
 impl<D: Dispatcher> ServiceBackend<D> {
@@ -452,7 +520,7 @@ impl<D: Dispatcher> ServiceBackend<D> {
         Self {
             service,
             seen_epoch: AtomicU64::new(0),
-            session_versions: Mutex::new(HashMap::new()),
+            sessions: Mutex::new(HashMap::new()),
         }
     }
 
@@ -481,10 +549,43 @@ impl<D: Dispatcher> ServiceBackend<D> {
         })
     }
 
-    fn versions(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, u64>> {
-        self.session_versions
+    fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, SessionEntry>> {
+        self.sessions
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Records what a read or write said about `user`'s sessions at `epoch`, unless the
+    /// entry already reflects a newer epoch.
+    fn remember_session(&self, user: Uuid, version: Option<u64>, epoch: Epoch) {
+        let now = Instant::now();
+        let mut sessions = self.sessions();
+        if sessions.len() >= SESSION_CACHE_MAX && !sessions.contains_key(&user) {
+            sessions.retain(|_, entry| now.duration_since(entry.at) < SESSION_CACHE_TTL);
+            if sessions.len() >= SESSION_CACHE_MAX {
+                sessions.clear();
+            }
+        }
+        let entry = sessions.entry(user).or_insert(SessionEntry {
+            version,
+            epoch,
+            at: now,
+        });
+        if epoch >= entry.epoch {
+            *entry = SessionEntry {
+                version,
+                epoch,
+                at: now,
+            };
+        }
+    }
+
+    /// The cached session of `user` if it may answer a check that must reflect `fresh_as`:
+    /// read at or after that epoch, and recently.
+    fn cached_session(&self, user: Uuid, fresh_as: Epoch) -> Option<Option<u64>> {
+        let sessions = self.sessions();
+        let entry = sessions.get(&user)?;
+        (entry.epoch >= fresh_as && entry.at.elapsed() < SESSION_CACHE_TTL).then_some(entry.version)
     }
 
     async fn user_by_name_tag(
@@ -578,29 +679,83 @@ impl<D: Dispatcher + 'static> Backend for ServiceBackend<D> {
         tag: &str,
         password: &str,
         min_epoch: Epoch,
-    ) -> Outcome<UserView> {
+    ) -> Outcome<Login> {
         let reply = self
             .read(self.service.login(username, tag, password, min_epoch).await)
             .map_err(|error| match error.code {
                 crate::error::ErrorCode::Forbidden => ApiError::unauthenticated(error.message),
                 _ => error,
             })?;
+        // The credentials were read with the account's session version: the new token
+        // carries it, with no second read.
+        let user = &reply.value;
+        self.remember_session(user.uuid, Some(user.session_version), reply.epoch);
         Ok(Answer {
-            value: user_view(&reply.value),
+            value: Login {
+                user: user_view(user),
+                session_version: user.session_version,
+            },
             epoch: reply.epoch,
             replayed: false,
         })
     }
 
-    async fn session_version(&self, user: Uuid) -> Result<u64, ApiError> {
-        Ok(self.versions().get(&user).copied().unwrap_or(0))
+    /// Freshness: a check must reflect the client's epoch and everything this node has seen
+    /// (any answer through it, whoever asked). A cached version answers only when it was
+    /// read at or after that epoch (and within [`SESSION_CACHE_TTL`]); otherwise the
+    /// version is read again, at the client's epoch, so any fresh-enough replica answers and
+    /// no request waits for the writer. Once a logout's epoch is known here, no version read
+    /// before it answers from the cache; the read that replaces it is as fresh as the
+    /// request's own reads (see docs/decisions.md, "Logout on every input node").
+    async fn session_version(&self, user: Uuid, min_epoch: Epoch) -> Result<u64, ApiError> {
+        let fresh_as = min_epoch.max(self.seen_epoch.load(Ordering::Relaxed));
+        let version = match self.cached_session(user, fresh_as) {
+            Some(version) => version,
+            None => match self.service.session(user, min_epoch).await {
+                Ok(reply) => {
+                    self.seen_epoch.fetch_max(reply.epoch, Ordering::Relaxed);
+                    let version = Some(reply.value.session_version);
+                    self.remember_session(user, version, reply.epoch);
+                    version
+                }
+                Err(ServiceError::Unauthenticated(_)) => None,
+                Err(other) => return Err(api_error(other)),
+            },
+        };
+        version.ok_or_else(|| ApiError::unauthenticated("Your account no longer exists."))
     }
 
-    async fn end_sessions(&self, user: Uuid) -> Result<u64, ApiError> {
-        let mut versions = self.versions();
-        let version = versions.entry(user).or_insert(0);
-        *version += 1;
-        Ok(*version)
+    async fn end_sessions(&self, request_id: Uuid, actor: &Actor) -> Outcome<u64> {
+        let answer = self
+            .write(self.service.end_sessions(request_id, actor.id))
+            .await?;
+        let version = answer.value.session_version;
+        self.remember_session(actor.id, Some(version), answer.epoch);
+        Ok(Answer {
+            value: version,
+            epoch: answer.epoch,
+            replayed: answer.replayed,
+        })
+    }
+
+    async fn mark_read(
+        &self,
+        request_id: Uuid,
+        actor: &Actor,
+        chat: ChatRef,
+        read_epoch: Epoch,
+    ) -> Outcome<Epoch> {
+        let answer = self
+            .write(
+                self.service
+                    .mark_read(request_id, actor.id, chat, read_epoch),
+            )
+            .await?;
+        Ok(Answer {
+            value: answer.value.read_epoch,
+            epoch: answer.epoch,
+            replayed: answer.replayed,
+        })
     }
 
     async fn search_users(
@@ -656,7 +811,8 @@ impl<D: Dispatcher + 'static> Backend for ServiceBackend<D> {
         let answer = self
             .write(self.service.delete_account(request_id, actor.id, user))
             .await?;
-        self.end_sessions(user).await?;
+        // Every node refuses the account's tokens once it reads the deletion; this one knows.
+        self.remember_session(user, None, answer.epoch);
         Ok(Answer {
             value: (),
             epoch: answer.epoch,
@@ -665,9 +821,8 @@ impl<D: Dispatcher + 'static> Backend for ServiceBackend<D> {
     }
 
     async fn chats(&self, actor: &Actor, min_epoch: Epoch) -> Outcome<Vec<ChatSummary>> {
-        // One read lists private chats and groups, most recent activity first.
-        // GAP: nothing moves read positions yet (the service's `mark_read` is not called when a
-        // chat is shown), so the service's unread counts would only grow; they are shown as 0.
+        // One read lists private chats and groups, most recent activity first, each with the
+        // messages from others past the caller's read position (moved when a chat is shown).
         let list = self.read(self.service.chats(actor.id, min_epoch).await)?;
         let mut epoch = list.epoch;
         let mut chats = Vec::with_capacity(list.value.len());
@@ -684,7 +839,7 @@ impl<D: Dispatcher + 'static> Backend for ServiceBackend<D> {
                     chat_id: summary.chat_id.clone(),
                     user: user_view(user),
                     newest,
-                    unread: 0,
+                    unread: summary.unread,
                 },
                 chat_service::ChatWith::Group(group) => {
                     // The list names the owner by id only; the members read names them.
@@ -694,7 +849,7 @@ impl<D: Dispatcher + 'static> Backend for ServiceBackend<D> {
                         chat_id: summary.chat_id.clone(),
                         group: detail(&members.value).group,
                         newest,
-                        unread: 0,
+                        unread: summary.unread,
                     }
                 }
             });

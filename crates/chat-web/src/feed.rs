@@ -174,6 +174,7 @@ mod tests {
             created_at_ms: 0,
             deleted_at_ms: None,
             epoch: 1,
+            session_version: 0,
         };
         ChatChange {
             chat_id: "chat".into(),

@@ -9,6 +9,7 @@
 use std::path::Path;
 
 use bytes::Bytes;
+use chat_service::ChatRef;
 use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE, LOCATION, RETRY_AFTER, SET_COOKIE};
 use http::{Method, Response, StatusCode};
 use serde::Deserialize;
@@ -557,7 +558,7 @@ impl<B: Backend> PageCall<'_, B> {
                 ))
             }
         };
-        let claims = self.app.claims_for(&user.value).await?;
+        let claims = self.app.claims_for(&user.value);
         // A new CSRF secret with the login, so a secret planted before it is worthless.
         let session = Session::new(Some(claims), user.epoch.max(self.session.epoch));
         let cookie = self.app.shared.sessions.set_cookie(&session);
@@ -567,8 +568,13 @@ impl<B: Backend> PageCall<'_, B> {
     async fn logout(&self) -> PageResult {
         let form: CsrfForm = self.form()?;
         let caller = self.caller(Some(&form.csrf)).await?;
-        self.backend().end_sessions(caller.actor.id).await?;
-        let anonymous = Session::new(None, self.session.epoch);
+        // A form posted twice (a double click) is one logout.
+        let request_id = derived_id(Some(caller.actor.id), Route::Logout, form.csrf.as_bytes());
+        let ended = self
+            .backend()
+            .end_sessions(request_id, &caller.actor)
+            .await?;
+        let anonymous = Session::new(None, self.session.epoch.max(ended.epoch));
         Ok(with_cookie(
             redirect("/login"),
             self.app.shared.sessions.set_cookie(&anonymous),
@@ -649,15 +655,38 @@ impl<B: Backend> PageCall<'_, B> {
         Ok(with_epoch(response, profile.epoch))
     }
 
-    fn chat_page(
+    /// A chat's page. Showing the newest messages moves the reader's position to the newest
+    /// one, so the home page's unread count for the chat drops to 0; a page whose newest
+    /// message was read before writes nothing. A failed move still shows the page (the count
+    /// stays until the next view).
+    async fn chat_page(
         &self,
         caller: &Caller,
         title: &str,
         api: String,
-        chat: ChatMessages,
-        epoch: u64,
+        (shown, chat): (ChatRef, ChatMessages),
+        mut epoch: u64,
         extra: Value,
     ) -> Response<WebBody> {
+        let mut read_epoch = chat.read_epoch;
+        let newest_page = self.call.query("before").is_none();
+        if let Some(through) = chat.unread_through().filter(|_| newest_page) {
+            let key = format!("{}\0{through}", chat.chat_id);
+            let request_id = derived_id(Some(caller.actor.id), Route::ApiChatRead, key.as_bytes());
+            match self
+                .backend()
+                .mark_read(request_id, &caller.actor, shown, through)
+                .await
+            {
+                Ok(read) => {
+                    read_epoch = read.value;
+                    epoch = epoch.max(read.epoch);
+                }
+                Err(error) => {
+                    tracing::debug!(subsystem = "input", %error, "could not move a read position")
+                }
+            }
+        }
         let messages: Vec<Value> = chat
             .messages
             .iter()
@@ -674,6 +703,7 @@ impl<B: Backend> PageCall<'_, B> {
             "path": self.call_path(),
             "messages": messages,
             "epoch": epoch,
+            "read_epoch": read_epoch,
             "next_id": Uuid::new_v4(),
         });
         if let (Value::Object(data), Value::Object(extra)) = (&mut data, extra) {
@@ -713,14 +743,17 @@ impl<B: Backend> PageCall<'_, B> {
         let other = chat.value.other;
         let title = format!("{}#{}", other.username, other.tag);
         let api = format!("/api{}", profile_path(&other)) + "/chat";
-        Ok(self.chat_page(
-            &caller,
-            &title,
-            api,
-            chat.value.chat,
-            chat.epoch,
-            json!({"other": other}),
-        ))
+        let shown = ChatRef::User(other.id);
+        Ok(self
+            .chat_page(
+                &caller,
+                &title,
+                api,
+                (shown, chat.value.chat),
+                chat.epoch,
+                json!({"other": other}),
+            )
+            .await)
     }
 
     /// The message id of a form post: the one the page chose (so a resubmitted form is not
@@ -917,7 +950,10 @@ impl<B: Backend> PageCall<'_, B> {
         let title = chat.value.group.name.clone();
         let api = format!("/api/groups/{group}/chat");
         let extra = json!({"group": chat.value.group});
-        Ok(self.chat_page(&caller, &title, api, chat.value.chat, chat.epoch, extra))
+        let shown = (ChatRef::Group(group), chat.value.chat);
+        Ok(self
+            .chat_page(&caller, &title, api, shown, chat.epoch, extra)
+            .await)
     }
 
     async fn send_to_group(&self) -> PageResult {

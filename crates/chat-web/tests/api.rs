@@ -265,13 +265,46 @@ async fn tokens_are_checked_and_logout_ends_them() {
         .assert_error(401, "unauthenticated");
 
     let second = h.login("gina", "123").await;
+    let (_, hal) = h.user("hal", "456").await;
+    // Two other input nodes of the cluster, each accepting gina's tokens (and keeping her
+    // session version).
+    let (near, far) = (h.other_node(), h.other_node());
+    for node in [&near, &far] {
+        for token in [&token, &second] {
+            let answer = node.api(Method::GET, "/api/chats", Some(token), None).await;
+            assert_eq!(answer.status, 200, "{}", answer.text());
+        }
+    }
     let out = h.api(Method::POST, "/api/logout", Some(&token), None).await;
     assert_eq!(out.status, 204);
+    let logout_epoch = out
+        .header("chat-epoch")
+        .expect("the logout's epoch")
+        .to_owned();
+    assert_eq!(logout_epoch, h.epoch().to_string(), "a logout is a write");
     for ended in [&token, &second] {
         h.api(Method::GET, "/api/chats", Some(ended), None)
             .await
             .assert_error(401, "unauthenticated");
     }
+    // Another input node refuses them as soon as it knows the logout's epoch: from the
+    // client (Chat-Epoch) ...
+    let carrying = &[("chat-epoch", logout_epoch.as_str())];
+    near.send(support::api_request(
+        Method::GET,
+        "/api/chats",
+        Some(&second),
+        None,
+        carrying,
+    ))
+    .await
+    .assert_error(401, "unauthenticated");
+    // ... or from any answer it gave since (here another user's request).
+    let answer = far.api(Method::GET, "/api/chats", Some(&hal), None).await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    far.api(Method::GET, "/api/chats", Some(&second), None)
+        .await
+        .assert_error(401, "unauthenticated");
     let fresh = h.login("gina", "123").await;
     assert_eq!(
         h.api(Method::GET, "/api/chats", Some(&fresh), None)
@@ -868,6 +901,11 @@ async fn an_account_is_deleted_only_by_its_owner_and_its_tokens_end() {
     h.api(Method::GET, "/api/chats", Some(&alice), None)
         .await
         .assert_error(401, "unauthenticated");
+    // Another input node too: the deleted account has no session to read.
+    h.other_node()
+        .api(Method::GET, "/api/chats", Some(&alice), None)
+        .await
+        .assert_error(401, "unauthenticated");
     h.api(Method::GET, "/api/users/alice/001", Some(&bob), None)
         .await
         .assert_error(404, "not_found");
@@ -1010,4 +1048,103 @@ async fn the_server_answers_over_tcp_and_stops_on_request() {
         .await
         .expect("stops")
         .unwrap();
+}
+
+#[tokio::test]
+async fn unread_counts_follow_the_read_position_moved_through_the_api() {
+    let h = harness();
+    let (_, amy) = h.user("amy", "111").await;
+    let (_, ben) = h.user("ben", "222").await;
+    let (_, cat) = h.user("cat", "333").await;
+    for text in ["one", "two"] {
+        let sent = h
+            .api(
+                Method::POST,
+                "/api/users/amy/111/chat",
+                Some(&ben),
+                Some(json!({ "content": text })),
+            )
+            .await;
+        assert_eq!(sent.status, 201, "{}", sent.text());
+    }
+    let chats = |token: String| {
+        let h = &h;
+        async move {
+            h.api(Method::GET, "/api/chats", Some(&token), None)
+                .await
+                .json()["chats"][0]
+                .clone()
+        }
+    };
+    let listed = chats(amy.clone()).await;
+    assert_eq!(listed["unread"], 2, "{listed}");
+    assert_eq!(chats(ben.clone()).await["unread"], 0, "one's own messages");
+    let chat_id = listed["chat_id"].as_str().unwrap().to_owned();
+    let read = format!("/api/chats/{chat_id}/read");
+
+    // Reading through the API writes nothing: the client says what its reader saw.
+    let at = h.epoch();
+    let page = h
+        .api(Method::GET, "/api/users/ben/222/chat", Some(&amy), None)
+        .await
+        .json();
+    assert_eq!(h.epoch(), at);
+    let epochs: Vec<u64> = page["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["epoch"].as_u64().unwrap())
+        .collect();
+    let mark = |token: String, path: String, epoch: u64| {
+        let h = &h;
+        async move {
+            h.api(
+                Method::POST,
+                &path,
+                Some(&token),
+                Some(json!({ "epoch": epoch })),
+            )
+            .await
+        }
+    };
+    let first = mark(amy.clone(), read.clone(), epochs[0]).await;
+    assert_eq!(first.status, 200, "{}", first.text());
+    assert_eq!(first.json()["read_epoch"], epochs[0]);
+    assert_eq!(chats(amy.clone()).await["unread"], 1);
+    let at = h.epoch();
+    assert_eq!(mark(amy.clone(), read.clone(), epochs[0]).await.status, 200);
+    assert_eq!(h.epoch(), at, "the same position again is the same write");
+    mark(amy.clone(), read.clone(), epochs[1]).await;
+    assert_eq!(chats(amy.clone()).await["unread"], 0);
+    let back = mark(amy.clone(), read.clone(), 1).await;
+    assert_eq!(back.json()["read_epoch"], epochs[1], "never back");
+
+    // Only the chat's own people move a position in it.
+    mark(cat.clone(), read.clone(), epochs[1])
+        .await
+        .assert_error(404, "not_found");
+    mark(amy.clone(), "/api/chats/nonsense/read".to_owned(), 1)
+        .await
+        .assert_error(404, "not_found");
+    let group = h
+        .api(
+            Method::POST,
+            "/api/groups",
+            Some(&amy),
+            Some(json!({ "name": "g" })),
+        )
+        .await
+        .json();
+    let gid = group["group"]["id"].as_str().unwrap();
+    mark(cat, format!("/api/chats/{gid}/read"), 1)
+        .await
+        .assert_error(403, "forbidden");
+    h.api(
+        Method::POST,
+        &read,
+        Some(&amy),
+        Some(json!({ "epoch": -1 })),
+    )
+    .await
+    .assert_error(400, "invalid_input");
 }

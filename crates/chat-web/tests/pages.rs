@@ -489,10 +489,22 @@ async fn logout_ends_the_session_and_assets_are_cached() {
     let mut amy = Browser::new(&h);
     amy.log_in("amy", "111").await;
     let old_cookie = amy.cookie.clone();
+    // The same cookie opens on another input node of the cluster.
+    let other = h.other_node();
+    let mut amy_there = Browser::new(&other);
+    amy_there.cookie = old_cookie.clone();
+    assert_page(&amy_there.get("/groups").await, 200);
     assert_page(&amy.get("/logout").await, 200);
     assert_redirect(&amy.post("/logout", &[]).await, "/login");
-    amy.cookie = old_cookie;
+    amy.cookie = old_cookie.clone();
     assert_redirect(&amy.get("/groups").await, "/login");
+    // The other node ends it too once it has seen the logout's epoch (here: through another
+    // person's page).
+    h.register("ben", "222").await;
+    let mut ben = Browser::new(&other);
+    ben.log_in("ben", "222").await;
+    amy_there.cookie = old_cookie;
+    assert_redirect(&amy_there.get("/groups").await, "/login");
 
     let page = amy.get("/login").await.text();
     let start = page.find("/static/chat.js?v=").unwrap() + 18;
@@ -511,4 +523,81 @@ async fn logout_ends_the_session_and_assets_are_cached() {
     let css = amy.get("/static/chat.css").await;
     assert_eq!(css.status, 200);
     assert_eq!(amy.get("/static/nothing.js").await.status, 404);
+}
+
+/// The unread count the home page shows for its only chat (None: hidden).
+fn unread_badge(home: &str) -> Option<String> {
+    let start = home.find("<span class=\"unread\"")?;
+    let span = &home[start..start + home[start..].find("</span>")?];
+    if span.contains(" hidden") {
+        return None;
+    }
+    Some(span[span.rfind('>')? + 1..].to_owned())
+}
+
+#[tokio::test]
+async fn the_home_page_counts_unread_messages_until_the_chat_is_shown() {
+    let h = harness();
+    h.register("amy", "111").await;
+    let (_, ben) = h.user("ben", "222").await;
+    let send = |text: &'static str| {
+        let (h, ben) = (&h, ben.clone());
+        async move {
+            let sent = h
+                .api(
+                    Method::POST,
+                    "/api/users/amy/111/chat",
+                    Some(&ben),
+                    Some(json!({ "content": text })),
+                )
+                .await;
+            assert_eq!(sent.status, 201, "{}", sent.text());
+            sent.json()["message"].clone()
+        }
+    };
+    send("one").await;
+    send("two").await;
+    let mut amy = Browser::new(&h);
+    amy.log_in("amy", "111").await;
+    let home = assert_page(&amy.get("/").await, 200);
+    assert_eq!(unread_badge(&home).as_deref(), Some("2"), "{home}");
+
+    // Showing the chat moves amy's read position: one write, and the count is gone.
+    let at = h.epoch();
+    let chat = assert_page(&amy.get("/users/ben/222/chat").await, 200);
+    assert_eq!(h.epoch(), at + 1);
+    assert!(
+        chat.contains(&format!("data-read-epoch=\"{}\"", at)),
+        "{chat}"
+    );
+    assert_eq!(unread_badge(&assert_page(&amy.get("/").await, 200)), None);
+    assert_page(&amy.get("/users/ben/222/chat").await, 200);
+    assert_eq!(h.epoch(), at + 1, "a page with nothing new writes nothing");
+
+    // A message the open page receives is marked read by its script: a POST with the CSRF
+    // header (refused without it).
+    let third = send("three").await;
+    assert_eq!(
+        unread_badge(&assert_page(&amy.get("/").await, 200)).as_deref(),
+        Some("1")
+    );
+    let chat_id = third["chat_id"].as_str().unwrap().to_owned();
+    let path = format!("/api/chats/{chat_id}/read");
+    let body = json!({ "epoch": third["epoch"] }).to_string();
+    let json_type = ("content-type", "application/json");
+    let refused = amy
+        .request(Method::POST, &path, Some(body.clone()), &[json_type])
+        .await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN, "{}", refused.text());
+    let csrf = amy.csrf.clone();
+    let marked = amy
+        .request(
+            Method::POST,
+            &path,
+            Some(body),
+            &[json_type, ("x-csrf-token", &csrf)],
+        )
+        .await;
+    assert_eq!(marked.status, StatusCode::OK, "{}", marked.text());
+    assert_eq!(unread_badge(&assert_page(&amy.get("/").await, 200)), None);
 }

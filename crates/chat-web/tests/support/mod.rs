@@ -24,10 +24,13 @@ pub type TestApp = App<ServiceBackend<PublishingDispatcher<LocalService>>>;
 pub const PASSWORD: &str = "correct horse";
 
 pub struct Harness {
-    _dir: tempfile::TempDir,
+    _dir: Arc<tempfile::TempDir>,
     pub app: TestApp,
     pub store: Arc<Store>,
     pub keys: KeyRing,
+    service: LocalService,
+    feed: ChangeFeed,
+    config: WebConfig,
 }
 
 /// The answer to one request.
@@ -104,26 +107,53 @@ pub fn harness_with(config: WebConfig) -> Harness {
     )
     .expect("service");
     let feed = ChangeFeed::new(1024, 0);
-    let backend = ServiceBackend::new(PublishingDispatcher::new(service, feed.clone()));
     let keys = keys(7);
-    let app = App::new(AppState {
-        backend,
-        keys: keys.clone(),
-        config,
-        change_feed: feed,
-    })
-    .expect("app");
+    let app = app_over(&service, &feed, &keys, &config);
     Harness {
-        _dir: dir,
+        _dir: Arc::new(dir),
         app,
         store,
         keys,
+        service,
+        feed,
+        config,
     }
+}
+
+/// An input node's application over `service`, with its own backend (and so its own caches).
+fn app_over(
+    service: &LocalService,
+    feed: &ChangeFeed,
+    keys: &KeyRing,
+    config: &WebConfig,
+) -> TestApp {
+    let backend = ServiceBackend::new(PublishingDispatcher::new(service.clone(), feed.clone()));
+    App::new(AppState {
+        backend,
+        keys: keys.clone(),
+        config: config.clone(),
+        change_feed: feed.clone(),
+    })
+    .expect("app")
 }
 
 pub const PEER: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
 
 impl Harness {
+    /// Another input node of the same cluster: the same data and secret, its own process
+    /// state (the backend's caches, rate limits).
+    pub fn other_node(&self) -> Harness {
+        Harness {
+            _dir: Arc::clone(&self._dir),
+            app: app_over(&self.service, &self.feed, &self.keys, &self.config),
+            store: Arc::clone(&self.store),
+            keys: self.keys.clone(),
+            service: self.service.clone(),
+            feed: self.feed.clone(),
+            config: self.config.clone(),
+        }
+    }
+
     /// The number of writes the database holds: unchanged means nothing was stored.
     pub fn epoch(&self) -> u64 {
         self.store.current_epoch().expect("epoch")
