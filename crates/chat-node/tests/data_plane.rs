@@ -39,7 +39,7 @@ async fn requests_from_every_input_node_reach_the_writer_and_every_node_ends_wit
     let api = Api::new();
 
     let (alice, mut epoch) = register_and_login(&api, &inputs[0].1, "alice", "1234").await;
-    let (_bob, bob_epoch) = register_and_login(&api, &inputs[1].1, "bob", "5678").await;
+    let (bob, bob_epoch) = register_and_login(&api, &inputs[1].1, "bob", "5678").await;
     epoch = epoch.max(bob_epoch);
 
     // A message through every input node, each read back through every other.
@@ -47,8 +47,65 @@ async fn requests_from_every_input_node_reach_the_writer_and_every_node_ends_wit
     for (_, url) in &inputs {
         let seen = messages(&api, url, &alice, epoch, "bob/5678").await;
         assert_eq!(seen.len(), inputs.len(), "every message, once: {seen:?}");
+        // Bob's token works on every input node too.
+        let chats = api
+            .call(
+                reqwest::Method::GET,
+                &format!("{url}/api/chats"),
+                Some(&bob),
+                epoch,
+                None,
+            )
+            .await
+            .expect("chats");
+        assert_eq!(chats.status, 200, "bob's chats on {url}: {}", chats.body);
     }
     wait_for_equal_rows(dir.path(), &live, epoch).await;
+
+    // Bob logs out on one input node: his token is refused there at once, and on the other
+    // within the bounded staleness of docs/decisions.md, even from a client that never saw
+    // the logout's epoch (a stolen token).
+    let (logout_url, other_url) = (&inputs[0].1, &inputs[1].1);
+    let out = api
+        .call(
+            reqwest::Method::POST,
+            &format!("{logout_url}/api/logout"),
+            Some(&bob),
+            epoch,
+            None,
+        )
+        .await
+        .expect("logout");
+    assert_eq!(out.status, 204, "logout: {}", out.body);
+    assert!(out.epoch > epoch, "a logout is a replicated write");
+    let refused = |url: &String| {
+        let (api, bob, url) = (&api, &bob, format!("{url}/api/chats"));
+        async move {
+            let answer = api
+                .call(reqwest::Method::GET, &url, Some(bob), epoch, None)
+                .await;
+            answer.expect("chats").status
+        }
+    };
+    assert_eq!(refused(logout_url).await, 401);
+    let start = std::time::Instant::now();
+    loop {
+        let status = refused(other_url).await;
+        if status == 401 {
+            eprintln!(
+                "the other input node refused the token {:?} after the logout",
+                start.elapsed()
+            );
+            break;
+        }
+        assert_eq!(status, 200, "before it is refused, the token still works");
+        assert!(
+            start.elapsed() < DEADLINE,
+            "{other_url} still accepts a logged-out token"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    epoch = out.epoch;
 
     // The writer dies during a stream of writes from two input nodes.
     let streams: Vec<_> = inputs

@@ -482,7 +482,7 @@ pub fn api_error(error: ServiceError) -> ApiError {
 
 /// How long a session version read may answer later checks, at most. Within it an entry
 /// answers only while it is as new as everything this node has seen (see
-/// [`ServiceBackend::session_version`]); past it, a node that sees no traffic still reads again.
+/// [`Backend::session_version`]); past it, a node that sees no traffic still reads again.
 pub const SESSION_CACHE_TTL: Duration = Duration::from_secs(1);
 
 /// Entries kept before stale ones are swept (a bound on memory, not a tuning knob).
