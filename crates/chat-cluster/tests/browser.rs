@@ -690,6 +690,13 @@ async fn two_people_chat_in_chromium_through_the_nameserver_across_a_writer_fail
         );
     }
     alice.screenshot("home-chats").await;
+    // Showing the group chat just now moved her read position: nothing unread there.
+    let badge_hidden = alice
+        .script(&format!(
+            "return document.querySelector('[data-chat-id=\"{group_id}\"] .unread').hidden;"
+        ))
+        .await;
+    assert_eq!(badge_hidden, json!(true), "alice has read the group chat");
 
     // Logging out is a form post and ends the session.
     alice.click(Locator::Css(".account form button")).await;

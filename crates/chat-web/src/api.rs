@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::app::{App, Call, Caller, Route};
+use crate::app::{read_position_id, App, Call, Caller, Route};
 use crate::backend::{Answer, Backend, ChatMessages, ChatQuery};
 use crate::error::ApiError;
 use crate::http::{json, method_not_allowed, parse_json, status_only, with_epoch, WebBody};
@@ -202,13 +202,10 @@ pub(crate) async fn handle<B: Backend>(app: &App<B>, call: &Call) -> Handled {
                 (Route::ApiChatRead, Method::POST) => {
                     let chat = chat_ref(actor.id, call.param("chat_id"))?;
                     let body: ReadUpTo = parse_json(&call.body)?;
-                    // Without a key, the same position asked twice is one write (two tabs, a
-                    // retried POST).
-                    let key = format!("{}\0{}", call.param("chat_id"), body.epoch);
                     let request_id = if call.headers.contains_key(crate::http::IDEMPOTENCY_KEY) {
                         app.request_id(call, Some(actor.id))?
                     } else {
-                        crate::app::derived_id(Some(actor.id), call.route, key.as_bytes())
+                        read_position_id(actor.id, call.param("chat_id"), body.epoch)
                     };
                     let read = backend
                         .mark_read(request_id, actor, chat, body.epoch)

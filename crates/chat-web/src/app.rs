@@ -490,6 +490,14 @@ impl<B: Backend> App<B> {
     }
 }
 
+/// The request id of moving `actor`'s read position in `chat_id` to `epoch` when the client
+/// gave no key: the same position asked twice (two tabs, a page load and its script, a retried
+/// POST) is one write.
+pub(crate) fn read_position_id(actor: Uuid, chat_id: &str, epoch: Epoch) -> Uuid {
+    let key = format!("{chat_id}\0{epoch}");
+    derived_id(Some(actor), Route::ApiChatRead, key.as_bytes())
+}
+
 /// A request id derived from a client's key: SHA-256 over the caller, the route and the key.
 pub(crate) fn derived_id(actor: Option<Uuid>, route: Route, key: &[u8]) -> Uuid {
     let mut hash = Sha256::new();

@@ -101,11 +101,14 @@ pub struct ChatMessages {
 }
 
 impl ChatMessages {
-    /// The epoch the caller's read position should move to for having been shown this page:
-    /// its newest message, when that is past the position (None: nothing new was shown).
-    pub fn unread_through(&self) -> Option<Epoch> {
+    /// The epoch `reader`'s position should move to for having been shown this page: its
+    /// newest message from someone else, when that is past the position (None: nothing new
+    /// was shown; one's own messages are never unread, so they move nothing).
+    pub fn unread_through(&self, reader: Uuid) -> Option<Epoch> {
         self.messages
-            .last()
+            .iter()
+            .rev()
+            .find(|message| message.sender.id != reader)
             .map(|newest| newest.epoch)
             .filter(|&newest| newest > self.read_epoch)
     }

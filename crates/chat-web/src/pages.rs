@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use crate::api::{chat_query, name_tag};
-use crate::app::{derived_id, App, Call, Caller, Route};
+use crate::app::{derived_id, read_position_id, App, Call, Caller, Route};
 use crate::backend::{Backend, ChatMessages, UserView};
 use crate::error::{ApiError, ErrorCode};
 use crate::http::{error_json, full, parse_form, with_epoch, WebBody};
@@ -34,6 +34,10 @@ pub struct TemplateError {
     /// What is wrong.
     pub reason: String,
 }
+
+/// How long a chat page waits for the write that moves the reader's position before it is
+/// shown anyway (a failover can hold a write for the whole request budget).
+const SHOWN_MARK_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The pages, each with its copy built into the binary.
 const PAGES: &[(&str, &str)] = &[
@@ -657,8 +661,9 @@ impl<B: Backend> PageCall<'_, B> {
 
     /// A chat's page. Showing the newest messages moves the reader's position to the newest
     /// one, so the home page's unread count for the chat drops to 0; a page whose newest
-    /// message was read before writes nothing. A failed move still shows the page (the count
-    /// stays until the next view).
+    /// message was read before writes nothing. A failed or slow move (a writer failing over)
+    /// still shows the page, after at most [`SHOWN_MARK_WAIT`]: the count stays until the
+    /// next view.
     async fn chat_page(
         &self,
         caller: &Caller,
@@ -670,20 +675,24 @@ impl<B: Backend> PageCall<'_, B> {
     ) -> Response<WebBody> {
         let mut read_epoch = chat.read_epoch;
         let newest_page = self.call.query("before").is_none();
-        if let Some(through) = chat.unread_through().filter(|_| newest_page) {
-            let key = format!("{}\0{through}", chat.chat_id);
-            let request_id = derived_id(Some(caller.actor.id), Route::ApiChatRead, key.as_bytes());
-            match self
+        if let Some(through) = chat.unread_through(caller.actor.id).filter(|_| newest_page) {
+            let request_id = read_position_id(caller.actor.id, &chat.chat_id, through);
+            let mark = self
                 .backend()
-                .mark_read(request_id, &caller.actor, shown, through)
-                .await
-            {
-                Ok(read) => {
+                .mark_read(request_id, &caller.actor, shown, through);
+            match tokio::time::timeout(SHOWN_MARK_WAIT, mark).await {
+                Ok(Ok(read)) => {
                     read_epoch = read.value;
                     epoch = epoch.max(read.epoch);
                 }
-                Err(error) => {
+                Ok(Err(error)) => {
                     tracing::debug!(subsystem = "input", %error, "could not move a read position")
+                }
+                Err(_) => {
+                    tracing::debug!(
+                        subsystem = "input",
+                        "moving a read position is slow; not waiting"
+                    )
                 }
             }
         }

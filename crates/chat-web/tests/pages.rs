@@ -573,6 +573,14 @@ async fn the_home_page_counts_unread_messages_until_the_chat_is_shown() {
     assert_eq!(unread_badge(&assert_page(&amy.get("/").await, 200)), None);
     assert_page(&amy.get("/users/ben/222/chat").await, 200);
     assert_eq!(h.epoch(), at + 1, "a page with nothing new writes nothing");
+    // One's own messages are never unread: sending one and seeing it writes only the send.
+    let chat_path = "/users/ben/222/chat";
+    assert_redirect(
+        &amy.post(chat_path, &[("content", "mine")]).await,
+        chat_path,
+    );
+    assert_page(&amy.get(chat_path).await, 200);
+    assert_eq!(h.epoch(), at + 2);
 
     // A message the open page receives is marked read by its script: a POST with the CSRF
     // header (refused without it).
