@@ -223,7 +223,8 @@
       var card = chatList.querySelector('[data-chat-id="' + message.chat_id + '"]');
       if (!card || message.sender.id === chatList.getAttribute("data-me")) return;
       var badge = card.querySelector(".unread");
-      badge.textContent = String((+badge.textContent || 0) + 1);
+      var count = badge.querySelector(".count");
+      count.textContent = String((+count.textContent || 0) + 1);
       badge.hidden = false;
       var text = card.querySelector(".preview .text");
       if (text) text.textContent = message.content;
