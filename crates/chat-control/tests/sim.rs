@@ -764,17 +764,13 @@ fn seed_68319_a_restarted_inner_node_never_attaches_below_its_old_subtree() {
     }
 }
 
-/// OPEN (issues 10 and 16, found by the 100,000-seed soak on 2026-12-02; ignored until fixed
-/// so CI stays green, run it with `--ignored`): the same family again. Node 3 restarts (the
-/// restart hold does not cover it: holding every restart, with a disk too, was tried and still
-/// fails, because 3 joins through the election run it adopts from 7, not a standing tree);
-/// its neighbour 7 has already noticed the
-/// restart and re-attached under 6, 3 attaches under 7 at 3.613 s, and 9, whose parent was the
-/// old incarnation of 3, notices the restart only 1 ms later: for that millisecond the parent
-/// pointers 3 -> 7 -> 6 -> ... -> 9 -> 3 form a cycle. Likely fix: a restarted node (state
-/// file or not) attaches only once every neighbour it knew has answered its new incarnation.
+/// Found by the 100,000-seed soak (issues 10 and 16). Node 3 restarts without its disk; its
+/// neighbour 7 has noticed and re-attached under 6, and sends it a late START of the run the
+/// old incarnation of 3 took part in. 3 adopts that run, then took 7's SHOUT for it as the
+/// tree of an election it helped, skipping its restart hold, while 9, whose parent was the old
+/// incarnation of 3, noticed the restart only 1 ms later: 3 -> 7 -> 6 -> ... -> 9 -> 3 was a
+/// cycle. Now the hold covers every tree, the elected-in run's too.
 #[test]
-#[ignore = "open: seed 150991, a restarted node attaches below a neighbour that still names its old incarnation"]
 fn seed_150991_a_restarted_node_never_attaches_below_a_neighbour_naming_its_old_incarnation() {
     if let Err(failure) = cut_vertex_scenario(150_991, false) {
         panic!("seed 150991: {failure}");
