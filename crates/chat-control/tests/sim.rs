@@ -14,8 +14,10 @@
 //! nodes run the shipped timings.
 //!
 //! `CHAT_SIM_SEEDS=N` runs N seeds per scenario; `CHAT_SIM_SEED=S` replays one. A failure
-//! prints the replay command. The soak before closing a control-plane issue:
-//! `CHAT_SIM_SEEDS=100000 cargo test --release -p chat-control --test sim`.
+//! prints the replay command. The soak before closing a control-plane issue, one scenario at
+//! a time with its seeds over every core:
+//! `CHAT_SIM_SEEDS=100000 CHAT_SIM_THREADS=$(nproc) cargo test --release -p chat-control
+//! --test sim -- --test-threads=1`.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -51,12 +53,38 @@ fn run_seeds(
 ) {
     // CHAT_SIM_TRACE=1 CHAT_SIM_LOG=1 with CHAT_SIM_SEED prints every step of the failing run.
     let seeds = seeds(default, offset);
-    for &seed in &seeds {
-        if let Err(failure) = scenario(seed, full_stack) {
-            panic!(
-                "{name} failed for seed {seed}: {failure}\nreplay: CHAT_SIM_SEED={seed} cargo test -p chat-control --test sim -- {name}"
-            );
-        }
+    // A soak runs one scenario at a time (`--test-threads=1`) with its seeds spread over
+    // CHAT_SIM_THREADS threads, so no long scenario is left alone on one core at the end.
+    let threads = std::env::var("CHAT_SIM_THREADS")
+        .ok()
+        .and_then(|s| s.parse::<usize>().ok())
+        .unwrap_or(1)
+        .clamp(1, seeds.len().max(1));
+    let first_failure = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|worker| {
+                let seeds = &seeds;
+                scope.spawn(move || {
+                    seeds
+                        .iter()
+                        .skip(worker)
+                        .step_by(threads)
+                        .find_map(|&seed| scenario(seed, full_stack).err().map(|f| (seed, f)))
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .filter_map(|w| {
+                w.join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+            .min_by_key(|(seed, _)| *seed)
+    });
+    if let Some((seed, failure)) = first_failure {
+        panic!(
+            "{name} failed for seed {seed}: {failure}\nreplay: CHAT_SIM_SEED={seed} cargo test -p chat-control --test sim -- {name}"
+        );
     }
     eprintln!("{name}: {} seeds passed", seeds.len());
 }
