@@ -17,7 +17,8 @@
 //! prints the replay command. The soak before closing a control-plane issue, one scenario at
 //! a time with its seeds over every core:
 //! `CHAT_SIM_SEEDS=100000 CHAT_SIM_THREADS=$(nproc) cargo test --release -p chat-control
-//! --test sim -- --test-threads=1`.
+//! --test sim -- --test-threads=1`. It takes hours on 2 cores; `scripts/sim-soak` runs it in
+//! chunks of seeds (`CHAT_SIM_SKIP`) that it records, so it can resume after a stop.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -41,7 +42,12 @@ fn seeds(default: u64, offset: u64) -> Vec<u64> {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(default);
-    (0..count).map(|i| offset + i).collect()
+    // A long soak runs in resumable chunks: CHAT_SIM_SKIP=K skips the first K of the seeds.
+    let skip = std::env::var("CHAT_SIM_SKIP")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (skip..count).map(|i| offset + i).collect()
 }
 
 fn run_seeds(
