@@ -153,6 +153,11 @@ impl ControlPlane {
 
     pub(crate) fn tree_neighbor_on(&mut self, id: NodeId) {
         match &self.membership {
+            // A SHOUT can arrive before its sender is seen ON: this node may have taken the
+            // newcomer as its parent already. A SHOUT to the parent would make it drop this
+            // node from its children (a child never shouts to its parent), leaving a parent
+            // that does not list its child for good (seed 206109).
+            Membership::Member(m) if m.parent.map(|p| p.next_hop) == Some(id) => {}
             // Stability: tell the newcomer the leader; it attaches without an election.
             Membership::Member(_) => self.offer_leader(id, true),
             Membership::Orphan(o) => {

@@ -811,6 +811,17 @@ fn seed_150991_a_restarted_node_never_attaches_below_a_neighbour_naming_its_old_
     }
 }
 
+/// Found by the 100,000-seed soak (issues 10 and 16). Node 1 takes 5 as its parent on a SHOUT
+/// that arrived before its topology saw 5 come back ON; the NeighborOn that followed made 1
+/// offer 5 its tree with a SHOUT, and a parent that gets a SHOUT from a child drops it (the
+/// child must have re-attached elsewhere). 5 never listed 1 again.
+#[test]
+fn seed_206109_a_member_never_shouts_to_its_own_parent_when_it_comes_on() {
+    if let Err(failure) = cut_vertex_scenario(206_109, false) {
+        panic!("seed 206109: {failure}");
+    }
+}
+
 #[test]
 fn a_frozen_leader_is_replaced_and_never_writes_in_its_old_term() {
     run_seeds(
