@@ -1090,7 +1090,7 @@ impl Sim {
 
     /// Every acknowledged write is in a writable root's log.
     fn check_acknowledged(&mut self, root: NodeId) {
-        let log = self.logs.get(&root).cloned().unwrap_or_default();
+        let log = self.logs.get(&root).map(Vec::as_slice).unwrap_or_default();
         let missing = self
             .acked
             .iter()

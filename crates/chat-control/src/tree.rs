@@ -24,9 +24,12 @@
 //! * **Restarts without a disk.** Neighbours may still name such a node's previous life as
 //!   their parent until they notice the restart (within the liveness timeout), so a SHOUT
 //!   from below its old subtree would close a cycle. A node without a term therefore joins a
-//!   standing tree (one it did not help elect) only `restart_hold` after it started,
-//!   answering no until then and joining the newest tree it was told at the end; it starts
-//!   no election for want of a leader before the hold and a join wait are over.
+//!   tree only `restart_hold` after it started, answering no until then and joining the
+//!   newest tree it was told at the end; it starts no election for want of a leader before
+//!   the hold and a join wait are over. This holds even for the tree of a run it is electing
+//!   in: a run adopted from a neighbour's late START may be one its previous life took part
+//!   in, with neighbours still below that life (seed 150991). It may still win such a run
+//!   and become the root, which has no parent to close a cycle through.
 
 use chat_wire::{LeaderInfo, NodeId, RunId, Tree, TreeId, TreeKind};
 
@@ -150,6 +153,11 @@ impl ControlPlane {
 
     pub(crate) fn tree_neighbor_on(&mut self, id: NodeId) {
         match &self.membership {
+            // A SHOUT can arrive before its sender is seen ON: this node may have taken the
+            // newcomer as its parent already. A SHOUT to the parent would make it drop this
+            // node from its children (a child never shouts to its parent), leaving a parent
+            // that does not list its child for good (seed 206109).
+            Membership::Member(m) if m.parent.map(|p| p.next_hop) == Some(id) => {}
             // Stability: tell the newcomer the leader; it attaches without an election.
             Membership::Member(_) => self.offer_leader(id, true),
             Membership::Orphan(o) => {
@@ -337,7 +345,9 @@ impl ControlPlane {
                 if electing.is_none_or(|run| a.run >= run) {
                     if self.refuse_to_join(from, &a) {
                         // It refused or started a stronger run.
-                    } else if self.now < self.fresh_until && electing != Some(a.run) {
+                    } else if self.now < self.fresh_until {
+                        // Even a run this node is electing in: it may have adopted a run its
+                        // previous life took part in, from a straggler's START (seed 150991).
                         self.hold(from, a);
                     } else {
                         self.attach(from, a, false);
@@ -356,7 +366,7 @@ impl ControlPlane {
         }
     }
 
-    /// A node without a term was told of a tree it did not help elect: it answers no for
+    /// A node without a term was told of a tree during its restart hold: it answers no for
     /// now and joins at the end of its hold (see `ControlConfig::restart_hold`).
     fn hold(&mut self, from: NodeId, a: Announcement) {
         if a.is_shout {

@@ -12,10 +12,13 @@
 //! - `cargo xtask e2e [--deb PATH]`: the container test alone (packages the test build first
 //!   unless given a .deb).
 //! - `cargo xtask bench`: every benchmark (they print figures; none fails on a slow machine).
+//! - `cargo xtask soak [--seeds N] [--chunk C] [--threads T] [--only NAME]`: the simulator soak
+//!   every control-plane change must pass, resumable (see [`soak`]).
 
 mod container;
 mod deb;
 mod repeat;
+mod soak;
 mod system;
 
 use std::process::ExitCode;
@@ -34,9 +37,10 @@ fn main() -> ExitCode {
         "deb" => deb::release_package().map(|_| ()),
         "e2e" => e2e(rest),
         "bench" => cargo(&["bench", "--workspace"]),
+        "soak" => soak::soak(rest),
         "help" | "--help" | "-h" => {
             println!(
-                "usage: cargo xtask <run|test [--repeat N]|deb|e2e [--deb PATH]|bench>\n\
+                "usage: cargo xtask <run|test [--repeat N]|deb|e2e [--deb PATH]|bench|soak [--seeds N]>\n\
                  see crates/xtask/src/main.rs"
             );
             Ok(())
