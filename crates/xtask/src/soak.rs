@@ -79,6 +79,14 @@ pub(crate) fn soak(rest: &[String]) -> Result<(), String> {
             }
             let chunk_started = Instant::now();
             run_chunk(name, skip, end, options.threads)?;
+            // Each chunk builds what is checked out then: a commit to the simulated crates
+            // during the soak would record that code's chunks under the old fingerprint.
+            if self::fingerprint()? != fingerprint {
+                return Err(format!(
+                    "{} changed during the soak; start it again",
+                    SIMULATED.join(" or ")
+                ));
+            }
             let seconds = chunk_started.elapsed().as_secs();
             let line = format!(
                 "{fingerprint} {name} {skip} {end} {} passed {seconds}s\n",
