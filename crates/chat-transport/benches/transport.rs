@@ -152,15 +152,18 @@ async fn one_way_throughput(payload_bytes: usize, messages: usize, wire: Wire) {
     let ((a, _a_events), (b, mut b_events)) = pair(messages, wire).await;
     let payload = vec![0x5a; payload_bytes];
 
+    let cpu_before = process_cpu();
     let started = Instant::now();
     let sender = {
         let a = a.clone();
         std::thread::spawn(move || {
+            let cpu_before = thread_cpu();
             for _ in 0..messages {
                 if a.send(2, payload.clone()).is_err() {
-                    return;
+                    break;
                 }
             }
+            thread_cpu().saturating_sub(cpu_before)
         })
     };
     let mut received = 0usize;
@@ -172,18 +175,47 @@ async fn one_way_throughput(payload_bytes: usize, messages: usize, wire: Wire) {
         received += 1;
         finished = Instant::now();
     }
-    let _ = sender.join();
+    // The sender thread has ended by the second reading: its own time is added.
+    let sender_cpu = sender.join().unwrap_or_default();
+    let cpu = process_cpu().saturating_sub(cpu_before) + sender_cpu;
     let seconds = finished.duration_since(started).as_secs_f64();
     let rate = received as f64 / seconds;
     let stats = a.stats();
     println!(
-        "bench one_way_throughput_{payload_bytes}B ({label}): {rate:.0} msg/s ({:.1} MB/s, {received}/{messages} received, dropped queue {} pipe {})",
+        "bench one_way_throughput_{payload_bytes}B ({label}): {rate:.0} msg/s ({:.1} MB/s, CPU {:.2} us/msg, {received}/{messages} received, dropped queue {} pipe {})",
         rate * payload_bytes as f64 / 1e6,
+        micros(cpu) / received.max(1) as f64,
         stats.dropped_queue_full,
         stats.dropped_pipe_full,
     );
     a.shutdown().await;
     b.shutdown().await;
+}
+
+/// CPU time of every thread of this process so far (the first field of each thread's
+/// `schedstat`, in nanoseconds): with both transports, the sender and the receiver in one
+/// process, the CPU a message costs whatever else shares the cores. Zero where `/proc` has
+/// no such file.
+fn process_cpu() -> Duration {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return Duration::ZERO;
+    };
+    tasks
+        .flatten()
+        .map(|task| schedstat_cpu(&task.path().join("schedstat")))
+        .sum()
+}
+
+/// CPU time of the calling thread so far.
+fn thread_cpu() -> Duration {
+    schedstat_cpu(std::path::Path::new("/proc/thread-self/schedstat"))
+}
+
+fn schedstat_cpu(path: &std::path::Path) -> Duration {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|text| text.split_whitespace().next()?.parse().ok())
+        .map_or(Duration::ZERO, Duration::from_nanos)
 }
 
 /// Whether the run named `name` (as printed, e.g. `one_way_throughput_100B (sealed)`) was
