@@ -126,11 +126,16 @@ enum SendSession {
         first: Instant,
         queued: VecDeque<Vec<u8>>,
     },
-    Established {
-        session: [u8; SESSION_LEN],
-        cipher: Box<Aes256Gcm>,
-        counter: u64,
-    },
+    Established(Sealer),
+}
+
+/// An established sending session: seals payloads as its next DATA frames.
+pub(crate) struct Sealer {
+    session: [u8; SESSION_LEN],
+    /// The expanded AES key and GHASH key, computed once per session.
+    cipher: Box<Aes256Gcm>,
+    /// The counter of the next frame.
+    counter: u64,
 }
 
 struct ReceiveSession {
@@ -180,16 +185,7 @@ impl SecureLinks {
                 queued: VecDeque::new(),
             });
         match session {
-            SendSession::Established {
-                session,
-                cipher,
-                counter,
-            } => {
-                output
-                    .frames
-                    .push(seal(session, cipher, *counter, &payload));
-                *counter += 1;
-            }
+            SendSession::Established(sealer) => output.frames.push(sealer.seal(&payload)),
             SendSession::Handshaking {
                 nonce,
                 started,
@@ -211,13 +207,23 @@ impl SecureLinks {
         output
     }
 
+    /// The established session to `peer`, if there is one: the fast path of a send, sealing
+    /// straight into the frame that goes out (no [`Output`], no clock). Without one, the
+    /// caller goes through [`send`](SecureLinks::send).
+    pub(crate) fn sealer(&mut self, peer: u64) -> Option<&mut Sealer> {
+        match self.senders.get_mut(&peer)? {
+            SendSession::Established(sealer) => Some(sealer),
+            SendSession::Handshaking { .. } => None,
+        }
+    }
+
     /// When [`retry_handshakes`](SecureLinks::retry_handshakes) next has something to do.
     pub(crate) fn next_retry(&self) -> Option<Instant> {
         self.senders
             .values()
             .filter_map(|session| match session {
                 SendSession::Handshaking { started, .. } => Some(*started + HANDSHAKE_RETRY),
-                SendSession::Established { .. } => None,
+                SendSession::Established(_) => None,
             })
             .min()
     }
@@ -261,13 +267,15 @@ impl SecureLinks {
         }
     }
 
-    /// Handles one frame received from `peer`.
-    pub(crate) fn receive(&mut self, peer: u64, frame: Vec<u8>, now: Instant) -> Output {
+    /// Handles one frame received from `peer` (borrowed: a DATA frame is opened into a new
+    /// buffer of the payload's size, so the socket's own message is read in place).
+    pub(crate) fn receive(&mut self, peer: u64, frame: impl AsRef<[u8]>, now: Instant) -> Output {
+        let frame = frame.as_ref();
         match frame.first().copied() {
-            Some(kind::HELLO) => self.on_hello(peer, &frame, now),
-            Some(kind::WELCOME) => self.on_welcome(peer, &frame),
+            Some(kind::HELLO) => self.on_hello(peer, frame, now),
+            Some(kind::WELCOME) => self.on_welcome(peer, frame),
             Some(kind::DATA) => self.on_data(peer, frame),
-            Some(kind::REJECT) => self.on_reject(peer, &frame),
+            Some(kind::REJECT) => self.on_reject(peer, frame),
             _ => refused(Refusal::Unauthenticated),
         }
     }
@@ -355,28 +363,20 @@ impl SecureLinks {
             return refused(Refusal::Unauthenticated);
         }
         let queued = std::mem::take(queued);
-        let session = session_id(&nonce_r);
-        let cipher = Box::new(keys.cipher);
-        let frames = queued
-            .iter()
-            .enumerate()
-            .map(|(counter, payload)| seal(&session, &cipher, counter as u64, payload))
-            .collect();
-        self.senders.insert(
-            peer,
-            SendSession::Established {
-                session,
-                cipher,
-                counter: queued.len() as u64,
-            },
-        );
+        let mut sealer = Sealer {
+            session: session_id(&nonce_r),
+            cipher: Box::new(keys.cipher),
+            counter: 0,
+        };
+        let frames = queued.iter().map(|payload| sealer.seal(payload)).collect();
+        self.senders.insert(peer, SendSession::Established(sealer));
         Output {
             frames,
             ..Output::default()
         }
     }
 
-    fn on_data(&mut self, peer: u64, frame: Vec<u8>) -> Output {
+    fn on_data(&mut self, peer: u64, frame: &[u8]) -> Output {
         if frame.len() < DATA_OVERHEAD {
             return refused(Refusal::Unauthenticated);
         }
@@ -413,7 +413,7 @@ impl SecureLinks {
     fn on_reject(&mut self, peer: u64, frame: &[u8]) -> Output {
         let named = &frame[1..];
         match self.senders.get(&peer) {
-            Some(SendSession::Established { session, .. }) if named == &session[..] => {
+            Some(SendSession::Established(sealer)) if named == &sealer.session[..] => {
                 // The receiver lost our session (it restarted): shake hands on the next send.
                 self.senders.remove(&peer);
                 Output::default()
@@ -423,9 +423,32 @@ impl SecureLinks {
     }
 }
 
+impl Sealer {
+    /// Seals `payload` as this session's next DATA frame: one buffer of the frame's exact
+    /// size (so a socket can take it over without copying), encrypted in place.
+    pub(crate) fn seal(&mut self, payload: &[u8]) -> Vec<u8> {
+        let counter = self.counter;
+        self.counter += 1;
+        let mut frame = Vec::with_capacity(DATA_OVERHEAD + payload.len());
+        frame.push(kind::DATA);
+        frame.extend_from_slice(&self.session);
+        frame.extend_from_slice(&counter.to_le_bytes());
+        frame.extend_from_slice(payload);
+        let (header, body) = frame.split_at_mut(DATA_HEADER_LEN);
+        let tag = self
+            .cipher
+            .encrypt_in_place_detached(&aead_nonce(counter), header, body)
+            .expect("AES-256-GCM seals any payload ZeroMQ can carry");
+        frame.extend_from_slice(&tag);
+        frame
+    }
+}
+
 impl ReceiveSession {
-    /// Opens a DATA frame of this session: the payload, or why it is refused.
-    fn open(&mut self, mut frame: Vec<u8>) -> Result<Vec<u8>, Refusal> {
+    /// Opens a DATA frame of this session (at least [`DATA_OVERHEAD`] long): the payload, or
+    /// why it is refused. The ciphertext is copied once, into the payload's own buffer, and
+    /// decrypted there.
+    fn open(&mut self, frame: &[u8]) -> Result<Vec<u8>, Refusal> {
         let counter = u64::from_le_bytes(
             frame[1 + SESSION_LEN..DATA_HEADER_LEN]
                 .try_into()
@@ -435,15 +458,14 @@ impl ReceiveSession {
             return Err(Refusal::Replayed);
         }
         let tag_at = frame.len() - TAG_LEN;
-        let tag = Tag::clone_from_slice(&frame[tag_at..]);
-        let (header, body) = frame[..tag_at].split_at_mut(DATA_HEADER_LEN);
+        let tag = Tag::from_slice(&frame[tag_at..]);
+        let (header, body) = frame[..tag_at].split_at(DATA_HEADER_LEN);
+        let mut payload = body.to_vec();
         self.cipher
-            .decrypt_in_place_detached(&aead_nonce(counter), header, body, &tag)
+            .decrypt_in_place_detached(&aead_nonce(counter), header, &mut payload, tag)
             .map_err(|_| Refusal::Tampered)?;
         self.window.accept(counter);
-        frame.truncate(tag_at);
-        frame.drain(..DATA_HEADER_LEN);
-        Ok(frame)
+        Ok(payload)
     }
 }
 
@@ -494,20 +516,6 @@ impl ReplayWindow {
             *word &= !(1 << (slot % 64));
         }
     }
-}
-
-fn seal(session: &[u8; SESSION_LEN], cipher: &Aes256Gcm, counter: u64, payload: &[u8]) -> Vec<u8> {
-    let mut frame = Vec::with_capacity(DATA_OVERHEAD + payload.len());
-    frame.push(kind::DATA);
-    frame.extend_from_slice(session);
-    frame.extend_from_slice(&counter.to_le_bytes());
-    frame.extend_from_slice(payload);
-    let (header, body) = frame.split_at_mut(DATA_HEADER_LEN);
-    let tag = cipher
-        .encrypt_in_place_detached(&aead_nonce(counter), header, body)
-        .expect("AES-256-GCM seals any payload ZeroMQ can carry");
-    frame.extend_from_slice(&tag);
-    frame
 }
 
 /// The AEAD nonce of a counter. Each session key is fresh and used by one sender only, so
