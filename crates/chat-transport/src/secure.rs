@@ -133,14 +133,14 @@ enum SendSession {
 pub(crate) struct Sealer {
     session: [u8; SESSION_LEN],
     /// The expanded AES key and GHASH key, computed once per session.
-    cipher: Box<Aes256Gcm>,
+    cipher: SessionCipher,
     /// The counter of the next frame.
     counter: u64,
 }
 
 struct ReceiveSession {
     session: [u8; SESSION_LEN],
-    cipher: Box<Aes256Gcm>,
+    cipher: SessionCipher,
     window: ReplayWindow,
 }
 
@@ -151,7 +151,7 @@ struct Offered {
 
 /// The keys of one session, derived by both ends from the agreed key and both nonces.
 struct SessionKeys {
-    cipher: Aes256Gcm,
+    cipher: SessionCipher,
     mac_key: [u8; 32],
 }
 
@@ -322,7 +322,7 @@ impl SecureLinks {
             Offered {
                 receive: ReceiveSession {
                     session: session_id(&nonce_r),
-                    cipher: Box::new(keys.cipher),
+                    cipher: keys.cipher,
                     window: ReplayWindow::default(),
                 },
                 since: now,
@@ -365,7 +365,7 @@ impl SecureLinks {
         let queued = std::mem::take(queued);
         let mut sealer = Sealer {
             session: session_id(&nonce_r),
-            cipher: Box::new(keys.cipher),
+            cipher: keys.cipher,
             counter: 0,
         };
         let frames = queued.iter().map(|payload| sealer.seal(payload)).collect();
@@ -435,10 +435,7 @@ impl Sealer {
         frame.extend_from_slice(&counter.to_le_bytes());
         frame.extend_from_slice(payload);
         let (header, body) = frame.split_at_mut(DATA_HEADER_LEN);
-        let tag = self
-            .cipher
-            .encrypt_in_place_detached(&aead_nonce(counter), header, body)
-            .expect("AES-256-GCM seals any payload ZeroMQ can carry");
+        let tag = self.cipher.seal(counter, header, body);
         frame.extend_from_slice(&tag);
         frame
     }
@@ -458,12 +455,14 @@ impl ReceiveSession {
             return Err(Refusal::Replayed);
         }
         let tag_at = frame.len() - TAG_LEN;
-        let tag = Tag::from_slice(&frame[tag_at..]);
         let (header, body) = frame[..tag_at].split_at(DATA_HEADER_LEN);
         let mut payload = body.to_vec();
-        self.cipher
-            .decrypt_in_place_detached(&aead_nonce(counter), header, &mut payload, tag)
-            .map_err(|_| Refusal::Tampered)?;
+        if !self
+            .cipher
+            .open(counter, header, &mut payload, &frame[tag_at..])
+        {
+            return Err(Refusal::Tampered);
+        }
         self.window.accept(counter);
         Ok(payload)
     }
@@ -515,6 +514,35 @@ impl ReplayWindow {
         } else {
             *word &= !(1 << (slot % 64));
         }
+    }
+}
+
+/// AES-256-GCM under one session's key, the key schedule and GHASH key expanded once when
+/// the session is made, never per frame.
+struct SessionCipher(Box<Aes256Gcm>);
+
+impl SessionCipher {
+    fn new(key: &[u8]) -> Self {
+        SessionCipher(Box::new(
+            Aes256Gcm::new_from_slice(key).expect("32-byte key"),
+        ))
+    }
+
+    /// Encrypts `body` in place as frame `counter` with `header` as associated data; returns
+    /// the tag.
+    fn seal(&self, counter: u64, header: &[u8], body: &mut [u8]) -> [u8; TAG_LEN] {
+        self.0
+            .encrypt_in_place_detached(&aead_nonce(counter), header, body)
+            .expect("AES-256-GCM seals any payload ZeroMQ can carry")
+            .into()
+    }
+
+    /// Decrypts `body` in place if `tag` authenticates it, `header` and `counter`; false
+    /// (and `body` unspecified) if not.
+    fn open(&self, counter: u64, header: &[u8], body: &mut [u8], tag: &[u8]) -> bool {
+        self.0
+            .decrypt_in_place_detached(&aead_nonce(counter), header, body, Tag::from_slice(tag))
+            .is_ok()
     }
 }
 
@@ -586,7 +614,7 @@ fn session_keys(
         .expect("64 bytes is a valid HKDF-SHA256 output length");
     let (cipher_key, mac_key) = okm.split_at(32);
     SessionKeys {
-        cipher: Aes256Gcm::new_from_slice(cipher_key).expect("32-byte key"),
+        cipher: SessionCipher::new(cipher_key),
         mac_key: mac_key.try_into().expect("32 bytes"),
     }
 }
