@@ -2,6 +2,7 @@
 //!
 //! Prints figures; never fails on slowness. Run: `cargo bench -p chat-transport --bench transport`.
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use chat_secret::{ClusterSecret, KeyRing, Purpose};
@@ -152,19 +153,22 @@ async fn one_way_throughput(payload_bytes: usize, messages: usize, wire: Wire) {
     let ((a, _a_events), (b, mut b_events)) = pair(messages, wire).await;
     let payload = vec![0x5a; payload_bytes];
 
-    let cpu_before = process_cpu();
+    let cpu_before = thread_cpu_times();
     let started = Instant::now();
     let sender = {
         let a = a.clone();
-        std::thread::spawn(move || {
-            let cpu_before = thread_cpu();
-            for _ in 0..messages {
-                if a.send(2, payload.clone()).is_err() {
-                    break;
+        std::thread::Builder::new()
+            .name("bench-sender".into())
+            .spawn(move || {
+                let cpu_before = thread_cpu();
+                for _ in 0..messages {
+                    if a.send(2, payload.clone()).is_err() {
+                        break;
+                    }
                 }
-            }
-            thread_cpu().saturating_sub(cpu_before)
-        })
+                thread_cpu().saturating_sub(cpu_before)
+            })
+            .expect("spawn the sender")
     };
     let mut received = 0usize;
     let mut finished = started;
@@ -177,33 +181,59 @@ async fn one_way_throughput(payload_bytes: usize, messages: usize, wire: Wire) {
     }
     // The sender thread has ended by the second reading: its own time is added.
     let sender_cpu = sender.join().unwrap_or_default();
-    let cpu = process_cpu().saturating_sub(cpu_before) + sender_cpu;
+    // The transports name their socket threads `zmq-node-<id>`: a is node 1, b node 2.
+    let socket_threads = ["zmq-node-1", "zmq-node-2"];
+    let (mut sockets, mut other) = ([Duration::ZERO; 2], Duration::ZERO);
+    for (task, (name, after)) in thread_cpu_times() {
+        let spent = after.saturating_sub(cpu_before.get(&task).map_or(Duration::ZERO, |(_, b)| *b));
+        match socket_threads.iter().position(|socket| *socket == name) {
+            Some(index) => sockets[index] += spent,
+            None => other += spent,
+        }
+    }
+    let cpu = sockets[0] + sockets[1] + other + sender_cpu;
     let seconds = finished.duration_since(started).as_secs_f64();
     let rate = received as f64 / seconds;
     let stats = a.stats();
+    let per_message = |cpu: Duration| micros(cpu) / received.max(1) as f64;
     println!(
         "bench one_way_throughput_{payload_bytes}B ({label}): {rate:.0} msg/s ({:.1} MB/s, CPU {:.2} us/msg, {received}/{messages} received, dropped queue {} pipe {})",
         rate * payload_bytes as f64 / 1e6,
-        micros(cpu) / received.max(1) as f64,
+        per_message(cpu),
         stats.dropped_queue_full,
         stats.dropped_pipe_full,
+    );
+    // Where the CPU goes: the sealing happens on the sender's socket thread, the opening on
+    // the receiver's; "other" is the consumer, both ZeroMQ I/O threads and the runtime.
+    println!(
+        "bench one_way_throughput_{payload_bytes}B ({label}) CPU by thread: sending socket thread {:.2} us/msg, receiving socket thread {:.2}, sender {:.2}, other {:.2}",
+        per_message(sockets[0]),
+        per_message(sockets[1]),
+        per_message(sender_cpu),
+        per_message(other),
     );
     a.shutdown().await;
     b.shutdown().await;
 }
 
-/// CPU time of every thread of this process so far (the first field of each thread's
-/// `schedstat`, in nanoseconds): with both transports, the sender and the receiver in one
-/// process, the CPU a message costs whatever else shares the cores. Zero where `/proc` has
-/// no such file.
-fn process_cpu() -> Duration {
+/// Name and CPU time so far of every thread of this process, by thread id (the first field
+/// of each thread's `schedstat`): with both transports, the sender and the receiver in one
+/// process, the CPU a message costs whatever else shares the cores. Empty where `/proc` has
+/// no such files.
+fn thread_cpu_times() -> HashMap<String, (String, Duration)> {
     let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
-        return Duration::ZERO;
+        return HashMap::new();
     };
     tasks
         .flatten()
-        .map(|task| schedstat_cpu(&task.path().join("schedstat")))
-        .sum()
+        .map(|task| {
+            let path = task.path();
+            let name = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
+            let cpu = schedstat_cpu(&path.join("schedstat"));
+            let id = task.file_name().to_string_lossy().into_owned();
+            (id, (name.trim().to_owned(), cpu))
+        })
+        .collect()
 }
 
 /// CPU time of the calling thread so far.
