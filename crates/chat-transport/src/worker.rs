@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::identity::{node_identity, parse_node_identity};
 use crate::monitor::{parse_monitor_event, ClosedLink, ConnectPlan, LinkChange, LinkTracker};
-use crate::secure::{kind, Refusal, SecureLinks};
+use crate::secure::{kind, Refusal, SecureLinks, DATA_OVERHEAD};
 use crate::stats::{add, bump, Counters};
 use crate::TransportEvent;
 
@@ -350,8 +350,10 @@ impl Worker {
             return;
         };
         if let Some(sealer) = secure.sealer(peer) {
-            // The steady state: seal into the frame the socket takes over, nothing else.
-            let result = self.send_frame(peer, sealer.seal(&payload));
+            // The steady state: seal into the message the socket sends, nothing else.
+            let mut frame = zmq::Message::with_size(payload.len() + DATA_OVERHEAD);
+            sealer.seal_into(&payload, &mut frame);
+            let result = self.send_frame(peer, frame);
             self.count_message_send(peer, result, 1);
             return;
         }
@@ -393,8 +395,7 @@ impl Worker {
     /// is up, else over the one the peer opened to us (so a node can answer a peer it never
     /// connected to, as data-plane parents answer children). The identity part is where a
     /// ROUTER with `ZMQ_ROUTER_MANDATORY` reports an unknown peer or a full pipe, before any
-    /// part is queued, so it alone picks the socket and the frame is handed over once (a
-    /// `Vec` without a copy).
+    /// part is queued, so it alone picks the socket and the frame is handed over once.
     fn send_frame(&self, peer: u64, frame: impl Into<zmq::Message>) -> Result<(), zmq::Error> {
         let identity = node_identity(peer);
         let more = zmq::SNDMORE | zmq::DONTWAIT;
