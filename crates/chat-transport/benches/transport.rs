@@ -212,6 +212,14 @@ async fn one_way_throughput(payload_bytes: usize, messages: usize, wire: Wire) {
         per_message(sender_cpu),
         per_message(other),
     );
+    if received < messages {
+        // Say where the rest went, so a loss is a finding and not a mystery.
+        println!("bench one_way_throughput_{payload_bytes}B ({label}) lost: sender {stats:?}");
+        println!(
+            "bench one_way_throughput_{payload_bytes}B ({label}) lost: receiver {:?}",
+            b.stats()
+        );
+    }
     a.shutdown().await;
     b.shutdown().await;
 }
