@@ -234,15 +234,20 @@ impl Worker {
     }
 
     fn drain_wake_pipe(&self) {
-        // Clear the flag before draining the queues: a send queued after this point writes a
-        // new wake byte, so it cannot be missed.
-        self.wakeup.pending.store(false, Ordering::Release);
         let mut buffer = [0u8; 64];
         while let Ok(read) = (&self.wake_reader).read(&mut buffer) {
             if read == 0 {
                 break;
             }
         }
+        // Clear the flag after emptying the pipe and before draining the queues: a send
+        // queued after this point finds it clear and writes a new byte, which stays in the
+        // pipe for the next poll. Cleared before the pipe was emptied, the byte of a send
+        // racing with the drain could be read here while the flag stayed set; every later
+        // send would then skip its byte and the thread sleep with work queued (seen as a
+        // throughput bench that stalled after ~170 messages). Acquire pairs with the
+        // senders' release, so what they queued before setting the flag is seen.
+        self.wakeup.pending.swap(false, Ordering::AcqRel);
     }
 
     /// Applies connect/disconnect requests; returns true once every handle is gone.
