@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::identity::{node_identity, parse_node_identity};
 use crate::monitor::{parse_monitor_event, ClosedLink, ConnectPlan, LinkChange, LinkTracker};
-use crate::secure::{kind, Refusal, SecureLinks};
+use crate::secure::{kind, Refusal, SecureLinks, DATA_OVERHEAD};
 use crate::stats::{add, bump, Counters};
 use crate::TransportEvent;
 
@@ -234,15 +234,20 @@ impl Worker {
     }
 
     fn drain_wake_pipe(&self) {
-        // Clear the flag before draining the queues: a send queued after this point writes a
-        // new wake byte, so it cannot be missed.
-        self.wakeup.pending.store(false, Ordering::Release);
         let mut buffer = [0u8; 64];
         while let Ok(read) = (&self.wake_reader).read(&mut buffer) {
             if read == 0 {
                 break;
             }
         }
+        // Clear the flag after emptying the pipe and before draining the queues: a send
+        // queued after this point finds it clear and writes a new byte, which stays in the
+        // pipe for the next poll. Cleared before the pipe was emptied, the byte of a send
+        // racing with the drain could be read here while the flag stayed set; every later
+        // send would then skip its byte and the thread sleep with work queued (seen as a
+        // throughput bench that stalled after ~170 messages). Acquire pairs with the
+        // senders' release, so what they queued before setting the flag is seen.
+        self.wakeup.pending.swap(false, Ordering::AcqRel);
     }
 
     /// Applies connect/disconnect requests; returns true once every handle is gone.
@@ -345,10 +350,18 @@ impl Worker {
             return;
         }
         let Some(secure) = state.secure.as_mut() else {
-            let result = self.send_frame(peer, &payload);
+            let result = self.send_frame(peer, &payload[..]);
             self.count_message_send(peer, result, 1);
             return;
         };
+        if let Some(sealer) = secure.sealer(peer) {
+            // The steady state: seal into the message the socket sends, nothing else.
+            let mut frame = zmq::Message::with_size(payload.len() + DATA_OVERHEAD);
+            sealer.seal_into(&payload, &mut frame);
+            let result = self.send_frame(peer, frame);
+            self.count_message_send(peer, result, 1);
+            return;
+        }
         let output = secure.send(peer, payload, Instant::now());
         add(
             &self.counters.dropped_handshake_pending,
@@ -362,8 +375,9 @@ impl Worker {
     /// counted as the HELLO failed.
     fn send_sealed_frames(&self, state: &mut Loop, peer: u64, frames: Vec<Vec<u8>>) {
         for frame in frames {
-            let result = self.send_frame(peer, &frame);
-            match frame.first().copied() {
+            let kind = frame.first().copied();
+            let result = self.send_frame(peer, frame);
+            match kind {
                 Some(kind::DATA) => self.count_message_send(peer, result, 1),
                 Some(kind::HELLO) if result.is_err() => {
                     let waiting = state
@@ -382,15 +396,23 @@ impl Worker {
         }
     }
 
-    /// Sends over our own connection to the peer if it is up, else over the one the peer
-    /// opened to us (so a node can answer a peer it never connected to, as data-plane
-    /// parents answer children).
-    fn send_frame(&self, peer: u64, frame: &[u8]) -> Result<(), zmq::Error> {
+    /// Sends `[identity, frame]` without waiting, over our own connection to the peer if it
+    /// is up, else over the one the peer opened to us (so a node can answer a peer it never
+    /// connected to, as data-plane parents answer children). The identity part is where a
+    /// ROUTER with `ZMQ_ROUTER_MANDATORY` reports an unknown peer or a full pipe, before any
+    /// part is queued, so it alone picks the socket and the frame is handed over once.
+    fn send_frame(&self, peer: u64, frame: impl Into<zmq::Message>) -> Result<(), zmq::Error> {
         let identity = node_identity(peer);
-        match send_frames(&self.outbound, identity.as_bytes(), frame) {
-            Err(zmq::Error::EHOSTUNREACH) => send_frames(&self.inbound, identity.as_bytes(), frame),
-            other => other,
-        }
+        let more = zmq::SNDMORE | zmq::DONTWAIT;
+        let socket = match self.outbound.send(identity.as_bytes(), more) {
+            Ok(()) => &self.outbound,
+            Err(zmq::Error::EHOSTUNREACH) => {
+                self.inbound.send(identity.as_bytes(), more)?;
+                &self.inbound
+            }
+            Err(error) => return Err(error),
+        };
+        socket.send(frame.into(), zmq::DONTWAIT)
     }
 
     /// Counts the outcome of sending `messages` messages to `peer`.
@@ -427,13 +449,15 @@ impl Worker {
     }
 
     fn read_messages(&self, socket: &zmq::Socket, state: &mut Loop) {
+        // One reading of the clock per batch: only a HELLO uses it, to age handshakes.
+        let now = Instant::now();
         for _ in 0..RECEIVE_BATCH {
             if state.waiting_for_consumer() {
                 return;
             }
             match self.receive_one(socket) {
                 Ok(Some((from, frame))) => {
-                    let Some(payload) = self.open(state, from, frame) else {
+                    let Some(payload) = self.open(state, from, frame, now) else {
                         continue;
                     };
                     if payload.len() > self.max_message_bytes {
@@ -460,11 +484,17 @@ impl Worker {
     /// The payload of a frame received from `from`: the frame itself on a clear wire; on a
     /// sealed one, the opened payload of a DATA frame, after answering handshake frames and
     /// counting refusals.
-    fn open(&self, state: &mut Loop, from: u64, frame: Vec<u8>) -> Option<Vec<u8>> {
+    fn open(
+        &self,
+        state: &mut Loop,
+        from: u64,
+        frame: zmq::Message,
+        now: Instant,
+    ) -> Option<Vec<u8>> {
         let Some(secure) = state.secure.as_mut() else {
-            return Some(frame);
+            return Some(frame.to_vec());
         };
-        let output = secure.receive(from, frame, Instant::now());
+        let output = secure.receive(from, &frame[..], now);
         if output.session_opened {
             bump(&self.counters.sessions_opened);
         }
@@ -490,10 +520,10 @@ impl Worker {
     /// Reads one whole multipart message: `Some((sender, frame))` if it is
     /// `[node-<id>, frame]`, `None` if it is malformed (every part is consumed either way, so
     /// the next read starts clean).
-    fn receive_one(&self, socket: &zmq::Socket) -> Result<Option<(u64, Vec<u8>)>, zmq::Error> {
-        let identity = socket.recv_bytes(zmq::DONTWAIT)?;
+    fn receive_one(&self, socket: &zmq::Socket) -> Result<Option<(u64, zmq::Message)>, zmq::Error> {
+        let identity = socket.recv_msg(zmq::DONTWAIT)?;
         let payload = if socket.get_rcvmore()? {
-            Some(socket.recv_bytes(zmq::DONTWAIT)?)
+            Some(socket.recv_msg(zmq::DONTWAIT)?)
         } else {
             None
         };
@@ -538,11 +568,4 @@ impl Worker {
             }
         }
     }
-}
-
-/// Sends `[identity, payload]` without waiting. The identity frame is where a ROUTER with
-/// `ZMQ_ROUTER_MANDATORY` reports an unknown peer or a full pipe, before any part is queued.
-fn send_frames(socket: &zmq::Socket, identity: &[u8], payload: &[u8]) -> Result<(), zmq::Error> {
-    socket.send(identity, zmq::SNDMORE | zmq::DONTWAIT)?;
-    socket.send(payload, zmq::DONTWAIT)
 }
