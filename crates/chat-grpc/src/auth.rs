@@ -109,8 +109,72 @@ pub struct ServiceGuard {
 struct GuardState {
     keys: Keys,
     nonces: Mutex<NonceBook>,
-    /// Calls answered `UNAUTHENTICATED` (probes for a nonce aside).
-    refused: AtomicU64,
+    /// Calls answered `UNAUTHENTICATED` (probes for a nonce aside), by [`AuthRefusal`].
+    refused: [AtomicU64; AuthRefusal::ALL.len()],
+}
+
+/// Why a call was answered `UNAUTHENTICATED`: the label of the services'
+/// `unauthenticated_calls_total{reason}` metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AuthRefusal {
+    /// No proof header: a caller without the cluster secret (or an old client).
+    MissingProof,
+    /// A proof header that does not parse.
+    MalformedProof,
+    /// Signed with a key this service does not hold (a secret it does not share).
+    UnknownKey,
+    /// The MAC does not verify: a forgery, or a proof made for another method.
+    BadMac,
+    /// A nonce this process never issued, or forgot: a proof from before a restart, a forged
+    /// nonce, a replay older than [`NONCE_LIFETIME`] after its first use.
+    NonceUnknown,
+    /// A nonce already used: a recorded call or lease stream replayed.
+    NonceReplayed,
+    /// A nonce used after its [`NONCE_LIFETIME`].
+    NonceExpired,
+    /// A nonce forgotten unused because [`MAX_OUTSTANDING_NONCES`] newer ones were
+    /// outstanding: the table was full (a flood of probes).
+    NonceEvicted,
+}
+
+impl AuthRefusal {
+    /// Every reason, in the order the metrics list them.
+    pub const ALL: [Self; 8] = [
+        Self::MissingProof,
+        Self::MalformedProof,
+        Self::UnknownKey,
+        Self::BadMac,
+        Self::NonceUnknown,
+        Self::NonceReplayed,
+        Self::NonceExpired,
+        Self::NonceEvicted,
+    ];
+
+    /// The reason's name in logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::MissingProof => "missing_proof",
+            Self::MalformedProof => "malformed_proof",
+            Self::UnknownKey => "unknown_key",
+            Self::BadMac => "bad_mac",
+            Self::NonceUnknown => "nonce_unknown",
+            Self::NonceReplayed => "nonce_replayed",
+            Self::NonceExpired => "nonce_expired",
+            Self::NonceEvicted => "nonce_evicted",
+        }
+    }
+
+    /// What the refused caller is told.
+    fn message(self) -> &'static str {
+        match self {
+            Self::MissingProof | Self::MalformedProof => "this service requires the cluster secret",
+            Self::UnknownKey => "the call is signed with a key this service does not hold",
+            Self::BadMac => "the call's proof does not verify",
+            Self::NonceUnknown | Self::NonceReplayed | Self::NonceExpired | Self::NonceEvicted => {
+                "the call's nonce is unknown, used or expired"
+            }
+        }
+    }
 }
 
 impl ServiceGuard {
@@ -122,7 +186,7 @@ impl ServiceGuard {
                 Arc::new(GuardState {
                     keys: Keys::new(ring),
                     nonces: Mutex::new(NonceBook::default()),
-                    refused: AtomicU64::new(0),
+                    refused: Default::default(),
                 })
             }),
         }
@@ -145,9 +209,23 @@ impl ServiceGuard {
     /// Calls refused so far for want of a valid proof: strangers, other secrets, replays.
     /// A member's probe for its first nonce is not counted.
     pub fn refused(&self) -> u64 {
+        AuthRefusal::ALL.iter().map(|r| self.refused_for(*r)).sum()
+    }
+
+    /// Calls refused so far for `reason`.
+    pub fn refused_for(&self, reason: AuthRefusal) -> u64 {
+        self.inner.as_ref().map_or(0, |state| {
+            state.refused[reason as usize].load(Ordering::Relaxed)
+        })
+    }
+
+    /// Nonces forgotten unused because [`MAX_OUTSTANDING_NONCES`] newer ones were outstanding
+    /// (each costs the member holding it one refused call, [`AuthRefusal::NonceEvicted`], and
+    /// a retry).
+    pub fn nonces_evicted(&self) -> u64 {
         self.inner
             .as_ref()
-            .map_or(0, |state| state.refused.load(Ordering::Relaxed))
+            .map_or(0, |state| lock(&state.nonces).evicted)
     }
 
     /// Checks a request's proof for `path`, consuming its nonce; `Err` carries the
@@ -170,27 +248,21 @@ impl ServiceGuard {
                 .insert(CHALLENGE_HEADER, state.challenge(now));
             return Err(Box::new(response));
         }
-        let verdict = match headers
-            .get(PROOF_HEADER)
-            .and_then(|v| parse_proof(v.as_bytes()))
-        {
-            None => Err("this service requires the cluster secret"),
-            Some((id, nonce, mac)) => match state.keys.by_id(&id) {
-                None => Err("the call is signed with a key this service does not hold"),
+        let verdict = match headers.get(PROOF_HEADER).map(|v| parse_proof(v.as_bytes())) {
+            None => Err(AuthRefusal::MissingProof),
+            Some(None) => Err(AuthRefusal::MalformedProof),
+            Some(Some((id, nonce, mac))) => match state.keys.by_id(&id) {
+                None => Err(AuthRefusal::UnknownKey),
                 // The MAC first: only a member may use up a nonce.
-                Some(key) if !verify_mac(key, &nonce, path, &mac) => {
-                    Err("the call's proof does not verify")
-                }
-                Some(_) if !lock(&state.nonces).consume(&nonce, now) => {
-                    Err("the call's nonce is unknown, used or expired")
-                }
-                Some(_) => Ok(()),
+                Some(key) if !verify_mac(key, &nonce, path, &mac) => Err(AuthRefusal::BadMac),
+                Some(_) => lock(&state.nonces).consume(&nonce, now),
             },
         };
         verdict.map_err(|reason| {
-            state.refused.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(target: "auth", subsystem = "auth", path, reason, "call refused");
-            let mut response = tonic::Status::unauthenticated(reason).into_http::<Body>();
+            state.refused[reason as usize].fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(target: "auth", subsystem = "auth", path, reason = reason.as_str(),
+                message = reason.message(), "call refused");
+            let mut response = tonic::Status::unauthenticated(reason.message()).into_http::<Body>();
             response
                 .headers_mut()
                 .insert(CHALLENGE_HEADER, state.challenge(now));
@@ -213,11 +285,30 @@ impl GuardState {
     }
 }
 
-/// The nonces a server issued and not yet consumed, oldest first.
+/// The nonces a server issued and not yet consumed, oldest first, and for a while those that
+/// can no longer be used, with why (so a replay or a late call is told apart from a forgery in
+/// the metrics; without them it is refused all the same).
 #[derive(Debug, Default)]
 struct NonceBook {
+    /// Outstanding nonces and when they were issued.
     issued: HashMap<Nonce, Instant>,
+    /// Issue order; entries of nonces no longer outstanding stay behind until they reach the
+    /// front.
     order: VecDeque<(Nonce, Instant)>,
+    /// Nonces used, expired or evicted, kept [`NONCE_LIFETIME`] after that and at most
+    /// [`MAX_OUTSTANDING_NONCES`] of them.
+    spent: HashMap<Nonce, Spent>,
+    spent_order: VecDeque<(Nonce, Instant)>,
+    /// Nonces evicted unused to make room.
+    evicted: u64,
+}
+
+/// Why a nonce can no longer be used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Spent {
+    Used,
+    Expired,
+    Evicted,
 }
 
 impl NonceBook {
@@ -227,7 +318,10 @@ impl NonceBook {
             let Some((oldest, _)) = self.order.pop_front() else {
                 break;
             };
-            self.issued.remove(&oldest);
+            if self.issued.remove(&oldest).is_some() {
+                self.evicted += 1;
+                self.spend(oldest, Spent::Evicted, now);
+            }
         }
         let nonce = random_nonce();
         self.issued.insert(nonce, now);
@@ -235,23 +329,48 @@ impl NonceBook {
         nonce
     }
 
-    /// True once for a nonce issued less than [`NONCE_LIFETIME`] ago.
-    fn consume(&mut self, nonce: &Nonce, now: Instant) -> bool {
+    /// `Ok` once for a nonce issued less than [`NONCE_LIFETIME`] ago; otherwise why not.
+    fn consume(&mut self, nonce: &Nonce, now: Instant) -> Result<(), AuthRefusal> {
         self.expire(now);
-        self.issued.remove(nonce).is_some()
+        if self.issued.remove(nonce).is_some() {
+            self.spend(*nonce, Spent::Used, now);
+            return Ok(());
+        }
+        Err(match self.spent.get(nonce) {
+            None => AuthRefusal::NonceUnknown,
+            Some(Spent::Used) => AuthRefusal::NonceReplayed,
+            Some(Spent::Expired) => AuthRefusal::NonceExpired,
+            Some(Spent::Evicted) => AuthRefusal::NonceEvicted,
+        })
     }
 
     fn expire(&mut self, now: Instant) {
-        while let Some((nonce, issued)) = self.order.front() {
-            if now.duration_since(*issued) < NONCE_LIFETIME && self.issued.contains_key(nonce) {
+        while let Some(&(nonce, issued)) = self.order.front() {
+            let expired = now.duration_since(issued) >= NONCE_LIFETIME;
+            if !expired && self.issued.contains_key(&nonce) {
                 break;
             }
-            // Expired, or already consumed (its order entry stays behind until here).
-            if now.duration_since(*issued) >= NONCE_LIFETIME {
-                self.issued.remove(nonce);
+            // Expired, or no longer outstanding (its order entry stays behind until here).
+            if expired && self.issued.remove(&nonce).is_some() {
+                self.spend(nonce, Spent::Expired, now);
             }
             self.order.pop_front();
         }
+        while let Some(&(nonce, spent)) = self.spent_order.front() {
+            if now.duration_since(spent) < NONCE_LIFETIME
+                && self.spent.len() <= MAX_OUTSTANDING_NONCES
+            {
+                break;
+            }
+            self.spent.remove(&nonce);
+            self.spent_order.pop_front();
+        }
+    }
+
+    /// Remembers why `nonce` (no longer outstanding, so never spent before) is unusable.
+    fn spend(&mut self, nonce: Nonce, why: Spent, now: Instant) {
+        self.spent.insert(nonce, why);
+        self.spent_order.push_back((nonce, now));
     }
 }
 
@@ -533,10 +652,36 @@ mod tests {
         let mut book = NonceBook::default();
         let used = book.issue(start);
         let stale = book.issue(start);
-        assert!(book.consume(&used, start));
-        assert!(!book.consume(&used, start), "single use");
-        assert!(!book.consume(&stale, start + NONCE_LIFETIME), "expired");
-        assert!(!book.consume(&random_nonce(), start), "never issued");
+        assert_eq!(book.consume(&used, start), Ok(()));
+        assert_eq!(
+            book.consume(&used, start),
+            Err(AuthRefusal::NonceReplayed),
+            "single use"
+        );
+        assert_eq!(
+            book.consume(&stale, start + NONCE_LIFETIME),
+            Err(AuthRefusal::NonceExpired)
+        );
+        assert_eq!(
+            book.consume(&random_nonce(), start),
+            Err(AuthRefusal::NonceUnknown),
+            "never issued"
+        );
+    }
+
+    #[test]
+    fn spent_nonces_are_forgotten_after_a_lifetime() {
+        let start = Instant::now();
+        let mut book = NonceBook::default();
+        let used = book.issue(start);
+        assert_eq!(book.consume(&used, start), Ok(()));
+        let later = start + NONCE_LIFETIME;
+        assert_eq!(
+            book.consume(&used, later),
+            Err(AuthRefusal::NonceUnknown),
+            "a replay that late is told as unknown"
+        );
+        assert!(book.spent.is_empty() && book.spent_order.is_empty());
     }
 
     #[test]
@@ -548,7 +693,19 @@ mod tests {
             book.issue(start);
         }
         assert_eq!(book.issued.len(), MAX_OUTSTANDING_NONCES);
-        assert!(!book.consume(&first, start), "the oldest was forgotten");
+        assert_eq!(book.evicted, 1);
+        assert_eq!(
+            book.consume(&first, start),
+            Err(AuthRefusal::NonceEvicted),
+            "the oldest was forgotten"
+        );
+        // Spent nonces are bounded as well, however fast they come.
+        for _ in 0..2 * MAX_OUTSTANDING_NONCES {
+            let nonce = book.issue(start);
+            assert_eq!(book.consume(&nonce, start), Ok(()));
+        }
+        assert!(book.spent.len() <= MAX_OUTSTANDING_NONCES + 1);
+        assert!(book.spent_order.len() <= MAX_OUTSTANDING_NONCES + 1);
     }
 
     #[test]

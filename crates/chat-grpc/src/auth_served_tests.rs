@@ -246,10 +246,40 @@ async fn strangers_are_unauthenticated_and_change_nothing() {
         forged_call.map_err(|s| s.code()),
         Err(tonic::Code::Unauthenticated)
     );
+    // A proof that does not parse, and one naming a key the server does not hold.
+    let garbled = bump(channel(&served.addr).await, Some("not.a-proof")).await;
+    assert_eq!(
+        garbled.map_err(|s| s.code()),
+        Err(tonic::Code::Unauthenticated)
+    );
+    let other_key = format!("{}{}", "00".repeat(KEY_ID_LEN), &genuine[2 * KEY_ID_LEN..]);
+    let other_key_call = bump(channel(&served.addr).await, Some(&other_key)).await;
+    assert_eq!(
+        other_key_call.map_err(|s| s.code()),
+        Err(tonic::Code::Unauthenticated)
+    );
     assert_eq!(changes(&served), 0);
-    // The unsigned call and stream and the forgery; the other secret's client found no
-    // common key in the challenge and sent no call.
-    assert_eq!(served.guard.refused(), 3);
+    // The unsigned call and stream, the forgery, the garbled and the other key's proofs; the
+    // other secret's client found no common key in the challenge and sent no call.
+    assert_eq!(served.guard.refused(), 5);
+    assert_eq!(
+        refusals(&served.guard),
+        [
+            ("missing_proof", 2),
+            ("malformed_proof", 1),
+            ("unknown_key", 1),
+            ("bad_mac", 1)
+        ]
+    );
+}
+
+/// The guard's non-zero refusal counts, by reason name.
+fn refusals(guard: &ServiceGuard) -> Vec<(&'static str, u64)> {
+    AuthRefusal::ALL
+        .iter()
+        .map(|reason| (reason.as_str(), guard.refused_for(*reason)))
+        .filter(|(_, count)| *count > 0)
+        .collect()
 }
 
 #[tokio::test]
@@ -297,6 +327,13 @@ async fn recorded_calls_and_streams_cannot_be_replayed_even_to_a_restarted_serve
         Err(tonic::Code::Unauthenticated)
     );
     assert_eq!(changes(&restarted), 0);
+    // Told apart in the metrics: replays of used nonces, a proof moved to another method (its
+    // MAC covers the method), a nonce the restarted server never issued.
+    assert_eq!(
+        refusals(&served.guard),
+        [("bad_mac", 1), ("nonce_replayed", 2)]
+    );
+    assert_eq!(refusals(&restarted.guard), [("nonce_unknown", 1)]);
 }
 
 #[tokio::test]

@@ -2,18 +2,22 @@
 //! ([`call`], [`endpoint`], [`CallError`]), and servers with TCP_NODELAY and a bounded
 //! shutdown grace ([`serve_with_grace`]), and calls that only holders of the cluster secret can
 //! make ([`ServiceGuard`] on the server, [`AuthChannel`] or [`call_authenticated`] on the
-//! client).
+//! client), with their refusals counted by reason ([`AuthRefusal`]) and shown as metrics
+//! ([`metrics::GuardMetrics`]). The services' small HTTP server ([`http::serve`]) carries the
+//! nameserver's front door and the bootstrap's metrics endpoint.
 //!
 //! Each service keeps its own error type, naming itself in its messages; it converts a
 //! [`CallError`] with one `From` impl.
 
 mod auth;
 mod client;
+pub mod http;
+pub mod metrics;
 mod server;
 
 pub use auth::{
-    load_service_keys, AuthChannel, AuthError, Guarded, ServiceGuard, CHALLENGE_HEADER,
-    MAX_OUTSTANDING_NONCES, NONCE_LIFETIME, PROOF_HEADER,
+    load_service_keys, AuthChannel, AuthError, AuthRefusal, Guarded, ServiceGuard,
+    CHALLENGE_HEADER, MAX_OUTSTANDING_NONCES, NONCE_LIFETIME, PROOF_HEADER,
 };
 pub use chat_secret::{KeyRing, SecretError};
 /// What a guarded service's `--help` says about its secret (the bootstrap's and the
