@@ -6,16 +6,12 @@
 //! and `GET /_nameserver/metrics` the Prometheus metrics (OpenMetrics text). Both live under
 //! `/_nameserver/` so that no path of the chat application is shadowed.
 
-use std::convert::Infallible;
 use std::future::Future;
-use std::time::Duration;
 
+use chat_grpc::http::{is_read, method_not_allowed, metrics_page, response};
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::Full;
-use hyper::body::{Bytes, Incoming};
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper::body::Bytes;
 use tokio::net::TcpListener;
 
 use crate::state::Leases;
@@ -25,13 +21,6 @@ pub const NODES_PATH: &str = "/_nameserver/nodes";
 /// The path of the Prometheus metrics (answered, not redirected).
 pub const METRICS_PATH: &str = "/_nameserver/metrics";
 
-const OPENMETRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
-
-/// How long a client may take to send its request headers.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long open connections get to finish at shutdown.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
-
 const NO_SERVER_PAGE: &str = "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>Chat unavailable</title></head>\n\
 <body><h1>No chat server is available right now</h1><p>Please try again in a few seconds.</p></body></html>\n";
 
@@ -39,7 +28,7 @@ const NO_SERVER_PAGE: &str = "<!doctype html>\n<html><head><meta charset=\"utf-8
 pub fn respond<B>(leases: &Leases, request: &Request<B>) -> Response<Full<Bytes>> {
     match request.uri().path() {
         NODES_PATH => return list_nodes(leases, request.method()),
-        METRICS_PATH => return metrics(leases, request.method()),
+        METRICS_PATH => return metrics_page(request.method(), || leases.encode_metrics()),
         _ => {}
     }
     let Some(target) = leases.next_target() else {
@@ -71,30 +60,6 @@ pub fn respond<B>(leases: &Leases, request: &Request<B>) -> Response<Full<Bytes>
     }
 }
 
-fn method_not_allowed() -> Response<Full<Bytes>> {
-    response(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "text/plain; charset=utf-8",
-        "use GET\n".into(),
-    )
-    .with_header(header::ALLOW, HeaderValue::from_static("GET, HEAD"))
-}
-
-fn is_read(method: &Method) -> bool {
-    method == Method::GET || method == Method::HEAD
-}
-
-fn metrics(leases: &Leases, method: &Method) -> Response<Full<Bytes>> {
-    if !is_read(method) {
-        return method_not_allowed();
-    }
-    response(
-        StatusCode::OK,
-        OPENMETRICS_CONTENT_TYPE,
-        leases.encode_metrics().into(),
-    )
-}
-
 fn list_nodes(leases: &Leases, method: &Method) -> Response<Full<Bytes>> {
     if !is_read(method) {
         return method_not_allowed();
@@ -115,16 +80,6 @@ fn list_nodes(leases: &Leases, method: &Method) -> Response<Full<Bytes>> {
     }
 }
 
-fn response(status: StatusCode, content_type: &'static str, body: Bytes) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(body));
-    *response.status_mut() = status;
-    let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    // Where to go changes with every request and with leases; nothing here may be cached.
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
-}
-
 trait WithHeader {
     fn with_header(self, name: header::HeaderName, value: HeaderValue) -> Self;
 }
@@ -139,52 +94,14 @@ impl WithHeader for Response<Full<Bytes>> {
 /// Serves HTTP/1.1 on `listener` until `shutdown` completes, then lets open connections finish
 /// (up to a grace period).
 pub async fn serve(listener: TcpListener, leases: Leases, shutdown: impl Future<Output = ()>) {
-    let graceful = GracefulShutdown::new();
-    let mut builder = hyper::server::conn::http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
-    tokio::pin!(shutdown);
-    loop {
-        let stream = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _peer)) => stream,
-                Err(error) => {
-                    // Typically out of file descriptors: back off instead of spinning.
-                    tracing::warn!(target: "nameserver", subsystem = "nameserver", %error, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => break,
-        };
-        // Responses are tiny; without this, keep-alive clients wait on delayed ACKs.
-        if let Err(error) = stream.set_nodelay(true) {
-            tracing::debug!(target: "nameserver", subsystem = "nameserver", %error, "TCP_NODELAY not set");
-        }
-        let leases = leases.clone();
-        let service = service_fn(move |request: Request<Incoming>| {
-            let answer = respond(&leases, &request);
-            async move { Ok::<_, Infallible>(answer) }
-        });
-        let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
-        tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::debug!(target: "nameserver", subsystem = "nameserver", %error, "HTTP connection ended with an error");
-            }
-        });
-    }
-    drop(listener);
-    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!(target: "nameserver", subsystem = "nameserver", "HTTP connections still open after the grace period");
-    }
+    let respond = move |request: &Request<_>| respond(&leases, request);
+    chat_grpc::http::serve(listener, respond, shutdown).await;
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
     use crate::lease::LeasePolicy;
 

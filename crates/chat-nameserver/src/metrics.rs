@@ -1,8 +1,7 @@
 //! Prometheus metrics of the nameserver, served by the HTTP front at
 //! [`crate::http_front::METRICS_PATH`] (OpenMetrics text, names prefixed `chat_nameserver_`).
 
-use std::sync::OnceLock;
-
+use chat_grpc::metrics::GuardMetrics;
 use chat_grpc::ServiceGuard;
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::counter::Counter;
@@ -66,8 +65,9 @@ pub struct Metrics {
     unavailable: Counter,
     refusals: Family<ReasonLabel, Counter>,
     lease_ends: Family<CauseLabel, Counter>,
-    /// The guard whose refusals show as `reason="unauthenticated"`.
-    guard: OnceLock<ServiceGuard>,
+    /// The guard whose refusals show as `registrations_refused{reason="unauthenticated"}` and,
+    /// by their own reasons, as `unauthenticated_calls{reason}`.
+    guard: GuardMetrics,
 }
 
 impl Default for Metrics {
@@ -88,7 +88,7 @@ impl Metrics {
             refusals: Family::default(),
             lease_ends: Family::default(),
             registry: Registry::default(),
-            guard: OnceLock::new(),
+            guard: GuardMetrics::default(),
         };
         registry.register(
             "leases_held",
@@ -120,6 +120,7 @@ impl Metrics {
             "Leases ended, by cause",
             metrics.lease_ends.clone(),
         );
+        metrics.guard.register(&mut registry);
         Self {
             registry,
             ..metrics
@@ -146,10 +147,11 @@ impl Metrics {
         self.lease_ends.get_or_create(&CauseLabel { cause }).inc();
     }
 
-    /// Shows the calls `guard` refuses as refused registrations of reason `unauthenticated`
-    /// (read at each scrape: the guard keeps the count). Only the first guard given counts.
+    /// Shows the calls `guard` refuses as refused registrations of reason `unauthenticated`,
+    /// and by their own reasons as `unauthenticated_calls{reason}` (read at each scrape: the
+    /// guard keeps the counts). Only the first guard given counts.
     pub fn follow_guard(&self, guard: ServiceGuard) {
-        let _ = self.guard.set(guard);
+        self.guard.follow(guard);
     }
 
     /// A lease stream opened (`+1`) or closed (`-1`).
@@ -161,20 +163,14 @@ impl Metrics {
     pub fn encode(&self, live_leases: usize) -> String {
         self.leases_held
             .set(i64::try_from(live_leases).unwrap_or(i64::MAX));
-        if let Some(guard) = self.guard.get().filter(|guard| guard.is_guarding()) {
+        if let Some(guard) = self.guard.guard().filter(|guard| guard.is_guarding()) {
             let counter = self.refusals.get_or_create(&ReasonLabel {
                 reason: RefusalReason::unauthenticated,
             });
             // The guard's total only grows; bring the counter up to it.
             counter.inc_by(guard.refused().saturating_sub(counter.get()));
         }
-        let mut text = String::new();
-        // Only a metric's own encoder can fail, which the built-in types never do; an empty
-        // page is the safe fallback.
-        if prometheus_client::encoding::text::encode(&mut text, &self.registry).is_err() {
-            text.clear();
-        }
-        text
+        chat_grpc::metrics::encode(&self.registry)
     }
 }
 

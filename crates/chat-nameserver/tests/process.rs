@@ -264,6 +264,17 @@ async fn strangers_can_neither_register_nor_withdraw_and_are_never_redirected_to
         .unwrap_or_else(|| panic!("no unauthenticated count in\n{metrics}"));
     // The unsigned register, withdraw and list (another secret's client sends no call).
     assert!(refused >= 3, "{metrics}");
+    // The same calls by the guard's own reason: none carried a proof.
+    let by_reason = |reason: &str| -> u64 {
+        let series = format!("chat_nameserver_unauthenticated_calls_total{{reason=\"{reason}\"}} ");
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(series.as_str()))
+            .and_then(|value| value.parse().ok())
+            .unwrap_or_else(|| panic!("no {series} in\n{metrics}"))
+    };
+    assert_eq!(by_reason("missing_proof"), refused, "{metrics}");
+    assert_eq!(by_reason("bad_mac"), 0, "{metrics}");
     let _ = child.kill();
     let _ = child.wait();
 }
