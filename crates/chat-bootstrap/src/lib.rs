@@ -7,13 +7,15 @@
 //! For nodes: [`client::register`] is the raw call; [`discover_neighbors`] registers, caches
 //! the answer in the node's state directory ([`cache`]) and falls back to that cache when the
 //! bootstrap is unreachable. For the service: [`server::bind`] then
-//! [`server::BoundServer::serve`], or [`server::run`].
+//! [`server::BoundServer::serve`], or [`server::run`]; with `metrics_listen` set it also serves
+//! Prometheus metrics ([`metrics`]).
 
 pub mod assignment;
 mod atomic_file;
 pub mod cache;
 pub mod client;
 pub mod config;
+pub mod metrics;
 pub mod registry_file;
 pub mod server;
 pub mod service;

@@ -1,4 +1,4 @@
-//! `chat-bootstrap [--config PATH] [--listen ADDR] [--state-dir DIR]`: the registry nodes ask
+//! `chat-bootstrap [--config PATH] [--listen ADDR] [--metrics-listen ADDR] [--state-dir DIR]`: the registry nodes ask
 //! for their neighbours. Wiring only: configuration, logging, signals, systemd readiness.
 
 use std::net::SocketAddr;
@@ -23,6 +23,10 @@ struct Cli {
     /// gRPC listen address (overrides `listen`).
     #[arg(long, value_name = "ADDR")]
     listen: Option<SocketAddr>,
+    /// HTTP listen address of the Prometheus metrics, GET /metrics (overrides
+    /// `metrics_listen`; unset, none are served).
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<SocketAddr>,
     /// State directory holding registry.json (overrides `state_dir`).
     #[arg(long, value_name = "DIR")]
     state_dir: Option<PathBuf>,
@@ -33,6 +37,8 @@ struct Cli {
 struct Flags {
     #[serde(skip_serializing_if = "Option::is_none")]
     listen: Option<SocketAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    metrics_listen: Option<SocketAddr>,
     #[serde(skip_serializing_if = "Option::is_none")]
     state_dir: Option<PathBuf>,
 }
@@ -46,6 +52,7 @@ fn run() -> anyhow::Result<()> {
     let files = chat_ops::config::files_from_flag(cli.config, config::DEFAULT_CONFIG_FILE)?;
     let flags = chat_ops::config::command_line(Flags {
         listen: cli.listen,
+        metrics_listen: cli.metrics_listen,
         state_dir: cli.state_dir,
     });
     let config = config::load(&files, flags)?;
@@ -56,8 +63,13 @@ fn run() -> anyhow::Result<()> {
         let shutdown = chat_ops::service::shutdown_signal()?;
         let bound = server::bind(&config).await?;
         let addr = bound.local_addr();
-        tracing::info!(target: "main", subsystem = "main", %addr, state_dir = %config.state_dir.display(), "ready");
-        chat_ops::service::notify_ready(&format!("listening on {addr}"));
+        let metrics = bound.metrics_addr();
+        tracing::info!(target: "main", subsystem = "main", %addr, ?metrics, state_dir = %config.state_dir.display(), "ready");
+        let status = match metrics {
+            Some(metrics) => format!("listening on {addr}, metrics on http://{metrics}/metrics"),
+            None => format!("listening on {addr}"),
+        };
+        chat_ops::service::notify_ready(&status);
         chat_ops::service::spawn_runtime_watchdog();
         bound.serve(shutdown).await?;
         Ok(())

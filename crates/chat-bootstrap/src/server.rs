@@ -3,12 +3,15 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use chat_grpc::{KeyRing, SecretError, ServiceGuard};
 use chat_ops::LogSettings;
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
+use tokio::sync::oneshot;
 
+use crate::metrics::Metrics;
 use crate::proto::bootstrap_server::BootstrapServer as GrpcServer;
 use crate::registry_file::{RegistryFileError, RegistryStore};
 use crate::service::BootstrapService;
@@ -27,6 +30,10 @@ pub const DEFAULT_SECRET_FILE: &str = "/etc/chat-system/cluster.key";
 pub struct ServerConfig {
     /// gRPC listen address.
     pub listen: SocketAddr,
+    /// HTTP listen address of the Prometheus metrics (`GET /metrics`); unset (the default),
+    /// nothing listens. Keep it on loopback or firewall it: it is not authenticated.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics_listen: Option<SocketAddr>,
     /// Directory holding the registry file; created if missing.
     pub state_dir: PathBuf,
     /// Most nodes the registry holds; registrations of further nodes are refused (and
@@ -44,6 +51,7 @@ impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], DEFAULT_PORT)),
+            metrics_listen: None,
             state_dir: PathBuf::from(DEFAULT_STATE_DIR),
             max_nodes: 10_000,
             secret_file: PathBuf::from(DEFAULT_SECRET_FILE),
@@ -87,6 +95,8 @@ pub enum ServerError {
 pub struct BoundServer {
     listener: TcpListener,
     local_addr: SocketAddr,
+    /// The metrics listener and its address, when `metrics_listen` is set.
+    metrics: Option<(TcpListener, SocketAddr)>,
     service: BootstrapService,
     guard: ServiceGuard,
 }
@@ -113,22 +123,28 @@ pub async fn bind_with_keys(
     let registry = store.load()?;
     tracing::info!(target: "bootstrap", subsystem = "bootstrap", file = %store.path().display(),
         nodes = registry.len(), "registry loaded");
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| ServerError::Bind {
-            addr: config.listen,
-            source,
-        })?;
-    let local_addr = listener.local_addr().map_err(|source| ServerError::Bind {
-        addr: config.listen,
-        source,
-    })?;
+    let (listener, local_addr) = bind_one(config.listen).await?;
+    let metrics = match config.metrics_listen {
+        Some(addr) => Some(bind_one(addr).await?),
+        None => None,
+    };
     Ok(BoundServer {
         listener,
         local_addr,
+        metrics,
         service: BootstrapService::new(registry, store, config.max_nodes),
         guard: ServiceGuard::new(keys),
     })
+}
+
+async fn bind_one(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), ServerError> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServerError::Bind { addr, source })?;
+    let local = listener
+        .local_addr()
+        .map_err(|source| ServerError::Bind { addr, source })?;
+    Ok((listener, local))
 }
 
 impl BoundServer {
@@ -137,18 +153,42 @@ impl BoundServer {
         self.local_addr
     }
 
+    /// The address the metrics are served on, if `metrics_listen` is set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().map(|(_, addr)| *addr)
+    }
+
     /// Serves until `shutdown` completes, then finishes in-flight calls and returns.
     pub async fn serve(self, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
         tracing::info!(target: "bootstrap", subsystem = "bootstrap", addr = %self.local_addr,
-            authenticated = self.guard.is_guarding(), "serving");
+            metrics = ?self.metrics_addr(), authenticated = self.guard.is_guarding(), "serving");
+        // Sent when shutdown starts, dropped when gRPC stops by itself: the metrics stop either way.
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let metrics = self.metrics.map(|(listener, _)| {
+            let metrics = Arc::new(Metrics::new(self.service.stats(), self.guard.clone()));
+            let respond = move |request: &http::Request<_>| metrics.respond(request);
+            tokio::spawn(chat_grpc::http::serve(listener, respond, async {
+                let _ = stop_rx.await;
+            }))
+        });
         let router = tonic::transport::Server::builder()
             .add_service(self.guard.wrap(GrpcServer::new(self.service)));
-        let drain = chat_grpc::serve_with_grace(router, self.listener, shutdown).await?;
-        if drain == chat_grpc::Drain::GraceExpired {
+        let grpc_result = chat_grpc::serve_with_grace(router, self.listener, async {
+            shutdown.await;
+            let _ = stop_tx.send(());
+        })
+        .await;
+        if matches!(grpc_result, Ok(chat_grpc::Drain::GraceExpired)) {
             tracing::warn!(target: "bootstrap", subsystem = "bootstrap",
                 "clients kept connections open past the shutdown grace period; closing them");
         }
+        if let Some(task) = metrics {
+            if let Err(e) = task.await {
+                tracing::error!(target: "bootstrap", subsystem = "bootstrap", error = %e, "metrics server failed");
+            }
+        }
         tracing::info!(target: "bootstrap", subsystem = "bootstrap", "stopped");
+        grpc_result?;
         Ok(())
     }
 }

@@ -19,7 +19,7 @@ pub struct BootstrapService {
     registry: Arc<Mutex<Registry>>,
     store: RegistryStore,
     max_nodes: usize,
-    refusals: Arc<Refusals>,
+    stats: Arc<Stats>,
 }
 
 /// Longest host accepted: a DNS name is at most 253 bytes.
@@ -68,6 +68,37 @@ pub struct Refusals {
     counts: [AtomicU64; RefusalReason::ALL.len()],
 }
 
+/// What the service has done, for its metrics ([`crate::metrics`]).
+#[derive(Debug, Default)]
+pub struct Stats {
+    accepted: AtomicU64,
+    refusals: Refusals,
+    /// Nodes in the registry, as of the last change made current.
+    nodes: AtomicU64,
+}
+
+impl Stats {
+    /// Registrations answered with neighbours (new, moved, or unchanged).
+    pub fn accepted(&self) -> u64 {
+        self.accepted.load(Ordering::Relaxed)
+    }
+
+    /// Registrations refused so far.
+    pub fn refusals(&self) -> &Refusals {
+        &self.refusals
+    }
+
+    /// Nodes the registry holds.
+    pub fn nodes(&self) -> u64 {
+        self.nodes.load(Ordering::Relaxed)
+    }
+
+    fn set_nodes(&self, registry: &Registry) {
+        let nodes = u64::try_from(registry.len()).unwrap_or(u64::MAX);
+        self.nodes.store(nodes, Ordering::Relaxed);
+    }
+}
+
 impl Refusals {
     fn count(&self, reason: RefusalReason) {
         self.counts[reason as usize].fetch_add(1, Ordering::Relaxed);
@@ -82,22 +113,29 @@ impl Refusals {
 impl BootstrapService {
     /// A service starting from `registry`, persisting to `store`, holding at most `max_nodes`.
     pub fn new(registry: Registry, store: RegistryStore, max_nodes: usize) -> Self {
+        let stats = Arc::new(Stats::default());
+        stats.set_nodes(&registry);
         Self {
             registry: Arc::new(Mutex::new(registry)),
             store,
             max_nodes,
-            refusals: Arc::default(),
+            stats,
         }
     }
 
     /// Registrations refused so far.
     pub fn refusals(&self) -> &Refusals {
-        &self.refusals
+        &self.stats.refusals
+    }
+
+    /// Registrations accepted and refused, and the registry's size, shared with the metrics.
+    pub fn stats(&self) -> Arc<Stats> {
+        Arc::clone(&self.stats)
     }
 
     /// Counts and logs a refusal; returns the status to answer.
     fn refuse(&self, node: u64, reason: RefusalReason, status: Status) -> Status {
-        self.refusals.count(reason);
+        self.stats.refusals.count(reason);
         tracing::warn!(target: "bootstrap", subsystem = "bootstrap", node, reason = reason.as_str(),
             message = status.message(), "registration refused");
         status
@@ -122,6 +160,7 @@ impl BootstrapService {
                 .map_err(|e| Status::internal(format!("registry writer failed: {e}")))?;
         match written {
             Ok(candidate) => {
+                self.stats.set_nodes(&candidate);
                 *current = candidate;
                 Ok(outcome)
             }
@@ -232,6 +271,7 @@ impl proto::bootstrap_server::Bootstrap for BootstrapService {
                 })?
             }
         };
+        self.stats.accepted.fetch_add(1, Ordering::Relaxed);
         let neighbor_ids: Vec<u64> = registration.neighbors.iter().map(|n| n.id).collect();
         tracing::info!(target: "bootstrap", subsystem = "bootstrap", node = id, neighbors = ?neighbor_ids,
             changed = registration.changed, "node registered");
@@ -330,6 +370,8 @@ mod tests {
             .expect_err("full");
         assert_eq!(status.code(), tonic::Code::ResourceExhausted);
         assert_eq!(service.refusals().get(RefusalReason::RegistryFull), 1);
+        let stats = service.stats();
+        assert_eq!((stats.accepted(), stats.nodes()), (2, 2));
         service
             .register(request(2, "127.0.0.2", 46002))
             .await

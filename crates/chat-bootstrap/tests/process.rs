@@ -1,6 +1,6 @@
 //! The real `chat-bootstrap` binary: starts from its config file, serves members of the
-//! cluster only, stops cleanly on SIGTERM, and refuses to start on a corrupt registry or
-//! without its cluster secret.
+//! cluster only, counts what it refuses in its metrics, stops cleanly on SIGTERM, and refuses
+//! to start on a corrupt registry or without its cluster secret.
 
 use std::net::TcpListener;
 use std::path::Path;
@@ -245,4 +245,88 @@ async fn strangers_can_neither_register_nor_deregister() {
     );
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// The value of the metric line starting with `series ` (name and labels) in `text`.
+fn metric(text: &str, series: &str) -> u64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|value| value.parse().ok())
+        .unwrap_or_else(|| panic!("no {series} in\n{text}"))
+}
+
+/// With `metrics_listen` set, GET /metrics shows registrations accepted, refused by reason
+/// (node id 0 here), calls refused for want of the secret by reason, and the registry's size;
+/// the metrics stop with the service.
+#[tokio::test]
+async fn refusals_and_strangers_are_counted_in_the_metrics() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (port, metrics_port) = (free_port(), free_port());
+    let state = dir.path().join("state");
+    let (secret, keys) = write_secret(dir.path());
+    let config = write_config(dir.path(), port, &state, &secret);
+    let mut text = std::fs::read_to_string(&config).expect("config");
+    text.push_str(&format!("metrics_listen = \"127.0.0.1:{metrics_port}\"\n"));
+    std::fs::write(&config, text).expect("config");
+    let mut child = spawn(&config);
+    let addr = format!("127.0.0.1:{port}");
+    let node = |id: u64| NodeAddress {
+        id,
+        host: "127.0.0.1".into(),
+        port: 46001,
+    };
+    register_when_up(&mut child, &addr, &keys, node(1)).await;
+
+    let timeout = Duration::from_secs(2);
+    let zero = client::register(&addr, timeout, Some(&keys), node(0)).await;
+    assert!(
+        matches!(&zero, Err(BootstrapError::Rejected { code, .. }) if *code == tonic::Code::InvalidArgument),
+        "{zero:?}"
+    );
+    let unsigned = client::register(&addr, timeout, None, node(2)).await;
+    assert!(
+        matches!(&unsigned, Err(BootstrapError::Rejected { code, .. }) if *code == tonic::Code::Unauthenticated),
+        "{unsigned:?}"
+    );
+
+    let url = format!("http://127.0.0.1:{metrics_port}/metrics");
+    let page = reqwest::get(&url).await.expect("GET /metrics");
+    assert_eq!(page.status().as_u16(), 200);
+    let text = page.text().await.expect("text");
+    let counted = |series: &str| metric(&text, series);
+    assert_eq!(counted("chat_bootstrap_registrations_accepted_total"), 1);
+    assert_eq!(
+        counted("chat_bootstrap_registrations_refused_total{reason=\"node_id_zero\"}"),
+        1
+    );
+    assert_eq!(
+        counted("chat_bootstrap_registrations_refused_total{reason=\"registry_full\"}"),
+        0
+    );
+    assert_eq!(
+        counted("chat_bootstrap_unauthenticated_calls_total{reason=\"missing_proof\"}"),
+        1
+    );
+    assert_eq!(
+        counted("chat_bootstrap_unauthenticated_calls_total{reason=\"bad_mac\"}"),
+        0
+    );
+    assert_eq!(counted("chat_bootstrap_registry_nodes"), 1);
+    let elsewhere = reqwest::get(format!("http://127.0.0.1:{metrics_port}/"))
+        .await
+        .expect("GET /");
+    assert_eq!(elsewhere.status().as_u16(), 404);
+
+    let killed = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let status = wait_exit_async(&mut child).await;
+    assert!(
+        status.success(),
+        "exit status {status}: {}",
+        stderr_of(child)
+    );
 }
