@@ -472,3 +472,73 @@ impl Worker {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn worker(store: Arc<Store>) -> (Worker, mpsc::UnboundedReceiver<StoreReport>) {
+        let (reports, received) = mpsc::unbounded_channel();
+        let (applied, _) = watch::channel(0);
+        let group = GroupCommitter::start(Arc::clone(&store), CommitterConfig::default(), None)
+            .expect("the group commit starts");
+        let worker = Worker {
+            store,
+            group,
+            runtime: tokio::runtime::Handle::current(),
+            reports,
+            applied,
+            commit: 0,
+            readers: HashMap::new(),
+            next_snapshot: 0,
+            incoming: None,
+        };
+        (worker, received)
+    }
+
+    /// An empty data-plane entry: the store's term barrier, which any log takes.
+    fn barrier(epoch: Epoch) -> DataEntry {
+        DataEntry {
+            position: Position::new(1, epoch),
+            payload: Vec::new(),
+        }
+    }
+
+    fn durable_reports(reports: &mut mpsc::UnboundedReceiver<StoreReport>) -> Vec<Position> {
+        let mut positions = Vec::new();
+        while let Ok(report) = reports.try_recv() {
+            if let StoreReport::Durable(position) = report {
+                positions.push(position);
+            }
+        }
+        positions
+    }
+
+    #[tokio::test]
+    async fn queued_appends_share_one_transaction_and_a_failed_run_goes_one_by_one() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let store = Arc::new(Store::open(dir.path().join("chat.db")).expect("the store opens"));
+        let (mut worker, mut reports) = worker(Arc::clone(&store));
+
+        worker.append_run(vec![
+            StoreJob::Append(vec![barrier(1)]),
+            StoreJob::Append(vec![barrier(2)]),
+            StoreJob::CommitAdvanced(0),
+            StoreJob::Append(vec![barrier(3)]),
+        ]);
+        assert_eq!(
+            durable_reports(&mut reports),
+            vec![Position::new(1, 3)],
+            "three frames, one durable report"
+        );
+        assert_eq!(store.election_key().epoch, 3);
+
+        // A gap sinks the merged transaction; one by one, the entry before it still lands.
+        worker.append_run(vec![
+            StoreJob::Append(vec![barrier(4)]),
+            StoreJob::Append(vec![barrier(6)]),
+        ]);
+        assert_eq!(durable_reports(&mut reports), vec![Position::new(1, 4)]);
+        assert_eq!(store.election_key().epoch, 4);
+    }
+}
