@@ -293,6 +293,9 @@ impl Watchdog {
 #[error("{0}")]
 pub(crate) struct BadConfig(String);
 
+/// Read connections the store keeps open between reads.
+const IDLE_READERS: usize = 32;
+
 /// Opens the node's database (creating it and applying the migrations), so a bad state
 /// directory stops start-up here rather than on the first write.
 async fn open_store(config: &ResolvedConfig) -> anyhow::Result<Arc<chat_store::Store>> {
@@ -302,7 +305,14 @@ async fn open_store(config: &ResolvedConfig) -> anyhow::Result<Arc<chat_store::S
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("cannot create the state directory {}", dir.display()))?;
         }
-        chat_store::Store::open(&path)
+        // Replica reads and change notices run on the blocking pool, dozens at once under
+        // load: with the store's default of 4 idle readers most reads opened a connection
+        // and prepared every statement afresh.
+        let options = chat_store::StoreOptions {
+            idle_readers: IDLE_READERS,
+            ..chat_store::StoreOptions::default()
+        };
+        chat_store::Store::open_with(&path, options)
             .with_context(|| format!("cannot open the database {}", path.display()))
     })
     .await

@@ -12,7 +12,7 @@ use chat_data::{
     Outcome, Place, Position, ReadResult, RequestId, Term, TermRun, WriteResult,
 };
 use chat_service::{CommitterConfig, ServiceConfig, ServiceError};
-use chat_store::Store;
+use chat_store::{ChangeNotice, Store};
 use chat_transport::{Transport, TransportConfig, TransportEvent, TransportHandle};
 use chat_web::{ChangeFeed, ChatChange};
 use serde::{Deserialize, Serialize};
@@ -618,55 +618,87 @@ impl Task {
     }
 }
 
+/// Change notices read from the store in one go at most.
+const NOTIFY_BATCH: usize = 256;
+
 /// Pushes committed messages to this input node's live-update streams, in epoch order, once
-/// the local rows hold them.
+/// the local rows hold them. The notices queued meanwhile are read in one read transaction on
+/// one blocking task: under load a notice per message, each with its own task and
+/// transaction, cost an input node more than serving the writes.
 async fn notify_loop(
     mut notices: mpsc::UnboundedReceiver<chat_data::Change>,
     storage: Storage,
     feed: ChangeFeed,
 ) {
-    while let Some(change) = notices.recv().await {
-        let Some(notice) = entries::notice(&change) else {
+    let mut changes = Vec::with_capacity(NOTIFY_BATCH);
+    while notices.recv_many(&mut changes, NOTIFY_BATCH).await > 0 {
+        let batch: Vec<ChangeNotice> = changes
+            .drain(..)
+            .filter_map(|c| entries::notice(&c))
+            .collect();
+        let Some(newest) = batch.iter().map(|n| n.epoch).max() else {
             continue;
         };
         let mut applied = storage.applied.clone();
-        if tokio::time::timeout(NOTIFY_WAIT, applied.wait_for(|e| *e >= notice.epoch))
+        let batch = if tokio::time::timeout(NOTIFY_WAIT, applied.wait_for(|e| *e >= newest))
             .await
-            .is_err()
+            .is_ok()
         {
-            tracing::debug!(target: "data", subsystem = "data", epoch = notice.epoch, "a change notice outran the local rows; skipped");
+            batch
+        } else {
+            // Publish what the rows already hold; skip the rest.
+            let have = *applied.borrow();
+            tracing::debug!(target: "data", subsystem = "data", epoch = newest, have, "change notices outran the local rows; skipped");
+            batch.into_iter().filter(|n| n.epoch <= have).collect()
+        };
+        if batch.is_empty() {
             continue;
         }
         let store = Arc::clone(&storage.store);
         let read = tokio::task::spawn_blocking(move || {
             store.read(|view| -> Result<_, chat_store::StoreError> {
-                let messages = view.messages(
-                    &notice.chat_id,
-                    chat_store::Page::Since {
-                        epoch: notice.epoch.saturating_sub(1),
-                        limit: 1,
-                    },
-                )?;
-                let Some(message) = messages.into_iter().find(|m| m.uuid == notice.message_uuid)
-                else {
-                    return Ok(None);
-                };
-                let sender = view
-                    .users_by_uuids(&[message.sender_uuid])?
-                    .into_iter()
-                    .next();
-                Ok(sender.map(|sender| ChatChange {
-                    chat_id: notice.chat_id.clone(),
-                    epoch: notice.epoch,
-                    audience: notice.audience.clone(),
-                    message,
-                    sender,
-                }))
+                let mut found = Vec::with_capacity(batch.len());
+                for notice in batch {
+                    if let Some(change) = read_change(view, notice)? {
+                        found.push(change);
+                    }
+                }
+                Ok(found)
             })
         })
         .await;
-        if let Ok(Ok((Some(change), _))) = read {
-            feed.publish(change);
+        if let Ok(Ok((found, _))) = read {
+            for change in found {
+                feed.publish(change);
+            }
         }
     }
+}
+
+/// The message a notice names, with its sender, as the live-update feed carries it.
+fn read_change(
+    view: &mut chat_store::ReadView<'_>,
+    notice: ChangeNotice,
+) -> Result<Option<ChatChange>, chat_store::StoreError> {
+    let messages = view.messages(
+        &notice.chat_id,
+        chat_store::Page::Since {
+            epoch: notice.epoch.saturating_sub(1),
+            limit: 1,
+        },
+    )?;
+    let Some(message) = messages.into_iter().find(|m| m.uuid == notice.message_uuid) else {
+        return Ok(None);
+    };
+    let sender = view
+        .users_by_uuids(&[message.sender_uuid])?
+        .into_iter()
+        .next();
+    Ok(sender.map(|sender| ChatChange {
+        chat_id: notice.chat_id,
+        epoch: notice.epoch,
+        audience: notice.audience,
+        message,
+        sender,
+    }))
 }

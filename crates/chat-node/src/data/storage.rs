@@ -2,7 +2,7 @@
 //! order they were polled, the writer's group commit executes writes, and reads run on
 //! tokio's blocking pool. Everything reports back to the driver as a [`StoreReport`].
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{mpsc as std_mpsc, Arc};
 use std::time::Duration;
 
@@ -20,6 +20,9 @@ use super::entries;
 /// Bytes per snapshot chunk: well under the data plane's frame limit, big enough that a
 /// database of a few hundred megabytes streams in a few thousand frames.
 const SNAPSHOT_CHUNK_BYTES: usize = 1024 * 1024;
+/// Jobs the worker takes from its queue at once; a run of appends among them shares one
+/// transaction and one fsync.
+const MAX_JOBS_PER_TURN: usize = 1024;
 
 /// What the driver asks of the store worker, in the data plane's order.
 #[derive(Debug)]
@@ -205,8 +208,101 @@ struct Worker {
 
 impl Worker {
     fn run(mut self, queue: std_mpsc::Receiver<StoreJob>) {
-        while let Ok(job) = queue.recv() {
-            self.handle(job);
+        let mut ready: VecDeque<StoreJob> = VecDeque::new();
+        loop {
+            if ready.is_empty() {
+                match queue.recv() {
+                    Ok(job) => ready.push_back(job),
+                    Err(_) => return,
+                }
+            }
+            // What queued up while the last job ran (an fsync takes milliseconds) is taken
+            // together: a run of appends and commit advances becomes one transaction.
+            while ready.len() < MAX_JOBS_PER_TURN {
+                match queue.try_recv() {
+                    Ok(job) => ready.push_back(job),
+                    Err(_) => break,
+                }
+            }
+            let run = ready
+                .iter()
+                .take_while(|job| matches!(job, StoreJob::Append(_) | StoreJob::CommitAdvanced(_)))
+                .count();
+            if run == 0 {
+                if let Some(job) = ready.pop_front() {
+                    self.handle(job);
+                }
+            } else {
+                let jobs: Vec<StoreJob> = ready.drain(..run).collect();
+                self.append_run(jobs);
+            }
+        }
+    }
+
+    /// Appends and commit advances polled one after the other, in one fsynced transaction:
+    /// every entry in order, then the rows applied up to the newest commit. The outcome is
+    /// the one the jobs would have left one by one (a commit advance only says what is
+    /// majority-durable; applying stops at the log's end either way), reported once. If the
+    /// transaction fails they run one by one, so a bad entry costs only what follows it.
+    fn append_run(&mut self, jobs: Vec<StoreJob>) {
+        if jobs.len() == 1 {
+            if let Some(job) = jobs.into_iter().next() {
+                self.handle(job);
+            }
+            return;
+        }
+        let mut batch = Vec::new();
+        let mut appends = false;
+        let mut commit = self.commit;
+        'jobs: for job in &jobs {
+            match job {
+                StoreJob::Append(data_entries) => {
+                    appends = true;
+                    for entry in data_entries {
+                        match entries::to_store(entry) {
+                            Ok(entry) => batch.push(entry),
+                            // Handled (and logged) one by one below.
+                            Err(_) => break 'jobs,
+                        }
+                    }
+                }
+                StoreJob::CommitAdvanced(epoch) => commit = commit.max(*epoch),
+                _ => {}
+            }
+        }
+        if !appends {
+            self.advance_commit(commit);
+            return;
+        }
+        match self.store.append_entries(&batch, commit) {
+            Ok(outcome) => {
+                self.commit = commit;
+                self.applied.send_replace(outcome.applied);
+                self.report(StoreReport::Durable(entries::position(outcome.durable)));
+            }
+            Err(_) => {
+                for job in jobs {
+                    self.handle(job);
+                }
+            }
+        }
+    }
+
+    /// Applies the durable log up to a newly majority-durable epoch. The writer's rows are
+    /// applied as it commits, so there it skips the (empty) transaction; the watch is
+    /// checked rather than the store, whose lock the group commit holds through its fsync.
+    fn advance_commit(&mut self, epoch: Epoch) {
+        self.commit = self.commit.max(epoch);
+        if self.commit <= *self.applied.borrow() {
+            return;
+        }
+        match self.store.apply_committed(self.commit) {
+            Ok(applied) => {
+                self.applied.send_replace(applied);
+            }
+            Err(error) => {
+                tracing::error!(target: "storage", subsystem = "storage", epoch, %error, "cannot apply committed entries");
+            }
         }
     }
 
@@ -229,17 +325,7 @@ impl Worker {
                     self.report(StoreReport::NeedSnapshot);
                 }
             },
-            StoreJob::CommitAdvanced(epoch) => {
-                self.commit = self.commit.max(epoch);
-                match self.store.apply_committed(self.commit) {
-                    Ok(applied) => {
-                        self.applied.send_replace(applied);
-                    }
-                    Err(error) => {
-                        tracing::error!(target: "storage", subsystem = "storage", epoch, %error, "cannot apply committed entries");
-                    }
-                }
-            }
+            StoreJob::CommitAdvanced(epoch) => self.advance_commit(epoch),
             StoreJob::ReadSnapshotChunk {
                 peer,
                 snapshot_id,
@@ -384,5 +470,75 @@ impl Worker {
                 tracing::error!(target: "storage", subsystem = "storage", %error, "cannot install a snapshot");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn worker(store: Arc<Store>) -> (Worker, mpsc::UnboundedReceiver<StoreReport>) {
+        let (reports, received) = mpsc::unbounded_channel();
+        let (applied, _) = watch::channel(0);
+        let group = GroupCommitter::start(Arc::clone(&store), CommitterConfig::default(), None)
+            .expect("the group commit starts");
+        let worker = Worker {
+            store,
+            group,
+            runtime: tokio::runtime::Handle::current(),
+            reports,
+            applied,
+            commit: 0,
+            readers: HashMap::new(),
+            next_snapshot: 0,
+            incoming: None,
+        };
+        (worker, received)
+    }
+
+    /// An empty data-plane entry: the store's term barrier, which any log takes.
+    fn barrier(epoch: Epoch) -> DataEntry {
+        DataEntry {
+            position: Position::new(1, epoch),
+            payload: Vec::new(),
+        }
+    }
+
+    fn durable_reports(reports: &mut mpsc::UnboundedReceiver<StoreReport>) -> Vec<Position> {
+        let mut positions = Vec::new();
+        while let Ok(report) = reports.try_recv() {
+            if let StoreReport::Durable(position) = report {
+                positions.push(position);
+            }
+        }
+        positions
+    }
+
+    #[tokio::test]
+    async fn queued_appends_share_one_transaction_and_a_failed_run_goes_one_by_one() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let store = Arc::new(Store::open(dir.path().join("chat.db")).expect("the store opens"));
+        let (mut worker, mut reports) = worker(Arc::clone(&store));
+
+        worker.append_run(vec![
+            StoreJob::Append(vec![barrier(1)]),
+            StoreJob::Append(vec![barrier(2)]),
+            StoreJob::CommitAdvanced(0),
+            StoreJob::Append(vec![barrier(3)]),
+        ]);
+        assert_eq!(
+            durable_reports(&mut reports),
+            vec![Position::new(1, 3)],
+            "three frames, one durable report"
+        );
+        assert_eq!(store.election_key().epoch, 3);
+
+        // A gap sinks the merged transaction; one by one, the entry before it still lands.
+        worker.append_run(vec![
+            StoreJob::Append(vec![barrier(4)]),
+            StoreJob::Append(vec![barrier(6)]),
+        ]);
+        assert_eq!(durable_reports(&mut reports), vec![Position::new(1, 4)]);
+        assert_eq!(store.election_key().epoch, 4);
     }
 }
