@@ -103,6 +103,22 @@ async fn wait_exit_async(child: &mut Child) -> ExitStatus {
     }
 }
 
+/// SIGTERM, then a clean exit (status 0) is expected.
+async fn stop_cleanly(mut child: Child) {
+    let killed = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let status = wait_exit_async(&mut child).await;
+    assert!(
+        status.success(),
+        "exit status {status}: {}",
+        stderr_of(child)
+    );
+}
+
 fn stderr_of(child: Child) -> String {
     let output = child.wait_with_output().expect("output");
     String::from_utf8_lossy(&output.stderr).into_owned()
@@ -131,18 +147,7 @@ async fn serves_registrations_and_stops_cleanly_on_sigterm() {
         "registry written to the configured state_dir"
     );
 
-    let killed = Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
-        .status()
-        .expect("kill");
-    assert!(killed.success());
-    let status = wait_exit_async(&mut child).await;
-    assert!(
-        status.success(),
-        "exit status {status}: {}",
-        stderr_of(child)
-    );
+    stop_cleanly(child).await;
 }
 
 #[test]
@@ -317,16 +322,5 @@ async fn refusals_and_strangers_are_counted_in_the_metrics() {
         .expect("GET /");
     assert_eq!(elsewhere.status().as_u16(), 404);
 
-    let killed = Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
-        .status()
-        .expect("kill");
-    assert!(killed.success());
-    let status = wait_exit_async(&mut child).await;
-    assert!(
-        status.success(),
-        "exit status {status}: {}",
-        stderr_of(child)
-    );
+    stop_cleanly(child).await;
 }
