@@ -138,13 +138,9 @@ pub async fn bind_with_keys(
 }
 
 async fn bind_one(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), ServerError> {
-    let listener = TcpListener::bind(addr)
+    chat_grpc::http::bind(addr)
         .await
-        .map_err(|source| ServerError::Bind { addr, source })?;
-    let local = listener
-        .local_addr()
-        .map_err(|source| ServerError::Bind { addr, source })?;
-    Ok((listener, local))
+        .map_err(|source| ServerError::Bind { addr, source })
 }
 
 impl BoundServer {

@@ -4,6 +4,7 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
@@ -22,6 +23,13 @@ pub const OPENMETRICS_CONTENT_TYPE: &str =
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long open connections get to finish at shutdown.
 pub const HTTP_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Binds `addr` and answers the address actually bound (port 0 picks one).
+pub async fn bind(addr: SocketAddr) -> std::io::Result<(TcpListener, SocketAddr)> {
+    let listener = TcpListener::bind(addr).await?;
+    let local = listener.local_addr()?;
+    Ok((listener, local))
+}
 
 /// A response with `body`, its content type, and `Cache-Control: no-store` (everything the
 /// services answer changes from one request to the next).

@@ -126,13 +126,9 @@ pub struct BoundServer {
 }
 
 async fn bind_one(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), ServerError> {
-    let listener = TcpListener::bind(addr)
+    chat_grpc::http::bind(addr)
         .await
-        .map_err(|source| ServerError::Bind { addr, source })?;
-    let local = listener
-        .local_addr()
-        .map_err(|source| ServerError::Bind { addr, source })?;
-    Ok((listener, local))
+        .map_err(|source| ServerError::Bind { addr, source })
 }
 
 /// Checks the configuration, loads the cluster secret from `config.secret_file` and binds
