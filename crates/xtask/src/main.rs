@@ -12,8 +12,9 @@
 //! - `cargo xtask e2e [--deb PATH]`: the container test alone (packages the test build first
 //!   unless given a .deb).
 //! - `cargo xtask bench`: every benchmark (they print figures; none fails on a slow machine).
-//! - `cargo xtask soak [--seeds N] [--chunk C] [--threads T] [--only NAME]`: the simulator soak
-//!   every control-plane change must pass, resumable (see [`soak`]).
+//! - `cargo xtask soak [--seeds N] [--chunk C] [--threads T] [--only NAME] [--ledger FILE]`: the
+//!   simulator soak every control-plane change must pass, resumable, recorded in
+//!   `docs/sim-soak.ledger` (see [`soak`]).
 
 mod container;
 mod deb;

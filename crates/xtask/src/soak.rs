@@ -1,25 +1,27 @@
-//! `cargo xtask soak [--seeds N] [--chunk C] [--threads T] [--only NAME]`: the control plane's
-//! simulator soak (100,000 seeds of every scenario by default, release build), run in chunks
-//! of seeds that are recorded in a ledger so that a stopped soak resumes where it was.
+//! `cargo xtask soak [--seeds N] [--chunk C] [--threads T] [--only NAME] [--ledger FILE]`: the
+//! control plane's simulator soak (100,000 seeds of every scenario by default, release build),
+//! run in chunks of seeds that are recorded in a ledger so that a stopped soak resumes where it
+//! was.
 //!
-//! On 2 shared cores the whole soak takes several hours, more than one sitting; the ledger
-//! (`$CARGO_TARGET_DIR/sim-soak.ledger`) makes the hours add up. Each line records a chunk that
-//! passed, under the fingerprint of what the simulator runs: the git trees of
-//! `crates/chat-control` and `crates/chat-wire`. A change there changes the fingerprint, and
-//! the soak starts again from nothing; a tree with uncommitted changes in them is refused, since
-//! its chunks could not be told apart from the commit's.
+//! On 2 shared cores the whole soak takes hours, often more than one sitting; the ledger makes
+//! the hours add up. Each line records a chunk that passed, under the fingerprint of what the
+//! simulator runs: the git trees of `crates/chat-control` and `crates/chat-wire`. A change there
+//! changes the fingerprint, and the soak starts again from nothing; a tree with uncommitted
+//! changes in them is refused, since its chunks could not be told apart from the commit's.
+//!
+//! The ledger is a tracked file, `docs/sim-soak.ledger`, committed beside the code it vouches
+//! for: a build directory does not outlive a machine, and a fresh clone should still be able to
+//! tell whether its control plane passed the soak (the fingerprint says which code did).
 
 use std::collections::BTreeSet;
 use std::fs::OpenOptions;
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
 use crate::flag_value;
-use crate::system::{
-    cargo_command, ensure_system_packages, output, status, target_dir, workspace_root, Needs,
-};
+use crate::system::{cargo_command, ensure_system_packages, output, status, workspace_root, Needs};
 
 /// The crates whose code decides what a simulated run does.
 const SIMULATED: &[&str] = &["crates/chat-control", "crates/chat-wire"];
@@ -29,7 +31,11 @@ struct Options {
     chunk: u64,
     threads: usize,
     only: Option<String>,
+    ledger: PathBuf,
 }
+
+/// Where the soak's record lives by default, relative to the workspace root.
+const LEDGER: &str = "docs/sim-soak.ledger";
 
 pub(crate) fn soak(rest: &[String]) -> Result<(), String> {
     let number = |flag: &str, default: u64| -> Result<u64, String> {
@@ -48,11 +54,13 @@ pub(crate) fn soak(rest: &[String]) -> Result<(), String> {
         chunk: number("--chunk", 10_000)?,
         threads: usize::try_from(number("--threads", cores)?).unwrap_or(1),
         only: flag_value(rest, "--only")?.map(str::to_owned),
+        ledger: flag_value(rest, "--ledger")?
+            .map_or_else(|| workspace_root().join(LEDGER), PathBuf::from),
     };
     ensure_system_packages(Needs::Build)?;
     let fingerprint = fingerprint()?;
-    let ledger = target_dir().join("sim-soak.ledger");
-    let done = passed_chunks(&ledger, &fingerprint, options.seeds);
+    let ledger = &options.ledger;
+    let done = passed_chunks(ledger, &fingerprint, options.seeds);
     let scenarios: Vec<String> = scenarios()?
         .into_iter()
         .filter(|name| options.only.as_ref().is_none_or(|only| name == only))
@@ -95,7 +103,7 @@ pub(crate) fn soak(rest: &[String]) -> Result<(), String> {
             OpenOptions::new()
                 .create(true)
                 .append(true)
-                .open(&ledger)
+                .open(ledger)
                 .and_then(|mut file| file.write_all(line.as_bytes()))
                 .map_err(|e| format!("cannot record in {}: {e}", ledger.display()))?;
             eprintln!("xtask soak: {name} seeds {skip}..{end} passed in {seconds} s");
@@ -139,7 +147,7 @@ fn fingerprint() -> Result<String, String> {
 }
 
 /// Chunks already passed under this fingerprint and total: (scenario, first, end).
-fn passed_chunks(ledger: &PathBuf, fingerprint: &str, seeds: u64) -> BTreeSet<(String, u64, u64)> {
+fn passed_chunks(ledger: &Path, fingerprint: &str, seeds: u64) -> BTreeSet<(String, u64, u64)> {
     let text = std::fs::read_to_string(ledger).unwrap_or_default();
     text.lines()
         .filter_map(|line| {
