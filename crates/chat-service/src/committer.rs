@@ -204,11 +204,13 @@ fn commit(
                     tracing::debug!(subsystem = "writer", "no one takes committed batches");
                 }
             }
+            let sessions_changed = Some(store.sessions_changed());
             for (answer, result) in answers.into_iter().zip(outcome.answers) {
                 let reply = result.map(|committed| Reply {
                     value: written_response(committed.written),
                     epoch: committed.epoch,
                     replayed: committed.replayed,
+                    sessions_changed,
                 });
                 let _ = answer.send(reply);
             }

@@ -304,15 +304,20 @@ impl LocalService {
         let store = Arc::clone(&self.store);
         // The query's own error is kept apart: a denial or a "not found" computed on data
         // older than the client has seen is as stale as a result, so freshness comes first.
-        let (outcome, epoch) =
-            blocking(move || store.read(|view| Ok::<_, ServiceError>(query(view)))).await?;
+        // The mark is taken after the read: it only goes up, and a change the read saw
+        // raised it before it committed.
+        let ((outcome, epoch), sessions_changed) = blocking(move || {
+            let read = store.read(|view| Ok::<_, ServiceError>(query(view)))?;
+            Ok::<_, ServiceError>((read, store.sessions_changed()))
+        })
+        .await?;
         if epoch < min_epoch {
             return Err(ServiceError::ReplicaBehind {
                 have: epoch,
                 want: min_epoch,
             });
         }
-        Ok(Reply::new(outcome?, epoch))
+        Ok(Reply::new(outcome?, epoch).with_sessions_changed(sessions_changed))
     }
 }
 

@@ -454,6 +454,12 @@ pub struct Reply<T = Response> {
     /// nothing was written now (the JSON API answers 200 instead of 201).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub replayed: bool,
+    /// At or above the epoch of the last change to any session version (a logout, an account
+    /// deleted) that the answering database held: a session version read at or after it is
+    /// still current at `epoch`, which spares input nodes a read per request. `None` (a node
+    /// that does not say) means any change up to `epoch` must be assumed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sessions_changed: Option<Epoch>,
 }
 
 impl<T> Reply<T> {
@@ -463,7 +469,22 @@ impl<T> Reply<T> {
             value,
             epoch,
             replayed: false,
+            sessions_changed: None,
         }
+    }
+
+    /// The same answer, saying where session versions last changed.
+    pub fn with_sessions_changed(self, at: Epoch) -> Self {
+        Self {
+            sessions_changed: Some(at),
+            ..self
+        }
+    }
+
+    /// The epoch a cached session version must be read at, at least, to be current at this
+    /// answer's epoch: [`Reply::sessions_changed`], or the epoch itself when not said.
+    pub fn sessions_mark(&self) -> Epoch {
+        self.sessions_changed.unwrap_or(self.epoch)
     }
 }
 
@@ -474,12 +495,14 @@ impl Reply {
         self,
         pick: impl FnOnce(Response) -> Option<T>,
     ) -> Result<Reply<T>, ServiceError> {
-        let (epoch, replayed) = (self.epoch, self.replayed);
+        let (epoch, replayed, sessions_changed) =
+            (self.epoch, self.replayed, self.sessions_changed);
         match pick(self.value) {
             Some(value) => Ok(Reply {
                 value,
                 epoch,
                 replayed,
+                sessions_changed,
             }),
             None => {
                 tracing::error!(

@@ -359,6 +359,7 @@ impl<D: Dispatcher> AuthService for D {
                     value: reply.value.user,
                     epoch: reply.epoch,
                     replayed: false,
+                    sessions_changed: reply.sessions_changed,
                 }),
                 _ => Err(wrong()),
             }

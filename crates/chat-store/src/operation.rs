@@ -112,6 +112,14 @@ pub enum Change {
     TermBarrier,
 }
 
+impl Change {
+    /// Whether applying it changes some account's session version (or ends the account),
+    /// so a session version read before it may be stale after it.
+    pub fn changes_sessions(&self) -> bool {
+        matches!(self, Change::DeleteUser { .. } | Change::EndSessions { .. })
+    }
+}
+
 impl Operation {
     /// The term barrier's one operation (see [`Change::TermBarrier`]).
     pub fn term_barrier() -> Self {

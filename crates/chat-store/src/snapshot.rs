@@ -13,7 +13,7 @@ use diesel::sql_types::{BigInt, Text};
 use tempfile::{NamedTempFile, TempPath};
 
 use crate::error::StoreError;
-use crate::model::{epoch_from_sql, epoch_to_sql};
+use crate::model::{epoch_from_sql, epoch_to_sql, Epoch};
 use crate::operation::EntryId;
 use crate::store::{establish, Store};
 
@@ -234,7 +234,9 @@ impl Store {
             diesel::sql_query("ATTACH DATABASE ? AS snap")
                 .bind::<Text, _>(&path_str)
                 .execute(conn)?;
-            let result = copy_attached(conn);
+            // A read of the restored rows must not find a lower mark than the changes they
+            // hold: the mark goes up before the copy commits.
+            let result = copy_attached(conn, |epoch| self.raise_sessions_changed(Some(epoch)));
             let detached = conn.batch_execute("DETACH DATABASE snap");
             let id = result?;
             detached?;
@@ -246,7 +248,10 @@ impl Store {
     }
 }
 
-fn copy_attached(conn: &mut SqliteConnection) -> Result<EntryId, StoreError> {
+fn copy_attached(
+    conn: &mut SqliteConnection,
+    before_commit: impl FnOnce(Epoch),
+) -> Result<EntryId, StoreError> {
     #[derive(QueryableByName)]
     struct Check {
         #[diesel(sql_type = Text)]
@@ -277,6 +282,7 @@ fn copy_attached(conn: &mut SqliteConnection) -> Result<EntryId, StoreError> {
         term: epoch_from_sql(state.log_base_term)?,
         epoch: epoch_from_sql(state.current_epoch)?,
     };
+    before_commit(id.epoch);
     conn.immediate_transaction(|conn| {
         for table in TABLES.iter().rev() {
             conn.batch_execute(&format!("DELETE FROM main.{table};"))?;

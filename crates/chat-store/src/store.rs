@@ -217,6 +217,9 @@ pub struct Store {
     idle_readers: Mutex<Vec<SqliteConnection>>,
     /// SQL statements run on the writer connection (transaction control included).
     writer_statements: Arc<AtomicU64>,
+    /// At or above the epoch of the last applied change to any session version (see
+    /// [`Store::sessions_changed`]).
+    sessions_changed: AtomicU64,
 }
 
 impl std::fmt::Debug for Store {
@@ -369,28 +372,35 @@ fn load_state(conn: &mut SqliteConnection) -> Result<LogState, StoreError> {
 
 /// Applies one entry's ops at their epochs (the rows, the remembered ids, the forgetting);
 /// the caller moves `current_epoch`.
-fn apply_entry(conn: &mut SqliteConnection, entry: &Entry) -> Result<(), StoreError> {
+/// Returns the epoch of the entry's last change to a session version, if any.
+fn apply_entry(conn: &mut SqliteConnection, entry: &Entry) -> Result<Option<Epoch>, StoreError> {
+    let mut sessions_changed = None;
     for (epoch, op) in (entry.first_epoch()..).zip(&entry.ops) {
         if op.change == crate::Change::TermBarrier {
             continue;
         }
         let written = apply_change(conn, epoch, op)?;
         queries::remember(conn, epoch, op.request_id, op.fingerprint, &written)?;
+        if op.change.changes_sessions() {
+            sessions_changed = Some(epoch);
+        }
     }
     if let Some(through) = entry.forget_requests_through {
         queries::forget_requests_through(conn, through)?;
     }
-    Ok(())
+    Ok(sessions_changed)
 }
 
-/// Applies logged entries after `state.applied` up to `target` (whole entries only).
+/// Applies logged entries after `state.applied` up to `target` (whole entries only); returns
+/// the epoch of the last change to a session version among them, if any.
 fn apply_logged(
     conn: &mut SqliteConnection,
     state: &mut LogState,
     target: Epoch,
-) -> Result<(), StoreError> {
+) -> Result<Option<Epoch>, StoreError> {
     let target = target.min(state.last.epoch);
     let before = state.applied;
+    let mut sessions_changed = None;
     'apply: while state.applied < target {
         let rows = log_rows_after(conn, state.applied, 64)?;
         if rows.is_empty() {
@@ -407,14 +417,14 @@ fn apply_logged(
                     entry.epoch, state.applied
                 )));
             }
-            apply_entry(conn, &entry)?;
+            sessions_changed = apply_entry(conn, &entry)?.or(sessions_changed);
             state.applied = entry.epoch;
         }
     }
     if state.applied != before {
         queries::set_epoch(conn, state.applied)?;
     }
-    Ok(())
+    Ok(sessions_changed)
 }
 
 /// Keeps the log bounded: once it holds more than twice the retention, drops the entries
@@ -538,6 +548,8 @@ impl Store {
             }),
             idle_readers: Mutex::new(Vec::new()),
             writer_statements,
+            // What the rows already hold is not looked into: any of it may have changed one.
+            sessions_changed: AtomicU64::new(state.applied),
         })
     }
 
@@ -610,6 +622,21 @@ impl Store {
         Ok(lock(&self.writer).state.applied)
     }
 
+    /// An epoch at or above that of the last applied change to any session version (a logout
+    /// or an account deleted; at open, the applied epoch, since the rows are not looked into);
+    /// no I/O. It is raised before the change commits, so a read that sees the change and
+    /// then asks gets at least its epoch: a session version read at an epoch at or above
+    /// this value is still current.
+    pub fn sessions_changed(&self) -> Epoch {
+        self.sessions_changed.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn raise_sessions_changed(&self, epoch: Option<Epoch>) {
+        if let Some(epoch) = epoch {
+            self.sessions_changed.fetch_max(epoch, Ordering::AcqRel);
+        }
+    }
+
     /// The last epoch applied to the rows; no I/O.
     pub fn applied_epoch(&self) -> Epoch {
         lock(&self.writer).state.applied
@@ -668,7 +695,7 @@ impl Store {
         let log_retention = self.options.log_retention;
         let outcome = writer.conn.immediate_transaction(|conn| {
             let durable = state.last.epoch;
-            apply_logged(conn, &mut state, durable)?;
+            let mut sessions_changed = apply_logged(conn, &mut state, durable)?;
             let mut epoch = state.applied;
             let mut ops = Vec::new();
             let mut answers = Vec::with_capacity(requests.len());
@@ -698,6 +725,9 @@ impl Store {
                 answers.push(match step {
                     Ok(Step::Applied(op, written)) => {
                         epoch = next;
+                        if op.change.changes_sessions() {
+                            sessions_changed = Some(epoch);
+                        }
                         ops.push(op);
                         Ok(Committed {
                             epoch,
@@ -710,6 +740,7 @@ impl Store {
                     Err(ReadError::Store(e)) => Err(R::Error::from(constraint_as_conflict(e))),
                 });
             }
+            self.raise_sessions_changed(sessions_changed);
             if ops.is_empty() {
                 return Ok((answers, None, Vec::new()));
             }
@@ -797,7 +828,8 @@ impl Store {
                 state.last = entry.id();
                 state.first_key.get_or_insert(entry.epoch);
             }
-            apply_logged(conn, &mut state, commit)?;
+            let sessions_changed = apply_logged(conn, &mut state, commit)?;
+            self.raise_sessions_changed(sessions_changed);
             trim_if_long(conn, &mut state, log_retention)?;
             Ok(())
         })?;

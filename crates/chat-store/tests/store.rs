@@ -933,3 +933,54 @@ fn sqlite_is_built_to_compile_each_statement_once() {
         "SQLITE_ENABLE_QPSG is missing: is LIBSQLITE3_FLAGS overridden in the environment?"
     );
 }
+
+/// The session mark follows logouts and deleted accounts on the writer and on a follower
+/// applying its log, ignores every other change, and starts at the applied epoch on open.
+#[test]
+fn the_sessions_mark_moves_with_logouts_and_deleted_accounts_only() {
+    let db = open();
+    let store = &db.store;
+    let alice = register(store, "alice", "001");
+    let bob = register(store, "bob", "002");
+    send(store, alice, Recipient::User(bob), "hello");
+    assert_eq!(store.sessions_changed(), 0, "registrations and messages");
+    let logout = store
+        .execute(&op(Change::EndSessions { user_uuid: alice }))
+        .expect("logout");
+    assert_eq!(store.sessions_changed(), logout.epoch);
+    send(store, bob, Recipient::User(alice), "bye");
+    create_group(store, bob, "g");
+    assert_eq!(store.sessions_changed(), logout.epoch);
+    let deleted = store
+        .execute(&op(Change::DeleteUser { user_uuid: bob }))
+        .expect("delete");
+    assert_eq!(store.sessions_changed(), deleted.epoch);
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let follower = Store::open_with(
+        dir.path().join("follower.db"),
+        StoreOptions {
+            durability: Durability::Normal,
+            ..StoreOptions::default()
+        },
+    )
+    .expect("open follower");
+    let entries = store.entries_after(0, 100).expect("log");
+    // Appended but not yet committed: nothing applied, nothing marked.
+    follower.append_entries(&entries, 0).expect("append");
+    assert_eq!(follower.sessions_changed(), 0);
+    follower
+        .append_entries(&[], logout.epoch)
+        .expect("apply through the logout");
+    assert_eq!(follower.sessions_changed(), logout.epoch);
+    follower
+        .append_entries(&[], deleted.epoch)
+        .expect("apply the rest");
+    assert_eq!(follower.sessions_changed(), deleted.epoch);
+
+    // Reopened, a database is not looked into: its applied epoch is the mark.
+    let path = follower.path().to_path_buf();
+    drop(follower);
+    let reopened = Store::open(&path).expect("reopen");
+    assert_eq!(reopened.sessions_changed(), reopened.applied_epoch());
+}

@@ -512,6 +512,10 @@ pub struct ServiceBackend<D> {
     // written through another input node (it then answers 201 instead of 200, never the
     // reverse).
     seen_epoch: AtomicU64,
+    /// The highest [`Reply::sessions_mark`] any answer through this backend carried: no
+    /// session version changed after it up to `seen_epoch` (raised before `seen_epoch`, read
+    /// after it, so a reader never pairs a new `seen_epoch` with an old mark).
+    sessions_changed: AtomicU64,
     /// Session versions read recently (they live with the user, replicated; this only spares
     /// a read per request while nothing newer has been seen).
     sessions: Mutex<HashMap<Uuid, SessionEntry>>,
@@ -523,6 +527,7 @@ impl<D: Dispatcher> ServiceBackend<D> {
         Self {
             service,
             seen_epoch: AtomicU64::new(0),
+            sessions_changed: AtomicU64::new(0),
             sessions: Mutex::new(HashMap::new()),
         }
     }
@@ -534,8 +539,15 @@ impl<D: Dispatcher> ServiceBackend<D> {
 
     fn read<T>(&self, reply: Result<Reply<T>, ServiceError>) -> Result<Reply<T>, ApiError> {
         let reply = reply.map_err(api_error)?;
-        self.seen_epoch.fetch_max(reply.epoch, Ordering::Relaxed);
+        self.saw(&reply);
         Ok(reply)
+    }
+
+    /// Takes note of what an answer reflects.
+    fn saw<T>(&self, reply: &Reply<T>) {
+        self.sessions_changed
+            .fetch_max(reply.sessions_mark(), Ordering::AcqRel);
+        self.seen_epoch.fetch_max(reply.epoch, Ordering::AcqRel);
     }
 
     /// Runs a write and tells a replay from a fresh write.
@@ -543,7 +555,7 @@ impl<D: Dispatcher> ServiceBackend<D> {
         &self,
         write: impl Future<Output = Result<Reply<T>, ServiceError>>,
     ) -> Outcome<T> {
-        let seen_before = self.seen_epoch.load(Ordering::Relaxed);
+        let seen_before = self.seen_epoch.load(Ordering::Acquire);
         let reply = self.read(write.await)?;
         Ok(Answer {
             replayed: reply.epoch <= seen_before,
@@ -704,19 +716,28 @@ impl<D: Dispatcher + 'static> Backend for ServiceBackend<D> {
     }
 
     /// Freshness: a check must reflect the client's epoch and everything this node has seen
-    /// (any answer through it, whoever asked). A cached version answers only when it was
-    /// read at or after that epoch (and within [`SESSION_CACHE_TTL`]); otherwise the
-    /// version is read again, at the client's epoch, so any fresh-enough replica answers and
-    /// no request waits for the writer. Once a logout's epoch is known here, no version read
-    /// before it answers from the cache; the read that replaces it is as fresh as the
-    /// request's own reads (see docs/decisions.md, "Logout on every input node").
+    /// (any answer through it, whoever asked). A cached version (read within
+    /// [`SESSION_CACHE_TTL`]) answers only when no session version can have changed since it
+    /// was read: up to the epochs this node has seen, the answers' session marks say where
+    /// the last change was; beyond them (a client that saw more) the version must have been
+    /// read at the client's epoch. Otherwise the version is read again, at the client's
+    /// epoch, so any fresh-enough replica answers and no request waits for the writer. Once a
+    /// logout's epoch is known here, no version read before it answers from the cache; the
+    /// read that replaces it is as fresh as the request's own reads (see docs/decisions.md,
+    /// "Logout on every input node"). Messages and other writes move no mark, so under a
+    /// stream of them a user's version is read once a second, not once a request.
     async fn session_version(&self, user: Uuid, min_epoch: Epoch) -> Result<u64, ApiError> {
-        let fresh_as = min_epoch.max(self.seen_epoch.load(Ordering::Relaxed));
+        // Everything up to `seen` is summed up by the mark: a version read at or after it is
+        // current through `seen`. Past `seen` (the client saw more than this node) nothing is
+        // known, so the version must have been read at the client's epoch.
+        let seen = self.seen_epoch.load(Ordering::Acquire);
+        let marked = self.sessions_changed.load(Ordering::Acquire);
+        let fresh_as = if min_epoch > seen { min_epoch } else { marked };
         let version = match self.cached_session(user, fresh_as) {
             Some(version) => version,
             None => match self.service.session(user, min_epoch).await {
                 Ok(reply) => {
-                    self.seen_epoch.fetch_max(reply.epoch, Ordering::Relaxed);
+                    self.saw(&reply);
                     let version = Some(reply.value.session_version);
                     self.remember_session(user, version, reply.epoch);
                     version

@@ -314,6 +314,47 @@ async fn tokens_are_checked_and_logout_ends_them() {
     );
 }
 
+/// Writes move no session mark: a client sending message after message (and carrying the
+/// epoch of each answer, as the page does) has its session version read about once per
+/// cache lifetime, not once a request; a logout anywhere makes the next check read again.
+#[tokio::test]
+async fn a_stream_of_messages_does_not_read_the_session_again_each_time() {
+    let h = harness();
+    let (_, alice) = h.user("alice", "001").await;
+    let (_, bob) = h.user("bob", "002").await;
+    let started = std::time::Instant::now();
+    let before = h.session_reads();
+    let mut epoch = h.epoch().to_string();
+    for i in 0..20 {
+        let sent = h
+            .send(support::api_request(
+                Method::POST,
+                "/api/users/bob/002/chat",
+                Some(&alice),
+                Some(json!({ "content": format!("message {i}") })),
+                &[("chat-epoch", epoch.as_str())],
+            ))
+            .await;
+        assert_eq!(sent.status, 201, "{}", sent.text());
+        epoch = sent.header("chat-epoch").expect("an epoch").to_owned();
+    }
+    // One read per started second of the cache's lifetime at most (a slow machine may
+    // cross it), against one per message before.
+    let reads = h.session_reads() - before;
+    let lifetimes = started.elapsed().as_secs() as usize + 1;
+    assert!(
+        reads <= lifetimes,
+        "{reads} session reads for 20 messages in {lifetimes} cache lifetime(s)"
+    );
+    // Bob's logout moves the mark: Alice's next check reads her version again.
+    let out = h.api(Method::POST, "/api/logout", Some(&bob), None).await;
+    assert_eq!(out.status, 204);
+    let before = h.session_reads();
+    let answer = h.api(Method::GET, "/api/chats", Some(&alice), None).await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    assert_eq!(h.session_reads() - before, 1);
+}
+
 #[tokio::test]
 async fn users_are_found_by_name_and_profiles_show_shared_groups_only() {
     let h = harness();

@@ -4,12 +4,16 @@
 #![allow(dead_code, unreachable_pub)]
 
 use std::net::{IpAddr, Ipv4Addr};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use chat_secret::{ClusterSecret, KeyRing, Purpose};
-use chat_service::{LocalService, ServiceConfig};
+use chat_service::{
+    Dispatcher, Epoch, LocalService, PasswordHasher, Reply, Request as ServiceRequest,
+    ServiceConfig, ServiceError,
+};
 use chat_store::{Durability, Store, StoreOptions};
 use chat_web::ratelimit::Limit;
 use chat_web::{
@@ -19,7 +23,30 @@ use http::{HeaderMap, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use serde_json::Value;
 
-pub type TestApp = App<ServiceBackend<PublishingDispatcher<LocalService>>>;
+pub type TestApp = App<ServiceBackend<Counted<PublishingDispatcher<LocalService>>>>;
+
+/// A dispatcher that counts the session-version reads going through it.
+pub struct Counted<D> {
+    inner: D,
+    session_reads: Arc<AtomicUsize>,
+}
+
+impl<D: Dispatcher> Dispatcher for Counted<D> {
+    async fn dispatch(
+        &self,
+        request: ServiceRequest,
+        min_epoch: Epoch,
+    ) -> Result<Reply, ServiceError> {
+        if matches!(request, ServiceRequest::Session { .. }) {
+            self.session_reads.fetch_add(1, Ordering::Relaxed);
+        }
+        self.inner.dispatch(request, min_epoch).await
+    }
+
+    fn password_hasher(&self) -> &Arc<PasswordHasher> {
+        self.inner.password_hasher()
+    }
+}
 
 pub const PASSWORD: &str = "correct horse";
 
@@ -28,6 +55,8 @@ pub struct Harness {
     pub app: TestApp,
     pub store: Arc<Store>,
     pub keys: KeyRing,
+    /// Session versions this node read through the data plane.
+    pub session_reads: Arc<AtomicUsize>,
     service: LocalService,
     feed: ChangeFeed,
     config: WebConfig,
@@ -108,12 +137,14 @@ pub fn harness_with(config: WebConfig) -> Harness {
     .expect("service");
     let feed = ChangeFeed::new(1024, 0);
     let keys = keys(7);
-    let app = app_over(&service, &feed, &keys, &config);
+    let session_reads = Arc::new(AtomicUsize::new(0));
+    let app = app_over(&service, &feed, &keys, &config, &session_reads);
     Harness {
         _dir: Arc::new(dir),
         app,
         store,
         keys,
+        session_reads,
         service,
         feed,
         config,
@@ -126,8 +157,12 @@ fn app_over(
     feed: &ChangeFeed,
     keys: &KeyRing,
     config: &WebConfig,
+    session_reads: &Arc<AtomicUsize>,
 ) -> TestApp {
-    let backend = ServiceBackend::new(PublishingDispatcher::new(service.clone(), feed.clone()));
+    let backend = ServiceBackend::new(Counted {
+        inner: PublishingDispatcher::new(service.clone(), feed.clone()),
+        session_reads: Arc::clone(session_reads),
+    });
     App::new(AppState {
         backend,
         keys: keys.clone(),
@@ -143,15 +178,28 @@ impl Harness {
     /// Another input node of the same cluster: the same data and secret, its own process
     /// state (the backend's caches, rate limits).
     pub fn other_node(&self) -> Harness {
+        let session_reads = Arc::new(AtomicUsize::new(0));
         Harness {
             _dir: Arc::clone(&self._dir),
-            app: app_over(&self.service, &self.feed, &self.keys, &self.config),
+            app: app_over(
+                &self.service,
+                &self.feed,
+                &self.keys,
+                &self.config,
+                &session_reads,
+            ),
             store: Arc::clone(&self.store),
             keys: self.keys.clone(),
+            session_reads,
             service: self.service.clone(),
             feed: self.feed.clone(),
             config: self.config.clone(),
         }
+    }
+
+    /// Session versions this node has read through the data plane so far.
+    pub fn session_reads(&self) -> usize {
+        self.session_reads.load(Ordering::Relaxed)
     }
 
     /// The number of writes the database holds: unchanged means nothing was stored.
