@@ -10,8 +10,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chat_service::{
     AuthService, ChatRef, Dispatcher, Epoch, GroupService, MessageService, Page, Reply, Request,
@@ -24,6 +23,7 @@ use uuid::Uuid;
 
 use crate::error::{ApiError, ErrorCode};
 use crate::feed::{ChangeFeed, ChatChange};
+use crate::recent::RecentReads;
 
 /// The logged-in user a request acts for, as its token or cookie names them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -488,8 +488,13 @@ pub fn api_error(error: ServiceError) -> ApiError {
 /// [`Backend::session_version`]); past it, a node that sees no traffic still reads again.
 pub const SESSION_CACHE_TTL: Duration = Duration::from_secs(1);
 
-/// Entries kept before stale ones are swept (a bound on memory, not a tuning knob).
-const SESSION_CACHE_MAX: usize = 65_536;
+/// Entries a cache keeps before stale ones are swept (a bound on memory, not a tuning knob).
+const CACHE_MAX: usize = 65_536;
+
+/// How long this node sends messages for a `name#tag` to the account it last resolved, without
+/// asking again. Only a deleted account's name taken again changes the answer, and then the
+/// writer refuses the old account (not found) and the name is resolved again at once.
+const DIRECTORY_TTL: Duration = Duration::from_secs(60);
 
 /// A user's sessions as this node last read them.
 #[derive(Debug, Clone, Copy)]
@@ -498,8 +503,11 @@ struct SessionEntry {
     version: Option<u64>,
     /// The epoch the read or write reflected.
     epoch: Epoch,
-    /// When it was read.
-    at: Instant,
+}
+
+/// The directory's key: `#` appears in no username or tag, so the pair is unambiguous.
+fn directory_key(name: &str, tag: &str) -> String {
+    format!("{name}#{tag}")
 }
 
 /// [`Backend`] over any [`Dispatcher`].
@@ -518,7 +526,10 @@ pub struct ServiceBackend<D> {
     sessions_changed: AtomicU64,
     /// Session versions read recently (they live with the user, replicated; this only spares
     /// a read per request while nothing newer has been seen).
-    sessions: Mutex<HashMap<Uuid, SessionEntry>>,
+    sessions: RecentReads<Uuid, SessionEntry>,
+    /// The account each `name#tag` named when this node last resolved it, for sending
+    /// private messages without a read first.
+    directory: RecentReads<String, chat_service::User>,
 }
 
 impl<D: Dispatcher> ServiceBackend<D> {
@@ -528,7 +539,8 @@ impl<D: Dispatcher> ServiceBackend<D> {
             service,
             seen_epoch: AtomicU64::new(0),
             sessions_changed: AtomicU64::new(0),
-            sessions: Mutex::new(HashMap::new()),
+            sessions: RecentReads::new(SESSION_CACHE_TTL, CACHE_MAX),
+            directory: RecentReads::new(DIRECTORY_TTL, CACHE_MAX),
         }
     }
 
@@ -564,43 +576,20 @@ impl<D: Dispatcher> ServiceBackend<D> {
         })
     }
 
-    fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, SessionEntry>> {
-        self.sessions
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
     /// Records what a read or write said about `user`'s sessions at `epoch`, unless the
     /// entry already reflects a newer epoch.
     fn remember_session(&self, user: Uuid, version: Option<u64>, epoch: Epoch) {
-        let now = Instant::now();
-        let mut sessions = self.sessions();
-        if sessions.len() >= SESSION_CACHE_MAX && !sessions.contains_key(&user) {
-            sessions.retain(|_, entry| now.duration_since(entry.at) < SESSION_CACHE_TTL);
-            if sessions.len() >= SESSION_CACHE_MAX {
-                sessions.clear();
-            }
-        }
-        let entry = sessions.entry(user).or_insert(SessionEntry {
-            version,
-            epoch,
-            at: now,
-        });
-        if epoch >= entry.epoch {
-            *entry = SessionEntry {
-                version,
-                epoch,
-                at: now,
-            };
-        }
+        self.sessions
+            .insert_unless(user, SessionEntry { version, epoch }, |current| {
+                current.epoch > epoch
+            });
     }
 
     /// The cached session of `user` if it may answer a check that must reflect `fresh_as`:
     /// read at or after that epoch, and recently.
     fn cached_session(&self, user: Uuid, fresh_as: Epoch) -> Option<Option<u64>> {
-        let sessions = self.sessions();
-        let entry = sessions.get(&user)?;
-        (entry.epoch >= fresh_as && entry.at.elapsed() < SESSION_CACHE_TTL).then_some(entry.version)
+        let entry = self.sessions.get(&user)?;
+        (entry.epoch >= fresh_as).then_some(entry.version)
     }
 
     async fn user_by_name_tag(
@@ -610,11 +599,14 @@ impl<D: Dispatcher> ServiceBackend<D> {
         tag: &str,
         min_epoch: Epoch,
     ) -> Result<Reply<chat_service::User>, ApiError> {
-        self.read(
+        let reply = self.read(
             self.service
                 .user_by_name_tag(actor.id, name, tag, min_epoch)
                 .await,
-        )
+        )?;
+        self.directory
+            .insert(directory_key(name, tag), reply.value.clone());
+        Ok(reply)
     }
 
     /// The chat page for `query`, resolving `before` (a message id) to its epoch.
@@ -922,21 +914,39 @@ impl<D: Dispatcher + 'static> Backend for ServiceBackend<D> {
         tag: &str,
         content: &str,
     ) -> Outcome<MessageView> {
-        let other = self.user_by_name_tag(actor, name, tag, 0).await?;
-        if other.value.uuid == actor.id {
-            return Err(ApiError::invalid("A private chat needs another user."));
+        let key = directory_key(name, tag);
+        let mut remembered = self.directory.get(key.as_str());
+        loop {
+            let from_cache = remembered.is_some();
+            let other = match remembered.take() {
+                Some(user) => user,
+                None => self.user_by_name_tag(actor, name, tag, 0).await?.value,
+            };
+            if other.uuid == actor.id {
+                return Err(ApiError::invalid("A private chat needs another user."));
+            }
+            let sent = self
+                .write(
+                    self.service
+                        .send_private(message_id, actor.id, other.uuid, content),
+                )
+                .await;
+            match sent {
+                // The remembered account is gone: whoever holds the name now is asked for
+                // (a refused write stored nothing, so the same message id is free).
+                Err(error) if from_cache && error.code == ErrorCode::NotFound => {
+                    self.directory.remove(key.as_str());
+                }
+                sent => {
+                    let answer = sent?;
+                    return Ok(Answer {
+                        value: message_view(&answer.value, actor.view()),
+                        epoch: answer.epoch,
+                        replayed: answer.replayed,
+                    });
+                }
+            }
         }
-        let answer = self
-            .write(
-                self.service
-                    .send_private(message_id, actor.id, other.value.uuid, content),
-            )
-            .await?;
-        Ok(Answer {
-            value: message_view(&answer.value, actor.view()),
-            epoch: answer.epoch,
-            replayed: answer.replayed,
-        })
     }
 
     async fn create_group(

@@ -23,6 +23,7 @@ mod http;
 pub mod input;
 mod pages;
 pub mod ratelimit;
+mod recent;
 mod server;
 pub mod session;
 mod sse;

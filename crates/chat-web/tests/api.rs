@@ -324,6 +324,7 @@ async fn a_stream_of_messages_does_not_read_the_session_again_each_time() {
     let (_, bob) = h.user("bob", "002").await;
     let started = std::time::Instant::now();
     let before = h.session_reads();
+    assert_eq!(h.user_lookups(), 0);
     let mut epoch = h.epoch().to_string();
     for i in 0..20 {
         let sent = h
@@ -346,6 +347,8 @@ async fn a_stream_of_messages_does_not_read_the_session_again_each_time() {
         reads <= lifetimes,
         "{reads} session reads for 20 messages in {lifetimes} cache lifetime(s)"
     );
+    // Nor is `bob#002` resolved again for each message.
+    assert_eq!(h.user_lookups(), 1, "bob#002 resolved once");
     // Bob's logout moves the mark: Alice's next check reads her version again.
     let out = h.api(Method::POST, "/api/logout", Some(&bob), None).await;
     assert_eq!(out.status, 204);
@@ -353,6 +356,67 @@ async fn a_stream_of_messages_does_not_read_the_session_again_each_time() {
     let answer = h.api(Method::GET, "/api/chats", Some(&alice), None).await;
     assert_eq!(answer.status, 200, "{}", answer.text());
     assert_eq!(h.session_reads() - before, 1);
+}
+
+/// An input node remembers whom a `name#tag` names when it sends private messages; once
+/// that account is deleted and the name taken again, the next message goes to the new
+/// account (not to the deleted one, and not refused), and with nobody holding the name it is
+/// refused, storing nothing.
+#[tokio::test]
+async fn a_message_follows_a_name_taken_again_after_its_account_was_deleted() {
+    let h = harness();
+    let (_, alice) = h.user("alice", "001").await;
+    let (old_bob, old_bob_token) = h.user("bob", "002").await;
+    let send = |content: &'static str| {
+        h.api(
+            Method::POST,
+            "/api/users/bob/002/chat",
+            Some(&alice),
+            Some(json!({ "content": content })),
+        )
+    };
+    assert_eq!(send("to the first bob").await.status, 201);
+    let gone = h
+        .api(
+            Method::DELETE,
+            &format!("/api/users/{}", id_of(&old_bob)),
+            Some(&old_bob_token),
+            None,
+        )
+        .await;
+    assert_eq!(gone.status, 204);
+    let (new_bob, new_bob_token) = h.user("bob", "002").await;
+    let sent = send("to the second bob").await;
+    assert_eq!(sent.status, 201, "{}", sent.text());
+    let page = h
+        .api(
+            Method::GET,
+            "/api/users/alice/001/chat",
+            Some(&new_bob_token),
+            None,
+        )
+        .await;
+    assert_eq!(page.status, 200, "{}", page.text());
+    let contents: Vec<String> = page.json()["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .map(|m| m["content"].as_str().expect("content").to_owned())
+        .collect();
+    assert_eq!(contents, ["to the second bob"]);
+
+    let gone = h
+        .api(
+            Method::DELETE,
+            &format!("/api/users/{}", id_of(&new_bob)),
+            Some(&new_bob_token),
+            None,
+        )
+        .await;
+    assert_eq!(gone.status, 204);
+    let at = h.epoch();
+    send("to nobody").await.assert_error(404, "not_found");
+    assert_eq!(h.epoch(), at, "a refused message stores nothing");
 }
 
 #[tokio::test]

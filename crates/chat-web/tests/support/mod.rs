@@ -25,10 +25,17 @@ use serde_json::Value;
 
 pub type TestApp = App<ServiceBackend<Counted<PublishingDispatcher<LocalService>>>>;
 
-/// A dispatcher that counts the session-version reads going through it.
+/// A dispatcher that counts the session-version reads and the `name#tag` look-ups going
+/// through it.
 pub struct Counted<D> {
     inner: D,
-    session_reads: Arc<AtomicUsize>,
+    counts: Arc<Counts>,
+}
+
+#[derive(Default)]
+pub struct Counts {
+    session_reads: AtomicUsize,
+    user_lookups: AtomicUsize,
 }
 
 impl<D: Dispatcher> Dispatcher for Counted<D> {
@@ -37,8 +44,13 @@ impl<D: Dispatcher> Dispatcher for Counted<D> {
         request: ServiceRequest,
         min_epoch: Epoch,
     ) -> Result<Reply, ServiceError> {
-        if matches!(request, ServiceRequest::Session { .. }) {
-            self.session_reads.fetch_add(1, Ordering::Relaxed);
+        let counter = match request {
+            ServiceRequest::Session { .. } => Some(&self.counts.session_reads),
+            ServiceRequest::GetUser { .. } => Some(&self.counts.user_lookups),
+            _ => None,
+        };
+        if let Some(counter) = counter {
+            counter.fetch_add(1, Ordering::Relaxed);
         }
         self.inner.dispatch(request, min_epoch).await
     }
@@ -55,8 +67,8 @@ pub struct Harness {
     pub app: TestApp,
     pub store: Arc<Store>,
     pub keys: KeyRing,
-    /// Session versions this node read through the data plane.
-    pub session_reads: Arc<AtomicUsize>,
+    /// Requests of interest this node sent through the data plane.
+    counts: Arc<Counts>,
     service: LocalService,
     feed: ChangeFeed,
     config: WebConfig,
@@ -137,14 +149,14 @@ pub fn harness_with(config: WebConfig) -> Harness {
     .expect("service");
     let feed = ChangeFeed::new(1024, 0);
     let keys = keys(7);
-    let session_reads = Arc::new(AtomicUsize::new(0));
-    let app = app_over(&service, &feed, &keys, &config, &session_reads);
+    let counts = Arc::new(Counts::default());
+    let app = app_over(&service, &feed, &keys, &config, &counts);
     Harness {
         _dir: Arc::new(dir),
         app,
         store,
         keys,
-        session_reads,
+        counts,
         service,
         feed,
         config,
@@ -157,11 +169,11 @@ fn app_over(
     feed: &ChangeFeed,
     keys: &KeyRing,
     config: &WebConfig,
-    session_reads: &Arc<AtomicUsize>,
+    counts: &Arc<Counts>,
 ) -> TestApp {
     let backend = ServiceBackend::new(Counted {
         inner: PublishingDispatcher::new(service.clone(), feed.clone()),
-        session_reads: Arc::clone(session_reads),
+        counts: Arc::clone(counts),
     });
     App::new(AppState {
         backend,
@@ -178,19 +190,13 @@ impl Harness {
     /// Another input node of the same cluster: the same data and secret, its own process
     /// state (the backend's caches, rate limits).
     pub fn other_node(&self) -> Harness {
-        let session_reads = Arc::new(AtomicUsize::new(0));
+        let counts = Arc::new(Counts::default());
         Harness {
             _dir: Arc::clone(&self._dir),
-            app: app_over(
-                &self.service,
-                &self.feed,
-                &self.keys,
-                &self.config,
-                &session_reads,
-            ),
+            app: app_over(&self.service, &self.feed, &self.keys, &self.config, &counts),
             store: Arc::clone(&self.store),
             keys: self.keys.clone(),
-            session_reads,
+            counts,
             service: self.service.clone(),
             feed: self.feed.clone(),
             config: self.config.clone(),
@@ -199,7 +205,12 @@ impl Harness {
 
     /// Session versions this node has read through the data plane so far.
     pub fn session_reads(&self) -> usize {
-        self.session_reads.load(Ordering::Relaxed)
+        self.counts.session_reads.load(Ordering::Relaxed)
+    }
+
+    /// `name#tag` look-ups this node has sent through the data plane so far.
+    pub fn user_lookups(&self) -> usize {
+        self.counts.user_lookups.load(Ordering::Relaxed)
     }
 
     /// The number of writes the database holds: unchanged means nothing was stored.
