@@ -364,7 +364,8 @@ async fn a_stream_of_messages_does_not_read_the_session_again_each_time() {
 /// refused, storing nothing.
 #[tokio::test]
 async fn a_message_follows_a_name_taken_again_after_its_account_was_deleted() {
-    let h = harness();
+    let harness = harness();
+    let h = &harness;
     let (_, alice) = h.user("alice", "001").await;
     let (old_bob, old_bob_token) = h.user("bob", "002").await;
     let send = |content: &'static str| {
@@ -375,16 +376,13 @@ async fn a_message_follows_a_name_taken_again_after_its_account_was_deleted() {
             Some(json!({ "content": content })),
         )
     };
+    let delete = |user: Value, token: String| async move {
+        let path = format!("/api/users/{}", id_of(&user));
+        let gone = h.api(Method::DELETE, &path, Some(&token), None).await;
+        assert_eq!(gone.status, 204, "{}", gone.text());
+    };
     assert_eq!(send("to the first bob").await.status, 201);
-    let gone = h
-        .api(
-            Method::DELETE,
-            &format!("/api/users/{}", id_of(&old_bob)),
-            Some(&old_bob_token),
-            None,
-        )
-        .await;
-    assert_eq!(gone.status, 204);
+    delete(old_bob, old_bob_token).await;
     let (new_bob, new_bob_token) = h.user("bob", "002").await;
     let sent = send("to the second bob").await;
     assert_eq!(sent.status, 201, "{}", sent.text());
@@ -405,15 +403,7 @@ async fn a_message_follows_a_name_taken_again_after_its_account_was_deleted() {
         .collect();
     assert_eq!(contents, ["to the second bob"]);
 
-    let gone = h
-        .api(
-            Method::DELETE,
-            &format!("/api/users/{}", id_of(&new_bob)),
-            Some(&new_bob_token),
-            None,
-        )
-        .await;
-    assert_eq!(gone.status, 204);
+    delete(new_bob, new_bob_token).await;
     let at = h.epoch();
     send("to nobody").await.assert_error(404, "not_found");
     assert_eq!(h.epoch(), at, "a refused message stores nothing");
