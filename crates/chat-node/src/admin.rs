@@ -1,78 +1,36 @@
 //! The admin endpoint on 127.0.0.1: `GET /status` (the [`NodeStatus`] JSON) and `GET /metrics`
 //! (OpenMetrics text). Anything else is 404; a known path with another method is 405.
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
-use std::time::Duration;
 
+use chat_grpc::http::OPENMETRICS_CONTENT_TYPE;
 use http::{header, Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::metrics::Metrics;
 use crate::status::NodeStatus;
 
-/// How long open admin connections get to finish after shutdown is asked for.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
-
-const OPENMETRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
-
 /// Binds the admin port on loopback only: the endpoint has no authentication.
 pub(crate) async fn bind(port: u16) -> io::Result<TcpListener> {
     TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, port))).await
 }
 
-/// Serves until `shutdown` completes, then lets open requests finish (bounded by a grace).
+/// Serves until `shutdown` completes, then lets open requests finish (bounded by a grace), on
+/// the HTTP server the bootstrap and nameserver use too.
 pub(crate) async fn serve(
     listener: TcpListener,
     status: watch::Receiver<NodeStatus>,
     metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()>,
 ) {
-    let graceful = GracefulShutdown::new();
-    tokio::pin!(shutdown);
-    loop {
-        let stream = tokio::select! {
-            () = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(error) => {
-                    // Running out of file descriptors and the like pass; keep serving.
-                    tracing::warn!(target: "admin", subsystem = "admin", %error, "accept failed");
-                    continue;
-                }
-            },
-        };
-        let status = status.clone();
-        let metrics = Arc::clone(&metrics);
-        let service = service_fn(move |request| {
-            let response = respond(&request, &status, &metrics);
-            async move { Ok::<_, Infallible>(response) }
-        });
-        let connection = hyper::server::conn::http1::Builder::new()
-            .serve_connection(TokioIo::new(stream), service);
-        let connection = graceful.watch(connection);
-        tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::debug!(target: "admin", subsystem = "admin", %error, "connection ended with an error");
-            }
-        });
-    }
-    drop(listener);
-    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::debug!(target: "admin", subsystem = "admin", "admin connections cut after the grace period");
-    }
+    let respond = move |request: &Request<Incoming>| respond(request, &status, &metrics);
+    chat_grpc::http::serve(listener, respond, shutdown).await;
 }
 
 fn respond(
