@@ -368,14 +368,7 @@ async fn a_message_follows_a_name_taken_again_after_its_account_was_deleted() {
     let h = &harness;
     let (_, alice) = h.user("alice", "001").await;
     let (old_bob, old_bob_token) = h.user("bob", "002").await;
-    let send = |content: &'static str| {
-        h.api(
-            Method::POST,
-            "/api/users/bob/002/chat",
-            Some(&alice),
-            Some(json!({ "content": content })),
-        )
-    };
+    let send = |content: &'static str| h.message("bob/002", &alice, content);
     let delete = |user: Value, token: String| async move {
         let path = format!("/api/users/{}", id_of(&user));
         let gone = h.api(Method::DELETE, &path, Some(&token), None).await;
@@ -1152,14 +1145,7 @@ async fn unread_counts_follow_the_read_position_moved_through_the_api() {
     let (_, ben) = h.user("ben", "222").await;
     let (_, cat) = h.user("cat", "333").await;
     for text in ["one", "two"] {
-        let sent = h
-            .api(
-                Method::POST,
-                "/api/users/amy/111/chat",
-                Some(&ben),
-                Some(json!({ "content": text })),
-            )
-            .await;
+        let sent = h.message("amy/111", &ben, text).await;
         assert_eq!(sent.status, 201, "{}", sent.text());
     }
     let chats = |token: String| {

@@ -543,14 +543,7 @@ async fn the_home_page_counts_unread_messages_until_the_chat_is_shown() {
     let send = |text: &'static str| {
         let (h, ben) = (&h, ben.clone());
         async move {
-            let sent = h
-                .api(
-                    Method::POST,
-                    "/api/users/amy/111/chat",
-                    Some(&ben),
-                    Some(json!({ "content": text })),
-                )
-                .await;
+            let sent = h.message("amy/111", &ben, text).await;
             assert_eq!(sent.status, 201, "{}", sent.text());
             sent.json()["message"].clone()
         }

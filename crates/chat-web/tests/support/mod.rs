@@ -248,6 +248,17 @@ impl Harness {
         self.send(api_request(method, path, token, body, &[])).await
     }
 
+    /// Posts a private message to `to` (`name/tag`) as the holder of `token`.
+    pub async fn message(&self, to: &str, token: &str, content: &str) -> Answer {
+        self.api(
+            Method::POST,
+            &format!("/api/users/{to}/chat"),
+            Some(token),
+            Some(serde_json::json!({ "content": content })),
+        )
+        .await
+    }
+
     pub async fn register(&self, username: &str, tag: &str) -> Value {
         let answer = self
             .api(
