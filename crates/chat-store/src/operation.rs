@@ -407,6 +407,9 @@ pub(crate) fn apply_change(
             diesel::insert_into(messages::table)
                 .values(MessageRow::try_from(&message)?)
                 .execute(conn)?;
+            if let Recipient::User(receiver) = *recipient {
+                queries::note_private_chat(conn, &message.chat_id, *sender_uuid, receiver)?;
+            }
             Ok(Written::Message(message))
         }
         Change::MarkRead {

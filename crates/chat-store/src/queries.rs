@@ -1,6 +1,7 @@
 //! Reads shared by the read views, the write session and operation application. "Live" means
 //! not soft-deleted.
 
+use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use diesel::sqlite::SqliteConnection;
 use uuid::Uuid;
@@ -12,8 +13,8 @@ use crate::model::{
 };
 use crate::operation::{Committed, Remembered, Written};
 use crate::schema::{
-    applied_requests, chat_groups, chat_reads, group_members, messages, system_state, user_secrets,
-    users,
+    applied_requests, chat_groups, chat_reads, group_members, messages, private_chats,
+    system_state, user_secrets, users,
 };
 
 pub(crate) fn current_epoch(conn: &mut SqliteConnection) -> Result<Epoch, StoreError> {
@@ -383,29 +384,60 @@ pub(crate) fn shared_groups(
         .collect())
 }
 
-/// The users a private chat's member has written to or heard from, with the chat ids.
+/// The users a member of private chats has written to or heard from, with the chat ids.
 fn private_partners(
     conn: &mut SqliteConnection,
     user_uuid: Uuid,
 ) -> Result<Vec<(String, Uuid)>, StoreError> {
-    use diesel::sql_types::Text;
-    #[derive(QueryableByName)]
-    struct Partner {
-        #[diesel(sql_type = Text)]
-        chat_id: String,
-        #[diesel(sql_type = Text)]
-        other: String,
-    }
-    let rows: Vec<Partner> = diesel::sql_query(
-        "SELECT chat_id, receiver_user_uuid AS other FROM messages \
-         WHERE sender_uuid = ?1 AND receiver_user_uuid IS NOT NULL \
-         UNION SELECT chat_id, sender_uuid AS other FROM messages WHERE receiver_user_uuid = ?1",
-    )
-    .bind::<Text, _>(user_uuid.to_string())
-    .load(conn)?;
+    let rows: Vec<(String, String)> = private_chats::table
+        .filter(private_chats::user_uuid.eq(user_uuid.to_string()))
+        .select((private_chats::chat_id, private_chats::other_uuid))
+        .load(conn)?;
     rows.into_iter()
-        .map(|row| Ok((row.chat_id, uuid_from_sql(&row.other)?)))
+        .map(|(chat_id, other)| Ok((chat_id, uuid_from_sql(&other)?)))
         .collect()
+}
+
+/// Records that `sender` and `receiver` share the private chat `chat_id`: two rows the first
+/// time, nothing after (`INSERT OR IGNORE` finds them and leaves the pages clean).
+pub(crate) fn note_private_chat(
+    conn: &mut SqliteConnection,
+    chat_id: &str,
+    sender: Uuid,
+    receiver: Uuid,
+) -> Result<(), StoreError> {
+    let (sender, receiver) = (sender.to_string(), receiver.to_string());
+    let sides = [
+        (
+            private_chats::user_uuid.eq(sender.clone()),
+            private_chats::chat_id.eq(chat_id.to_owned()),
+            private_chats::other_uuid.eq(receiver.clone()),
+        ),
+        (
+            private_chats::user_uuid.eq(receiver),
+            private_chats::chat_id.eq(chat_id.to_owned()),
+            private_chats::other_uuid.eq(sender),
+        ),
+    ];
+    diesel::insert_or_ignore_into(private_chats::table)
+        .values(sides)
+        .execute(conn)?;
+    Ok(())
+}
+
+/// Fills `private_chats` again from the messages, after a snapshot replaced them: the table
+/// is derived, so snapshots do not carry it (and one from a node without it still restores).
+pub(crate) fn rebuild_private_chats(conn: &mut SqliteConnection) -> Result<(), StoreError> {
+    conn.batch_execute(
+        "DELETE FROM main.private_chats; \
+         INSERT OR IGNORE INTO main.private_chats (user_uuid, chat_id, other_uuid) \
+             SELECT sender_uuid, chat_id, receiver_user_uuid FROM main.messages \
+             WHERE receiver_user_uuid IS NOT NULL; \
+         INSERT OR IGNORE INTO main.private_chats (user_uuid, chat_id, other_uuid) \
+             SELECT receiver_user_uuid, chat_id, sender_uuid FROM main.messages \
+             WHERE receiver_user_uuid IS NOT NULL;",
+    )?;
+    Ok(())
 }
 
 /// The user's private chats and live groups, each with its newest message and how many

@@ -89,6 +89,14 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    private_chats (user_uuid, chat_id) {
+        user_uuid -> Text,
+        chat_id -> Text,
+        other_uuid -> Text,
+    }
+}
+
 diesel::joinable!(group_members -> users (user_uuid));
 diesel::joinable!(group_members -> chat_groups (group_uuid));
 
@@ -102,4 +110,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     replication_log,
     applied_requests,
     chat_reads,
+    private_chats,
 );

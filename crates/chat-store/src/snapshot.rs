@@ -293,6 +293,7 @@ fn copy_attached(
                 "INSERT INTO main.{table} SELECT * FROM snap.{table};"
             ))?;
         }
+        crate::queries::rebuild_private_chats(conn)?;
         conn.batch_execute(&format!(
             "UPDATE main.system_state SET current_epoch = {epoch}, log_base_epoch = {epoch}, \
              log_base_term = {term} WHERE id = 1;",

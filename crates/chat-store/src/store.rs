@@ -1424,6 +1424,7 @@ fn write_snapshot(conn: &mut SqliteConnection, snapshot: &Snapshot) -> Result<()
             ))
             .execute(conn)?;
     }
+    queries::rebuild_private_chats(conn)?;
     queries::set_epoch(conn, snapshot.epoch)?;
     Ok(())
 }

@@ -644,6 +644,23 @@ fn a_snapshot_streams_in_chunks_and_restores_after_the_log_is_trimmed() {
         replica.store.snapshot().unwrap(),
         writer.store.snapshot().unwrap()
     );
+    // The private-chat list is derived from the messages and rebuilt on restore.
+    let chat_lists = |store: &Store| -> Vec<Vec<String>> {
+        let users = store.snapshot().unwrap().users;
+        users
+            .iter()
+            .map(|user| {
+                let (chats, _) = store.read(|v| v.chats(user.uuid)).unwrap();
+                chats.into_iter().map(|c| c.chat_id).collect()
+            })
+            .collect()
+    };
+    let lists = chat_lists(&writer.store);
+    assert!(
+        lists.iter().flatten().any(|chat| chat.contains(':')),
+        "the populated database has private chats: {lists:?}"
+    );
+    assert_eq!(chat_lists(&replica.store), lists);
 
     // Afterwards the log path continues from the snapshot's epoch.
     let dave = register(&writer.store, "dave", "321");
