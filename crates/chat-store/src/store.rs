@@ -206,6 +206,52 @@ struct Writer {
     conn: SqliteConnection,
     state: LogState,
     forget: ForgetClock,
+    /// Logged entries not yet applied, as they were appended: the front follows the applied
+    /// epoch. A follower applies an entry a transaction or two after appending it (once the
+    /// writer says it is majority-durable); with it in hand it need not read its row back
+    /// and parse it. Only a shortcut: an entry not found here is read from the log.
+    held: HeldEntries,
+}
+
+/// Entries appended but not applied, oldest first, contiguous and ending at the log's tail
+/// (or empty). Bounded: past [`HeldEntries::MAX`] it empties, and refills only once applying
+/// has caught up with the tail.
+#[derive(Debug, Default)]
+struct HeldEntries(VecDeque<Entry>);
+
+impl HeldEntries {
+    const MAX: usize = 16_384;
+
+    /// Keeps entries appended after `previous_last` (the tail before them), if the held run
+    /// reached that tail.
+    fn appended(&mut self, state: &LogState, previous_last: Epoch, entries: Vec<Entry>) {
+        let reaches_tail = match self.0.back() {
+            Some(back) => back.epoch == previous_last,
+            None => state.applied >= previous_last,
+        };
+        if !reaches_tail || self.0.len() + entries.len() > Self::MAX {
+            self.0.clear();
+            return;
+        }
+        self.0.extend(entries);
+        self.applied_through(state.applied);
+    }
+
+    fn applied_through(&mut self, applied: Epoch) {
+        while self.0.front().is_some_and(|entry| entry.epoch <= applied) {
+            self.0.pop_front();
+        }
+    }
+
+    fn dropped_after(&mut self, keep_through: Epoch) {
+        while self
+            .0
+            .back()
+            .is_some_and(|entry| entry.epoch > keep_through)
+        {
+            self.0.pop_back();
+        }
+    }
 }
 
 /// The chat database. `Send + Sync`; every method blocks (call it from `spawn_blocking` in
@@ -392,16 +438,28 @@ fn apply_entry(conn: &mut SqliteConnection, entry: &Entry) -> Result<Option<Epoc
 }
 
 /// Applies logged entries after `state.applied` up to `target` (whole entries only); returns
-/// the epoch of the last change to a session version among them, if any.
-fn apply_logged(
+/// the epoch of the last change to a session version among them, if any. Entries in `held`
+/// (appended earlier, in order) are applied as they are; any other is read from the log.
+fn apply_logged<'e>(
     conn: &mut SqliteConnection,
     state: &mut LogState,
     target: Epoch,
+    held: impl Iterator<Item = &'e Entry>,
 ) -> Result<Option<Epoch>, StoreError> {
     let target = target.min(state.last.epoch);
     let before = state.applied;
     let mut sessions_changed = None;
+    let mut held = held.peekable();
     'apply: while state.applied < target {
+        while held.next_if(|entry| entry.epoch <= state.applied).is_some() {}
+        if let Some(entry) = held.next_if(|entry| entry.first_epoch() == state.applied + 1) {
+            if entry.epoch > target {
+                break;
+            }
+            sessions_changed = apply_entry(conn, entry)?.or(sessions_changed);
+            state.applied = entry.epoch;
+            continue;
+        }
         let rows = log_rows_after(conn, state.applied, 64)?;
         if rows.is_empty() {
             break;
@@ -545,6 +603,7 @@ impl Store {
                 conn,
                 state,
                 forget: ForgetClock::default(),
+                held: HeldEntries::default(),
             }),
             idle_readers: Mutex::new(Vec::new()),
             writer_statements,
@@ -693,9 +752,10 @@ impl Store {
             i64::try_from(self.options.request_retention.as_millis()).unwrap_or(i64::MAX);
         let forget_through = writer.forget.plan(at_ms, state.applied, retention_ms);
         let log_retention = self.options.log_retention;
+        let held = &writer.held.0;
         let outcome = writer.conn.immediate_transaction(|conn| {
             let durable = state.last.epoch;
-            let mut sessions_changed = apply_logged(conn, &mut state, durable)?;
+            let mut sessions_changed = apply_logged(conn, &mut state, durable, held.iter())?;
             let mut epoch = state.applied;
             let mut ops = Vec::new();
             let mut answers = Vec::with_capacity(requests.len());
@@ -764,6 +824,8 @@ impl Store {
         });
         let (answers, entry, notices) = outcome?;
         writer.state = state;
+        // As writer it has applied its whole log.
+        writer.held.0.clear();
         if let Some(through) = entry.as_ref().and_then(|e| e.forget_requests_through) {
             writer.forget.forgotten = through;
         }
@@ -790,7 +852,10 @@ impl Store {
         let mut guard = lock(&self.writer);
         let writer = &mut *guard;
         let mut state = writer.state;
+        let previous_last = state.last.epoch;
         let log_retention = self.options.log_retention;
+        let held = &writer.held.0;
+        let mut appended: Vec<&Entry> = Vec::new();
         writer.conn.immediate_transaction(|conn| {
             for entry in entries {
                 if entry.ops.is_empty() || entry.epoch < entry.ops.len() as Epoch {
@@ -825,14 +890,19 @@ impl Store {
                     });
                 }
                 insert_entry(conn, entry)?;
+                appended.push(entry);
                 state.last = entry.id();
                 state.first_key.get_or_insert(entry.epoch);
             }
-            let sessions_changed = apply_logged(conn, &mut state, commit)?;
+            let in_hand = held.iter().chain(appended.iter().copied());
+            let sessions_changed = apply_logged(conn, &mut state, commit, in_hand)?;
             self.raise_sessions_changed(sessions_changed);
             trim_if_long(conn, &mut state, log_retention)?;
             Ok(())
         })?;
+        let appended = appended.into_iter().cloned().collect();
+        writer.held.applied_through(state.applied);
+        writer.held.appended(&state, previous_last, appended);
         writer.state = state;
         Ok(AppendOutcome {
             durable: state.last,
@@ -948,6 +1018,7 @@ impl Store {
             term,
             epoch: keep_through,
         };
+        writer.held.dropped_after(keep_through);
         if keep_through == writer.state.base.epoch {
             writer.state.first_key = None;
         }
@@ -998,6 +1069,7 @@ impl Store {
             base,
             first_key: None,
         };
+        writer.held.0.clear();
         Ok(())
     }
 
@@ -1030,6 +1102,7 @@ impl Store {
             base,
             first_key: None,
         };
+        writer.held.0.clear();
         writer.forget = ForgetClock::default();
         Ok(value)
     }

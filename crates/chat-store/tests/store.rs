@@ -1001,3 +1001,44 @@ fn the_sessions_mark_moves_with_logouts_and_deleted_accounts_only() {
     let reopened = Store::open(&path).expect("reopen");
     assert_eq!(reopened.sessions_changed(), reopened.applied_epoch());
 }
+
+/// A follower applies an entry a transaction after appending it (once it is majority-durable);
+/// it applies the one it holds rather than reading its row back. Proved by spoiling the rows in
+/// between: the follower still ends with the writer's data, while the same log opened afresh
+/// (nothing held) reads the rows and reports them corrupt.
+#[test]
+fn a_follower_applies_the_entries_it_appended_without_reading_them_back() {
+    let writer = open();
+    populate(&writer.store);
+    let entries = writer.store.entries_after(0, 1_000).unwrap();
+    let commit = writer.store.applied_epoch();
+    let spoil = |store: &Store| {
+        let mut conn = <diesel::SqliteConnection as diesel::Connection>::establish(
+            store.path().to_str().unwrap(),
+        )
+        .unwrap();
+        conn.batch_execute("UPDATE replication_log SET body = 'not json'")
+            .unwrap();
+    };
+
+    let follower = open();
+    let appended = follower.store.append_entries(&entries, 0).unwrap();
+    assert_eq!(appended.applied, 0);
+    assert_eq!(appended.durable, writer.store.election_key());
+    spoil(&follower.store);
+    assert_eq!(follower.store.apply_committed(commit).unwrap(), commit);
+    assert_eq!(
+        follower.store.snapshot().unwrap(),
+        writer.store.snapshot().unwrap()
+    );
+
+    let reopened = open();
+    reopened.store.append_entries(&entries, 0).unwrap();
+    spoil(&reopened.store);
+    let path = reopened.store.path().to_path_buf();
+    drop(reopened.store);
+    let fresh = Store::open(&path).unwrap();
+    let result = fresh.apply_committed(commit);
+    assert!(matches!(result, Err(StoreError::Corrupt(_))), "{result:?}");
+    assert_eq!(fresh.applied_epoch(), 0);
+}
