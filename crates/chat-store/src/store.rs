@@ -213,6 +213,19 @@ struct Writer {
     held: HeldEntries,
 }
 
+impl Writer {
+    /// The rows now stand at `base` (a snapshot was installed) and the log is empty.
+    fn restart_at(&mut self, base: EntryId) {
+        self.state = LogState {
+            applied: base.epoch,
+            last: base,
+            base,
+            first_key: None,
+        };
+        self.held.0.clear();
+    }
+}
+
 /// Entries appended but not applied, oldest first, contiguous and ending at the log's tail
 /// (or empty). Bounded: past [`HeldEntries::MAX`] it empties, and refills only once applying
 /// has caught up with the tail.
@@ -901,7 +914,6 @@ impl Store {
             Ok(())
         })?;
         let appended = appended.into_iter().cloned().collect();
-        writer.held.applied_through(state.applied);
         writer.held.appended(&state, previous_last, appended);
         writer.state = state;
         Ok(AppendOutcome {
@@ -1063,13 +1075,7 @@ impl Store {
             write_snapshot(conn, snapshot)?;
             set_base(conn, base)
         })?;
-        writer.state = LogState {
-            applied: base.epoch,
-            last: base,
-            base,
-            first_key: None,
-        };
-        writer.held.0.clear();
+        writer.restart_at(base);
         Ok(())
     }
 
@@ -1096,13 +1102,7 @@ impl Store {
         let mut guard = lock(&self.writer);
         let writer = &mut *guard;
         let (value, base) = f(&mut writer.conn)?;
-        writer.state = LogState {
-            applied: base.epoch,
-            last: base,
-            base,
-            first_key: None,
-        };
-        writer.held.0.clear();
+        writer.restart_at(base);
         writer.forget = ForgetClock::default();
         Ok(value)
     }
