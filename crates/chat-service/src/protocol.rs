@@ -3,8 +3,8 @@
 use std::fmt;
 
 use chat_store::{
-    ChatSummary, Epoch, Fingerprint, Group, Membership, Message, Page, ReadPosition, SecretHash,
-    User,
+    ChatSummary, Epoch, Fingerprint, Group, Membership, Message, Page, ReadPosition, Recipient,
+    SecretHash, User,
 };
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -350,18 +350,13 @@ impl Request {
                 to,
                 content,
                 ..
-            } => vec![b"send_private", id(acting_user), id(to), content.as_bytes()],
+            } => return Fingerprint::of_message(*acting_user, &Recipient::User(*to), content),
             Request::SendToGroup {
                 acting_user,
                 group,
                 content,
                 ..
-            } => vec![
-                b"send_to_group",
-                id(acting_user),
-                id(group),
-                content.as_bytes(),
-            ],
+            } => return Fingerprint::of_message(*acting_user, &Recipient::Group(*group), content),
             _ => vec![b"read"],
         };
         Fingerprint::of(&parts)

@@ -57,9 +57,11 @@
 //! can always continue). Remembered request ids are independent of the log: the writer
 //! forgets them after [`StoreOptions::request_retention`] and says so in an entry
 //! (`forget_requests_through`), so every node forgets the same ones and a retry replays as
-//! long as its id is remembered anywhere. A replay answers the first result only when the
-//! request's [`Fingerprint`] (kind, acting user, parameters) matches; otherwise
-//! [`StoreError::RequestIdReused`].
+//! long as its id is remembered anywhere. A send whose request id is its message's uuid (as
+//! the service sends every message) writes no row there: the message row remembers it, for as
+//! long as the message exists, and [`Fingerprint::of_message`] is what a replay must match.
+//! A replay answers the first result only when the request's [`Fingerprint`] (kind, acting
+//! user, parameters) matches; otherwise [`StoreError::RequestIdReused`].
 //!
 //! # Connections
 //! WAL journal, a busy timeout, foreign keys on. One writer connection behind a mutex with the

@@ -98,6 +98,13 @@ pub struct Message {
     pub epoch: Epoch,
 }
 
+impl Message {
+    /// The fingerprint of the request that sent it ([`Fingerprint::of_message`]).
+    pub fn fingerprint(&self) -> Fingerprint {
+        Fingerprint::of_message(self.sender_uuid, &self.recipient, &self.content)
+    }
+}
+
 /// Which part of a chat to read. Results are always oldest first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -174,6 +181,22 @@ impl Fingerprint {
         let mut bytes = [0u8; 16];
         bytes.copy_from_slice(&digest[..16]);
         Self(bytes)
+    }
+
+    /// The fingerprint of sending `content` from `sender` to `recipient`. A stored message
+    /// is its own remembered request (its uuid is the request id), so a replay is checked
+    /// against the row itself; the service fingerprints a send request with this too.
+    pub fn of_message(sender: Uuid, recipient: &Recipient, content: &str) -> Self {
+        let (kind, target): (&[u8], &Uuid) = match recipient {
+            Recipient::User(user) => (b"send_private", user),
+            Recipient::Group(group) => (b"send_to_group", group),
+        };
+        Self::of(&[
+            kind,
+            sender.as_bytes(),
+            target.as_bytes(),
+            content.as_bytes(),
+        ])
     }
 
     /// Lower-case hex, as stored.

@@ -217,8 +217,8 @@ pub struct ChangeNotice {
     pub audience: Vec<Uuid>,
 }
 
-/// The answer remembered for a request id: small (a message is named, not copied; messages
-/// never change after they are stored).
+/// The answer remembered for a request id: small. A send is remembered by its message row
+/// alone; `Message` is how databases from before that named the message.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub(crate) enum Remembered {

@@ -270,7 +270,34 @@ impl RememberedRequest {
     }
 }
 
+/// What a request id is remembered as: a row of `applied_requests`, or a stored message of
+/// that uuid (a send is remembered by its message alone, so it dirties no page of a second
+/// index keyed by a random id, and is never forgotten).
 pub(crate) fn remembered(
+    conn: &mut SqliteConnection,
+    request_id: Uuid,
+) -> Result<Option<RememberedRequest>, StoreError> {
+    if let Some(remembered) = remembered_request(conn, request_id)? {
+        return Ok(Some(remembered));
+    }
+    let message: Option<MessageRow> = messages::table
+        .find(request_id.to_string())
+        .select(MessageRow::as_select())
+        .first(conn)
+        .optional()?;
+    message
+        .map(|row| {
+            let message = Message::try_from(row)?;
+            Ok(RememberedRequest {
+                epoch: message.epoch,
+                fingerprint: message.fingerprint(),
+                answer: Remembered::Written(Written::Message(message)),
+            })
+        })
+        .transpose()
+}
+
+fn remembered_request(
     conn: &mut SqliteConnection,
     request_id: Uuid,
 ) -> Result<Option<RememberedRequest>, StoreError> {
@@ -303,6 +330,10 @@ pub(crate) fn remember(
     fingerprint: Fingerprint,
     written: &Written,
 ) -> Result<(), StoreError> {
+    if matches!(written, Written::Message(message) if message.uuid == request_id) {
+        // The message row remembers it (see `remembered`).
+        return Ok(());
+    }
     let answer = serde_json::to_string(&Remembered::of(written))
         .map_err(|e| StoreError::Corrupt(format!("cannot encode an answer: {e}")))?;
     diesel::insert_into(applied_requests::table)

@@ -71,7 +71,7 @@ fn send(store: &Store, sender_uuid: Uuid, recipient: Recipient, content: &str) -
         .execute(&Operation {
             request_id: message_uuid,
             at_ms: 1,
-            fingerprint: Fingerprint::of(&[content.as_bytes()]),
+            fingerprint: Fingerprint::of_message(sender_uuid, &recipient, content),
             change: Change::SendMessage {
                 message_uuid,
                 sender_uuid,
@@ -338,6 +338,57 @@ fn retried_request_id_returns_the_first_result_without_a_new_epoch() {
         matches!(reused, Err(StoreError::RequestIdReused(id)) if id == retried.request_id),
         "{reused:?}"
     );
+}
+
+#[test]
+fn a_sent_message_is_remembered_by_its_row_alone() {
+    let db = open();
+    let alice = register(&db.store, "alice", "123");
+    let bob = register(&db.store, "bob", "123");
+    let message_uuid = send(&db.store, alice, Recipient::User(bob), "hello");
+    let after_send = db.store.current_epoch().unwrap();
+    let remembered = db.store.snapshot().unwrap().applied_requests;
+    assert!(
+        remembered.iter().all(|a| a.request_id != message_uuid),
+        "a send wrote a remembered-request row: {remembered:?}"
+    );
+    let resend = |content: &str| Operation {
+        request_id: message_uuid,
+        at_ms: 2,
+        fingerprint: Fingerprint::of_message(alice, &Recipient::User(bob), content),
+        change: Change::SendMessage {
+            message_uuid,
+            sender_uuid: alice,
+            recipient: Recipient::User(bob),
+            content: content.to_owned(),
+        },
+    };
+    let replay = db.store.execute(&resend("hello")).unwrap();
+    assert!(replay.replayed);
+    assert_eq!(replay.epoch, after_send);
+    assert!(
+        matches!(&replay.written, Written::Message(m) if m.uuid == message_uuid && m.created_at_ms == 1)
+    );
+    assert_eq!(db.store.current_epoch().unwrap(), after_send);
+    // Another text, or another kind of request, under the message's id is refused.
+    for reused in [
+        resend("bye"),
+        Operation {
+            request_id: message_uuid,
+            ..op(Change::CreateGroup {
+                group_uuid: Uuid::new_v4(),
+                name: "g".into(),
+                creator_uuid: alice,
+            })
+        },
+    ] {
+        let refused = db.store.execute(&reused);
+        assert!(
+            matches!(refused, Err(StoreError::RequestIdReused(id)) if id == message_uuid),
+            "{refused:?}"
+        );
+    }
+    assert_eq!(db.store.current_epoch().unwrap(), after_send);
 }
 
 #[test]
@@ -740,7 +791,7 @@ fn a_batch_decides_each_request_in_its_own_savepoint() {
         Operation {
             request_id: message_uuid,
             at_ms: 5,
-            fingerprint: Fingerprint::of(&[content.as_bytes()]),
+            fingerprint: Fingerprint::of_message(alice, &Recipient::User(bob), content),
             change: Change::SendMessage {
                 message_uuid,
                 sender_uuid: alice,
