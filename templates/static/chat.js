@@ -22,11 +22,17 @@
     el.title = when.toLocaleString();
   }
 
+  // A UUIDv7 (48 bits of unix milliseconds, then random): time-ordered ids keep the
+  // server's message index growing at its right edge.
   function newId() {
-    if (window.crypto && crypto.randomUUID) return crypto.randomUUID();
     var bytes = new Uint8Array(16);
     crypto.getRandomValues(bytes);
-    bytes[6] = (bytes[6] & 0x0f) | 0x40;
+    var millis = Date.now();
+    for (var i = 5; i >= 0; i--) {
+      bytes[i] = millis % 256;
+      millis = Math.floor(millis / 256);
+    }
+    bytes[6] = (bytes[6] & 0x0f) | 0x70;
     bytes[8] = (bytes[8] & 0x3f) | 0x80;
     var hex = Array.prototype.map.call(bytes, function (b) { return (b + 256).toString(16).slice(1); }).join("");
     return hex.slice(0, 8) + "-" + hex.slice(8, 12) + "-" + hex.slice(12, 16) + "-" + hex.slice(16, 20) + "-" + hex.slice(20);

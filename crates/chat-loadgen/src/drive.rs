@@ -5,7 +5,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::StatusCode;
 use rand::rngs::SmallRng;
@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 use crate::conn::Call;
-use crate::options::{Mode, Options};
+use crate::options::{MessageIds, Mode, Options};
 use crate::report::{Tally, Verification};
 use crate::setup::{Chats, Client};
 
@@ -171,8 +171,16 @@ pub(crate) async fn client_loop(mut client: Client, plan: Arc<Plan>) -> (Client,
             };
             (client.conn.send(call).await, None)
         } else {
-            // A v4 UUID from the client's generator: no system call per message.
-            let id = uuid::Builder::from_random_bytes(ids.random()).into_uuid();
+            // From the client's generator: no system call per message.
+            let id = match options.message_ids {
+                MessageIds::V4 => uuid::Builder::from_random_bytes(ids.random()).into_uuid(),
+                MessageIds::V7 => {
+                    let millis = SystemTime::now()
+                        .duration_since(UNIX_EPOCH)
+                        .map_or(0, |since| since.as_millis() as u64);
+                    uuid::Builder::from_unix_timestamp_millis(millis, &ids.random()).into_uuid()
+                }
+            };
             let body = format!(r#"{{"content":"{}","id":"{id}"}}"#, plan.content);
             let call = Call {
                 epoch,

@@ -27,7 +27,7 @@ mod setup;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use options::{ChatKind, Mode, Options, Target};
+pub use options::{ChatKind, MessageIds, Mode, Options, Target};
 pub use report::{Latency, OpReport, Report, Second, Verification};
 
 /// Why a run could not be made.

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use chat_loadgen::options::parse_duration;
-use chat_loadgen::{ChatKind, Mode, Options, Target};
+use chat_loadgen::{ChatKind, MessageIds, Mode, Options, Target};
 use clap::Parser;
 
 /// Load generator for the chat JSON API.
@@ -37,6 +37,9 @@ struct Args {
     /// Send back the largest Chat-Epoch seen, so reads see the client's own writes.
     #[arg(long)]
     chat_epoch: bool,
+    /// Message ids the clients choose: time-ordered (v7, as the browser client does) or random.
+    #[arg(long, value_enum, default_value_t = MessageIds::V7)]
+    message_ids: MessageIds,
     /// Private chats (clients in pairs) or group chats.
     #[arg(long, value_enum, default_value_t = ChatKind::Private)]
     chat: ChatKind,
@@ -92,6 +95,7 @@ impl Args {
             read_fraction: self.read_fraction,
             rate: self.rate,
             chat_epoch: self.chat_epoch,
+            message_ids: self.message_ids,
             chat: self.chat,
             group_size: self.group_size,
             seed_messages: self.seed_messages,

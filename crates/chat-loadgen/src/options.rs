@@ -82,6 +82,18 @@ pub enum ChatKind {
     Group,
 }
 
+/// How clients choose the ids of the messages they send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum MessageIds {
+    /// UUIDv7: time-ordered, as the browser client and the server choose them, so every
+    /// node's message index grows at its right edge.
+    V7,
+    /// UUIDv4: random, as a client that ignores the advice in docs/api.md would; each write
+    /// then dirties a page of the message index of its own.
+    V4,
+}
+
 /// Everything a run needs.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -102,6 +114,8 @@ pub struct Options {
     pub rate: Option<f64>,
     /// Send back the largest `Chat-Epoch` seen, so every read sees the client's own writes.
     pub chat_epoch: bool,
+    /// The kind of message ids the clients choose.
+    pub message_ids: MessageIds,
     /// Private chats or group chats.
     pub chat: ChatKind,
     /// Members per group (the last group may be smaller).
@@ -141,6 +155,7 @@ impl Options {
             read_fraction: 0.5,
             rate: None,
             chat_epoch: false,
+            message_ids: MessageIds::V7,
             chat: ChatKind::Private,
             group_size: 10,
             seed_messages: 10,

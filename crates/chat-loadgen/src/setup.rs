@@ -262,7 +262,7 @@ impl Setup {
         let path = client.chat_path.clone();
         let token = client.token.clone();
         for n in 0..self.options.seed_messages {
-            let id = Uuid::new_v4();
+            let id = Uuid::now_v7();
             let body = json!({ "content": format!("seed {n}"), "id": id });
             let sent = self
                 .settle(

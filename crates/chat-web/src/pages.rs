@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use crate::api::{chat_query, name_tag};
-use crate::app::{derived_id, read_position_id, App, Call, Caller, Route};
+use crate::app::{derived_id, fresh_id, read_position_id, App, Call, Caller, Route};
 use crate::backend::{Backend, ChatMessages, UserView};
 use crate::error::{ApiError, ErrorCode};
 use crate::http::{error_json, full, parse_form, with_epoch, WebBody};
@@ -713,7 +713,7 @@ impl<B: Backend> PageCall<'_, B> {
             "messages": messages,
             "epoch": epoch,
             "read_epoch": read_epoch,
-            "next_id": Uuid::new_v4(),
+            "next_id": fresh_id(),
         });
         if let (Value::Object(data), Value::Object(extra)) = (&mut data, extra) {
             data.extend(extra);
@@ -769,7 +769,7 @@ impl<B: Backend> PageCall<'_, B> {
     /// sent twice), else a fresh one.
     fn form_message_id(form: &MessageForm) -> Result<Uuid, ApiError> {
         if form.id.is_empty() {
-            return Ok(Uuid::new_v4());
+            return Ok(fresh_id());
         }
         Uuid::parse_str(&form.id).map_err(|_| ApiError::invalid("The message id is not valid."))
     }

@@ -491,6 +491,12 @@ async fn private_chats_send_read_page_and_refuse_bad_messages() {
     let message = sent.json()["message"].clone();
     assert_eq!(message["content"], "hello bob", "trimmed");
     assert_eq!(message["sender"], alice_user);
+    let id: uuid::Uuid = message["id"].as_str().unwrap().parse().unwrap();
+    assert_eq!(
+        id.get_version_num(),
+        7,
+        "a server-chosen id is time-ordered"
+    );
     assert!(
         message["created_at"].as_str().unwrap().ends_with('Z'),
         "{message}"
