@@ -121,6 +121,33 @@ impl Change {
 }
 
 impl Operation {
+    /// The message a send stores when applied at `epoch` (`None` for any other change): one
+    /// rule for the row, the answer and the change notice.
+    pub fn message(&self, epoch: Epoch) -> Option<Message> {
+        let Change::SendMessage {
+            message_uuid,
+            sender_uuid,
+            recipient,
+            content,
+        } = &self.change
+        else {
+            return None;
+        };
+        let chat_id = match *recipient {
+            Recipient::User(receiver) => private_chat_id(*sender_uuid, receiver),
+            Recipient::Group(group_uuid) => group_uuid.to_string(),
+        };
+        Some(Message {
+            uuid: *message_uuid,
+            chat_id,
+            sender_uuid: *sender_uuid,
+            recipient: *recipient,
+            content: content.clone(),
+            created_at_ms: self.at_ms,
+            epoch,
+        })
+    }
+
     /// The term barrier's one operation (see [`Change::TermBarrier`]).
     pub fn term_barrier() -> Self {
         Operation {
@@ -215,6 +242,10 @@ pub struct ChangeNotice {
     pub message_uuid: Uuid,
     /// Users allowed to see it, sorted.
     pub audience: Vec<Uuid>,
+    /// The message as committed, so an input node pushes it without reading it back. Absent
+    /// in notices from writers older than this field: then it is read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<Message>,
 }
 
 /// The answer remembered for a request id: small. A send is remembered by its message row
@@ -385,30 +416,16 @@ pub(crate) fn apply_change(
             let group = leave_group(conn, *group_uuid, *user_uuid, epoch, at)?;
             Ok(Written::Group(group))
         }
-        Change::SendMessage {
-            message_uuid,
-            sender_uuid,
-            recipient,
-            content,
-        } => {
-            let chat_id = match *recipient {
-                Recipient::User(receiver) => private_chat_id(*sender_uuid, receiver),
-                Recipient::Group(group_uuid) => group_uuid.to_string(),
-            };
-            let message = Message {
-                uuid: *message_uuid,
-                chat_id,
-                sender_uuid: *sender_uuid,
-                recipient: *recipient,
-                content: content.clone(),
-                created_at_ms: at,
-                epoch,
-            };
+        Change::SendMessage { sender_uuid, .. } => {
+            let message = op
+                .message(epoch)
+                .ok_or_else(|| StoreError::Corrupt("a send made no message".to_owned()))?;
+            let sender_uuid = *sender_uuid;
             diesel::insert_into(messages::table)
                 .values(MessageRow::try_from(&message)?)
                 .execute(conn)?;
-            if let Recipient::User(receiver) = *recipient {
-                queries::note_private_chat(conn, &message.chat_id, *sender_uuid, receiver)?;
+            if let Recipient::User(receiver) = message.recipient {
+                queries::note_private_chat(conn, &message.chat_id, sender_uuid, receiver)?;
             }
             Ok(Written::Message(message))
         }

@@ -1164,20 +1164,15 @@ fn notices(conn: &mut SqliteConnection, entry: &Entry) -> Result<Vec<ChangeNotic
     let mut members: HashMap<Uuid, Vec<Uuid>> = HashMap::new();
     let mut notices = Vec::new();
     for (epoch, op) in (entry.first_epoch()..).zip(&entry.ops) {
-        let crate::Change::SendMessage {
-            message_uuid,
-            sender_uuid,
-            recipient,
-            ..
-        } = &op.change
-        else {
+        let Some(message) = op.message(epoch) else {
             continue;
         };
-        let (chat_id, audience) = match *recipient {
+        let sender_uuid = message.sender_uuid;
+        let audience = match message.recipient {
             Recipient::User(receiver) => {
-                let mut audience = vec![*sender_uuid, receiver];
+                let mut audience = vec![sender_uuid, receiver];
                 audience.sort_unstable();
-                (crate::private_chat_id(*sender_uuid, receiver), audience)
+                audience
             }
             Recipient::Group(group) => {
                 let audience = match members.get(&group) {
@@ -1195,14 +1190,15 @@ fn notices(conn: &mut SqliteConnection, entry: &Entry) -> Result<Vec<ChangeNotic
                         audience
                     }
                 };
-                (group.to_string(), audience)
+                audience
             }
         };
         notices.push(ChangeNotice {
-            chat_id,
+            chat_id: message.chat_id.clone(),
             epoch,
-            message_uuid: *message_uuid,
+            message_uuid: message.uuid,
             audience,
+            message: Some(message),
         });
     }
     Ok(notices)

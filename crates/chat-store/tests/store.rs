@@ -864,6 +864,12 @@ fn group_notices_carry_the_members_at_commit_time() {
     assert_eq!(outcome.notices[0].audience, vec![alice]);
     assert_eq!(outcome.notices[0].chat_id, group.to_string());
     assert_eq!(outcome.notices[0].message_uuid, message_uuid);
+    // It carries the message as stored, so no input node reads it back.
+    let (stored, _) = db
+        .store
+        .read(|v| v.messages(&group.to_string(), Page::Newest { limit: 1 }))
+        .unwrap();
+    assert_eq!(outcome.notices[0].message.as_ref(), stored.first());
 }
 
 #[test]

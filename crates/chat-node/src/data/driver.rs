@@ -12,11 +12,12 @@ use chat_data::{
     Outcome, Place, Position, ReadResult, RequestId, Term, TermRun, WriteResult,
 };
 use chat_service::{CommitterConfig, ServiceConfig, ServiceError};
-use chat_store::{ChangeNotice, Store};
+use chat_store::{ChangeNotice, Store, User};
 use chat_transport::{Transport, TransportConfig, TransportEvent, TransportHandle};
 use chat_web::{ChangeFeed, ChatChange};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, watch};
+use uuid::Uuid;
 
 use super::entries;
 use super::storage::{encode_result, Storage, StoreJob, StoreReport};
@@ -621,6 +622,11 @@ impl Task {
 /// Change notices read from the store in one go at most.
 const NOTIFY_BATCH: usize = 256;
 
+/// Message authors the live-update feed remembers. Names and tags never change, so a
+/// remembered author never goes stale; past this many the map starts again empty (a bound on
+/// memory: a miss costs one read).
+const SENDERS_KEPT: usize = 65_536;
+
 /// Pushes committed messages to this input node's live-update streams, in epoch order, once
 /// the local rows hold them. The notices queued meanwhile are read in one read transaction on
 /// one blocking task: under load a notice per message, each with its own task and
@@ -631,6 +637,7 @@ async fn notify_loop(
     feed: ChangeFeed,
 ) {
     let mut changes = Vec::with_capacity(NOTIFY_BATCH);
+    let mut senders: HashMap<Uuid, User> = HashMap::new();
     while notices.recv_many(&mut changes, NOTIFY_BATCH).await > 0 {
         let batch: Vec<ChangeNotice> = changes
             .drain(..)
@@ -651,24 +658,62 @@ async fn notify_loop(
             tracing::debug!(target: "data", subsystem = "data", epoch = newest, have, "change notices outran the local rows; skipped");
             batch.into_iter().filter(|n| n.epoch <= have).collect()
         };
-        if batch.is_empty() {
-            continue;
-        }
-        let store = Arc::clone(&storage.store);
-        let read = tokio::task::spawn_blocking(move || {
-            store.read(|view| -> Result<_, chat_store::StoreError> {
-                let mut found = Vec::with_capacity(batch.len());
-                for notice in batch {
-                    if let Some(change) = read_change(view, notice)? {
-                        found.push(change);
+        // A notice carries its message; the author comes from `senders`, read once per
+        // user. Only notices from an older writer, which name their message, are read whole.
+        let mut unknown: Vec<Uuid> = batch
+            .iter()
+            .filter_map(|notice| notice.message.as_ref())
+            .map(|message| message.sender_uuid)
+            .filter(|uuid| !senders.contains_key(uuid))
+            .collect();
+        unknown.sort_unstable();
+        unknown.dedup();
+        let older: Vec<ChangeNotice> = batch
+            .iter()
+            .filter(|notice| notice.message.is_none())
+            .cloned()
+            .collect();
+        let mut read_back: HashMap<u64, ChatChange> = HashMap::new();
+        if !unknown.is_empty() || !older.is_empty() {
+            let store = Arc::clone(&storage.store);
+            let read = tokio::task::spawn_blocking(move || {
+                store.read(|view| -> Result<_, chat_store::StoreError> {
+                    let users = view.users_by_uuids(&unknown)?;
+                    let mut found = Vec::with_capacity(older.len());
+                    for notice in older {
+                        if let Some(change) = read_change(view, notice)? {
+                            found.push(change);
+                        }
                     }
-                }
-                Ok(found)
+                    Ok((users, found))
+                })
             })
-        })
-        .await;
-        if let Ok(Ok((found, _))) = read {
-            for change in found {
+            .await;
+            if let Ok(Ok(((users, found), _))) = read {
+                if senders.len() + users.len() > SENDERS_KEPT {
+                    senders.clear();
+                }
+                senders.extend(users.into_iter().map(|user| (user.uuid, user)));
+                read_back.extend(found.into_iter().map(|change| (change.epoch, change)));
+            }
+        }
+        for notice in batch {
+            let change = match notice.message {
+                Some(message) => {
+                    senders
+                        .get(&message.sender_uuid)
+                        .cloned()
+                        .map(|sender| ChatChange {
+                            chat_id: notice.chat_id,
+                            epoch: notice.epoch,
+                            audience: notice.audience,
+                            message,
+                            sender,
+                        })
+                }
+                None => read_back.remove(&notice.epoch),
+            };
+            if let Some(change) = change {
                 feed.publish(change);
             }
         }

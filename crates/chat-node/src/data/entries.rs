@@ -120,6 +120,32 @@ mod tests {
     }
 
     #[test]
+    fn a_notice_carries_its_message_and_one_from_an_older_writer_still_parses() {
+        let message = op("hello").message(5).expect("a send");
+        let whole = ChangeNotice {
+            chat_id: message.chat_id.clone(),
+            epoch: 5,
+            message_uuid: message.uuid,
+            audience: vec![message.sender_uuid],
+            message: Some(message.clone()),
+        };
+        assert_eq!(notice(&change(&whole)), Some(whole));
+        // What an older writer sent: the message named, not carried.
+        let older = serde_json::json!({
+            "chat_id": message.chat_id,
+            "epoch": 5,
+            "message_uuid": message.uuid,
+            "audience": [message.sender_uuid],
+        });
+        let older = Change {
+            epoch: 5,
+            payload: serde_json::to_vec(&older).unwrap(),
+        };
+        let named = notice(&older).expect("parses");
+        assert_eq!((named.message_uuid, named.message), (message.uuid, None));
+    }
+
+    #[test]
     fn a_batch_splits_into_one_entry_per_write_and_each_reads_back() {
         let batch = StoreEntry {
             term: 7,
