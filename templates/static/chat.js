@@ -259,6 +259,11 @@
     });
     source.addEventListener("message", onMessage);
     source.addEventListener("reset", catchUp);
+    // The session ended (logged out elsewhere, account deleted, expired): stop listening.
+    source.addEventListener("ended", function () {
+      source.close();
+      window.location.assign("/login");
+    });
   }
 
   if ((chat || chatList) && window.EventSource) openStream(1000);

@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 use crate::backend::{Actor, Backend};
 use crate::config::{WebConfig, MAX_BODY_BYTES};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::feed::ChangeFeed;
 use crate::http::{
     add_security_headers, error_json, read_body, WebBody, CHAT_EPOCH, CSRF_HEADER, IDEMPOTENCY_KEY,
@@ -186,6 +186,10 @@ pub(crate) struct Caller {
     pub(crate) actor: Actor,
     /// True when the session cookie (not a token) vouched for the caller.
     pub(crate) by_cookie: bool,
+    /// The session version the token or cookie carries.
+    pub(crate) session_version: u64,
+    /// When the token or cookie expires, unix seconds.
+    pub(crate) expires_at: u64,
 }
 
 struct LoginLimits {
@@ -438,7 +442,28 @@ impl<B: Backend> App<B> {
                 tag: claims.tag,
             },
             by_cookie,
+            session_version: claims.session_version,
+            expires_at: claims.expires_at,
         })
+    }
+
+    /// Whether the session that vouched for `caller` earlier still stands: not expired, not
+    /// ended by a logout, its account not deleted. A look-up that fails for another reason
+    /// (no replica reachable) counts as standing: the caller asks again later.
+    pub(crate) async fn session_stands(&self, caller: &Caller) -> bool {
+        if now_s() >= caller.expires_at {
+            return false;
+        }
+        match self
+            .shared
+            .state
+            .backend
+            .session_version(caller.actor.id, 0)
+            .await
+        {
+            Ok(current) => caller.session_version >= current,
+            Err(error) => error.code != ErrorCode::Unauthenticated,
+        }
     }
 
     /// Claims for a fresh login.

@@ -33,6 +33,9 @@ pub struct WebConfig {
     pub cookie_secure: bool,
     /// Period of the keep-alive comment on live-update streams, in milliseconds.
     pub sse_keepalive_ms: u64,
+    /// How often an open live-update stream checks that its session still stands (a logout,
+    /// the account's deletion or the token's expiry ends it), in milliseconds.
+    pub sse_session_check_ms: u64,
     /// Time to read a request's head, in milliseconds.
     pub header_read_timeout_ms: u64,
     /// How long a stopping server lets requests in flight finish, in milliseconds.
@@ -58,6 +61,7 @@ impl Default for WebConfig {
             cookie_domain: None,
             cookie_secure: false,
             sse_keepalive_ms: 15_000,
+            sse_session_check_ms: 5_000,
             header_read_timeout_ms: 10_000,
             shutdown_grace_ms: 10_000,
         }

@@ -2,6 +2,9 @@
 //! may see, `id:` its epoch, `data:` the message JSON. A client that reconnects with
 //! `Last-Event-ID` (browsers do it by themselves) or `?after=N` gets what it missed; when the
 //! node cannot tell what was missed, it sends `event: reset` and the client reloads its chat.
+//! A stream whose session ends (a logout anywhere, the account deleted, the token expired)
+//! gets `event: ended` within [`WebConfig::sse_session_check_ms`](crate::WebConfig) and is
+//! closed: a reconnect would be refused with 401.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,6 +41,10 @@ fn reset_event() -> Bytes {
     Bytes::from_static(b"event: reset\ndata: {}\n\n")
 }
 
+fn ended_event() -> Bytes {
+    Bytes::from_static(b"event: ended\ndata: {}\n\n")
+}
+
 /// Where the client wants to resume: `Last-Event-ID`, else `?after=`.
 fn resume_point(call: &Call) -> Result<Option<Epoch>, ApiError> {
     let raw = call
@@ -65,7 +72,11 @@ pub(crate) fn events<B: Backend>(
     let user = caller.actor.id;
     let (changes, resume) = feed.subscribe(user, after);
     let (sender, receiver) = mpsc::channel(STREAM_BUFFER);
-    let keepalive = Duration::from_millis(app.state().config.sse_keepalive_ms.max(100));
+    let config = &app.state().config;
+    let timers = Timers {
+        keepalive: Duration::from_millis(config.sse_keepalive_ms.max(100)),
+        session_check: Duration::from_millis(config.sse_session_check_ms.max(100)),
+    };
     let stopping = app.shared.stopping.subscribe();
     let subscriber = Subscriber {
         sender,
@@ -73,7 +84,13 @@ pub(crate) fn events<B: Backend>(
         user,
         last: after.unwrap_or(0),
     };
-    tokio::spawn(forward(subscriber, resume, changes, keepalive, stopping));
+    let session = Session {
+        app: app.clone(),
+        caller: caller.clone(),
+    };
+    tokio::spawn(forward(
+        subscriber, session, resume, changes, timers, stopping,
+    ));
     let mut response = Response::new(stream(ReceiverStream::new(receiver)));
     let headers = response.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
@@ -84,6 +101,17 @@ pub(crate) fn events<B: Backend>(
         HeaderValue::from_static("no"),
     );
     Ok(response)
+}
+
+struct Timers {
+    keepalive: Duration,
+    session_check: Duration,
+}
+
+/// The session that opened a stream, checked again now and then.
+struct Session<B> {
+    app: App<B>,
+    caller: Caller,
 }
 
 struct Subscriber {
@@ -123,11 +151,12 @@ impl Subscriber {
     }
 }
 
-async fn forward(
+async fn forward<B: Backend>(
     mut stream: Subscriber,
+    session: Session<B>,
     resume: Resume,
     mut changes: broadcast::Receiver<Arc<ChatChange>>,
-    keepalive: Duration,
+    timers: Timers,
     mut stopping: watch::Receiver<bool>,
 ) {
     if *stopping.borrow() {
@@ -137,12 +166,22 @@ async fn forward(
     if !stream.send(hello).await || !stream.send_resume(resume).await {
         return;
     }
-    let mut keepalive = tokio::time::interval(keepalive);
+    let mut keepalive = tokio::time::interval(timers.keepalive);
     keepalive.reset();
+    let mut session_check = tokio::time::interval(timers.session_check);
+    session_check.reset();
     loop {
         let alive = tokio::select! {
             _ = stopping.changed() => false,
             _ = keepalive.tick() => stream.send(Bytes::from_static(b": keep-alive\n\n")).await,
+            _ = session_check.tick() => {
+                if session.app.session_stands(&session.caller).await {
+                    true
+                } else {
+                    let _ = stream.send(ended_event()).await;
+                    false
+                }
+            }
             received = changes.recv() => match received {
                 Ok(change) => stream.send_change(&change).await,
                 Err(broadcast::error::RecvError::Lagged(_)) => {

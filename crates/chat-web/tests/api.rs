@@ -1112,6 +1112,50 @@ async fn live_updates_reach_the_audience_only_and_resume_after_last_event_id() {
 }
 
 #[tokio::test]
+async fn a_live_stream_ends_with_its_session() {
+    let h = harness_with(chat_web::WebConfig {
+        sse_session_check_ms: 100,
+        ..support::config()
+    });
+    let (_, alice) = h.user("alice", "001").await;
+    let (_, bob) = h.user("bob", "002").await;
+    let (carol_user, carol) = h.user("carol", "003").await;
+    let mut alice_stream = h.open(events(&alice, None)).await.into_body();
+    let mut bob_stream = h.open(events(&bob, None)).await.into_body();
+    let mut carol_stream = h.open(events(&carol, None)).await.into_body();
+    for stream in [&mut alice_stream, &mut bob_stream, &mut carol_stream] {
+        until(stream, "connected").await;
+    }
+
+    // Bob logs out (on this node or any other): his open stream is told and closed.
+    let out = h.api(Method::POST, "/api/logout", Some(&bob), None).await;
+    assert_eq!(out.status, 204, "{}", out.text());
+    until(&mut bob_stream, "event: ended").await;
+    let end = tokio::time::timeout(Duration::from_secs(10), bob_stream.frame())
+        .await
+        .expect("closed within 10 s");
+    assert!(end.is_none(), "the stream stays open: {end:?}");
+
+    // Carol deletes her account: the same.
+    let path = format!("/api/users/{}", id_of(&carol_user));
+    let gone = h.api(Method::DELETE, &path, Some(&carol), None).await;
+    assert_eq!(gone.status, 204, "{}", gone.text());
+    until(&mut carol_stream, "event: ended").await;
+
+    // Alice's session stands: her stream still carries messages.
+    h.api(
+        Method::POST,
+        "/api/users/alice/001/chat",
+        Some(&h.login("bob", "002").await),
+        Some(json!({"content": "still here"})),
+    )
+    .await;
+    assert!(until(&mut alice_stream, "event: message")
+        .await
+        .contains("still here"));
+}
+
+#[tokio::test]
 async fn the_server_answers_over_tcp_and_stops_on_request() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let h = harness();
