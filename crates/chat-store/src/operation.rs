@@ -416,16 +416,15 @@ pub(crate) fn apply_change(
             let group = leave_group(conn, *group_uuid, *user_uuid, epoch, at)?;
             Ok(Written::Group(group))
         }
-        Change::SendMessage { sender_uuid, .. } => {
-            let message = op
-                .message(epoch)
-                .ok_or_else(|| StoreError::Corrupt("a send made no message".to_owned()))?;
-            let sender_uuid = *sender_uuid;
+        Change::SendMessage { .. } => {
+            let Some(message) = op.message(epoch) else {
+                return Err(StoreError::Corrupt("a send made no message".to_owned()));
+            };
             diesel::insert_into(messages::table)
                 .values(MessageRow::try_from(&message)?)
                 .execute(conn)?;
             if let Recipient::User(receiver) = message.recipient {
-                queries::note_private_chat(conn, &message.chat_id, sender_uuid, receiver)?;
+                queries::note_private_chat(conn, &message.chat_id, message.sender_uuid, receiver)?;
             }
             Ok(Written::Message(message))
         }
