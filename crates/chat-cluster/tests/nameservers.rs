@@ -268,19 +268,28 @@ async fn two_nameservers_follow_killed_frozen_and_restarted_processes() {
         .kill_service(second, NodeSignal::Kill)
         .expect("SIGKILL the second nameserver");
     let ns_killed_at = Instant::now();
-    let window = REQUEST_EVERY * 4 * u32::try_from(live_inputs.len()).expect("few");
-    wait_for_requests(&answers, ns_killed_at + window, 2 * live_inputs.len()).await;
-    let served: BTreeSet<u64> = answers
-        .lock()
-        .expect("answers")
-        .iter()
-        .filter(|a| a.sent >= ns_killed_at && a.nameserver == 0)
-        .filter_map(|a| a.target)
-        .collect();
-    assert_eq!(
-        served, live_inputs,
-        "the first nameserver redirects to every live input node"
-    );
+    // Polled rather than judged over a fixed window of about half a second: once (a full
+    // suite on 2 cores) the first nameserver redirected nowhere in that window. With two of
+    // five nodes down the cluster holds exactly a majority, so a late heartbeat can leave the
+    // input nodes without a reachable writer, and their leases withdrawn, for a moment.
+    let deadline = ns_killed_at + DEADLINE;
+    loop {
+        let served: BTreeSet<u64> = answers
+            .lock()
+            .expect("answers")
+            .iter()
+            .filter(|a| a.sent >= ns_killed_at && a.nameserver == 0)
+            .filter_map(|a| a.target)
+            .collect();
+        if served == live_inputs {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the first nameserver redirects to every live input node: {served:?}, not {live_inputs:?}"
+        );
+        tokio::time::sleep(POLL).await;
+    }
 
     // Restart it: the input nodes reconnect at once, not at some renewal.
     cluster
