@@ -24,6 +24,8 @@ pub struct DataConfig {
     pub request_timeout: Duration,
     /// How long a replica waits for the client's epoch to arrive before passing a read up.
     pub read_wait: Duration,
+    /// Whether a replica answers reads itself; false passes every read up to the root.
+    pub replica_reads: bool,
     /// Heartbeats down, durable reports up, catch-up and snapshot retries.
     pub resend_interval: Duration,
     /// An input node without recent answers from the root probes it this often.
@@ -45,6 +47,7 @@ impl DataConfig {
             incarnation: 0,
             request_timeout: Duration::from_secs(5),
             read_wait: Duration::from_millis(50),
+            replica_reads: true,
             resend_interval: Duration::from_millis(100),
             probe_interval: Duration::from_millis(500),
             writer_reachable_for: Duration::from_millis(1500),
@@ -737,7 +740,10 @@ impl DataPlane {
                     );
                 }
             }
-            RequestKind::Read if self.place.is_root || (self.place.replica && !request.confirm) => {
+            RequestKind::Read
+                if self.place.is_root
+                    || (self.place.replica && self.config.replica_reads && !request.confirm) =>
+            {
                 self.read_locally(now, request);
             }
             _ => self.forward(now, request),

@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use chat_data::{
     Action, Body, ClientRequest, CommittedBatch, DataConfig, DataPlane, Entry, Frame, LocalLog,
-    Place, Position, RequestKind, RetryableError, WriteResult,
+    Place, Position, Request, RequestId, RequestKind, RetryableError, WriteResult,
 };
 
 fn drain(plane: &mut DataPlane) -> (Vec<Action>, Vec<(u64, Frame)>) {
@@ -157,4 +157,49 @@ fn requests_without_a_writer_fail_retryably_and_time_out() {
         Action::Answer { id: got, outcome: Err(RetryableError::Unavailable), .. } if *got == id
     )));
     assert!(!plane.writer_reachable(later));
+}
+
+#[test]
+fn a_replica_told_not_to_answer_reads_passes_them_up() {
+    let now = Instant::now();
+    let read = |seq| {
+        let request = Request {
+            id: RequestId { origin: 9, seq },
+            min_epoch: 0,
+            kind: RequestKind::Read,
+            confirm: false,
+            payload: b"read".to_vec(),
+        };
+        Frame::new(3, Body::Request(request)).encode()
+    };
+    for replica_reads in [true, false] {
+        let mut config = DataConfig::new(2);
+        config.replica_reads = replica_reads;
+        let mut replica = DataPlane::new(now, config, LocalLog::default());
+        replica.set_place(
+            now,
+            Place {
+                term: 3,
+                replica: true,
+                parent: Some(1),
+                children: vec![9],
+                routes: [(1, 1), (9, 9)].into_iter().collect(),
+                cluster_size: 3,
+                ..Place::default()
+            },
+        );
+        drain(&mut replica);
+        replica.handle_frame(now, 9, &read(1));
+        let (actions, frames) = drain(&mut replica);
+        let executed = actions.iter().any(|a| matches!(a, Action::ExecuteRead(_)));
+        let passed_up = frames
+            .iter()
+            .any(|(to, frame)| *to == 1 && matches!(frame.body, Body::Request(_)));
+        assert_eq!((executed, passed_up), (replica_reads, !replica_reads));
+        let counters = replica.counters();
+        assert_eq!(
+            (counters.reads_local, counters.requests_forwarded),
+            (u64::from(replica_reads), u64::from(!replica_reads))
+        );
+    }
 }

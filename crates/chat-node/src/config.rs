@@ -95,6 +95,9 @@ pub(crate) struct NodeConfig {
     /// The local database.
     #[serde(default)]
     pub(crate) storage: StorageSettings,
+    /// The data plane.
+    #[serde(default)]
+    pub(crate) data: DataPlaneSettings,
     /// Log levels.
     #[serde(default)]
     pub(crate) log: LogSettings,
@@ -359,6 +362,26 @@ impl Default for StorageSettings {
     }
 }
 
+/// `[data]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct DataPlaneSettings {
+    /// A replica (a child of the root) answers reads it is fresh enough for itself; false
+    /// passes every read up to the root (to compare, or to keep replicas for durability only).
+    pub(crate) replica_reads: bool,
+    /// How long a replica waits for the client's epoch before passing a read up.
+    pub(crate) read_wait_ms: u64,
+}
+
+impl Default for DataPlaneSettings {
+    fn default() -> Self {
+        Self {
+            replica_reads: true,
+            read_wait_ms: 50,
+        }
+    }
+}
+
 /// The configuration with every derived value filled in and every rule checked.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct ResolvedConfig {
@@ -387,6 +410,7 @@ pub(crate) struct ResolvedConfig {
     pub(crate) tree: TreeSettings,
     pub(crate) http: HttpSettings,
     pub(crate) storage: StorageSettings,
+    pub(crate) data: DataPlaneSettings,
     pub(crate) log: LogSettings,
 }
 
@@ -432,6 +456,7 @@ impl NodeConfig {
             tree: TreeSettings::default(),
             http: HttpSettings::default(),
             storage: StorageSettings::default(),
+            data: DataPlaneSettings::default(),
             log: LogSettings::default(),
         }
     }
@@ -524,6 +549,7 @@ impl NodeConfig {
             tree: self.tree.clone(),
             http: self.http.clone(),
             storage: self.storage.clone(),
+            data: self.data.clone(),
             log: self.log.clone(),
         })
     }
@@ -1019,6 +1045,28 @@ mod tests {
                 "flags override the environment"
             );
             assert_eq!(flagged.resolved.log.level, "debug");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn the_data_section_comes_from_files_and_the_environment() {
+        Jail::expect_with(|jail| {
+            jail.create_file("node.toml", "id = 4\n[data]\nread_wait_ms = 20")?;
+            let loaded = load(&packaged(jail), &FlagOverrides::default()).expect("loads");
+            assert_eq!(
+                loaded.resolved.data,
+                DataPlaneSettings {
+                    replica_reads: true,
+                    read_wait_ms: 20,
+                }
+            );
+            // `data_port` (a top-level key) and the `[data]` section do not collide.
+            jail.set_env("CHAT_NODE_DATA__REPLICA_READS", "false");
+            jail.set_env("CHAT_NODE_DATA_PORT", "46300");
+            let env = load(&packaged(jail), &FlagOverrides::default()).expect("loads");
+            assert!(!env.resolved.data.replica_reads);
+            assert_eq!(env.resolved.data_port, 46_300);
             Ok(())
         });
     }

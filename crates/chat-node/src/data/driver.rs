@@ -182,6 +182,7 @@ pub(crate) struct DataSettings {
     pub(crate) committer: CommitterConfig,
     pub(crate) request_timeout: Duration,
     pub(crate) read_wait: Duration,
+    pub(crate) replica_reads: bool,
 }
 
 /// Opens the data port and starts the task. Returns the handle and the task, which ends when
@@ -224,6 +225,7 @@ pub(crate) async fn start(
     config.incarnation = uuid::Uuid::new_v4().as_u64_pair().0;
     config.request_timeout = settings.request_timeout;
     config.read_wait = settings.read_wait;
+    config.replica_reads = settings.replica_reads;
     let read_wait = config.read_wait;
     let now = Instant::now();
     let plane = DataPlane::new(now, config, log);
