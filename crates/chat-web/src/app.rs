@@ -424,17 +424,8 @@ impl<B: Backend> App<B> {
             }
             (claims, true)
         };
-        let current = self
-            .shared
-            .state
-            .backend
-            .session_version(claims.user, call.min_epoch())
+        self.session_current(claims.user, claims.session_version, call.min_epoch())
             .await?;
-        if claims.session_version < current {
-            return Err(ApiError::unauthenticated(
-                "This session has ended; log in again.",
-            ));
-        }
         Ok(Caller {
             actor: Actor {
                 id: claims.user,
@@ -447,6 +438,28 @@ impl<B: Backend> App<B> {
         })
     }
 
+    /// Refuses a session of `user` issued at `version` that a logout or the account's
+    /// deletion has ended since (read at `min_epoch` or later).
+    async fn session_current(
+        &self,
+        user: Uuid,
+        version: u64,
+        min_epoch: Epoch,
+    ) -> Result<(), ApiError> {
+        let current = self
+            .shared
+            .state
+            .backend
+            .session_version(user, min_epoch)
+            .await?;
+        if version < current {
+            return Err(ApiError::unauthenticated(
+                "This session has ended; log in again.",
+            ));
+        }
+        Ok(())
+    }
+
     /// Whether the session that vouched for `caller` earlier still stands: not expired, not
     /// ended by a logout, its account not deleted. A look-up that fails for another reason
     /// (no replica reachable) counts as standing: the caller asks again later.
@@ -455,13 +468,10 @@ impl<B: Backend> App<B> {
             return false;
         }
         match self
-            .shared
-            .state
-            .backend
-            .session_version(caller.actor.id, 0)
+            .session_current(caller.actor.id, caller.session_version, 0)
             .await
         {
-            Ok(current) => caller.session_version >= current,
+            Ok(()) => true,
             Err(error) => error.code != ErrorCode::Unauthenticated,
         }
     }

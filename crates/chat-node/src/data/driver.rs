@@ -661,70 +661,77 @@ async fn notify_loop(
             tracing::debug!(target: "data", subsystem = "data", epoch = newest, have, "change notices outran the local rows; skipped");
             batch.into_iter().filter(|n| n.epoch <= have).collect()
         };
-        // A notice carries its message; the author comes from `senders`, read once per
-        // user. Only notices from an older writer, which name their message, are read whole.
-        let mut unknown: Vec<Uuid> = batch
-            .iter()
-            .filter_map(|notice| notice.message.as_ref())
-            .map(|message| message.sender_uuid)
-            .filter(|uuid| !senders.contains_key(uuid))
-            .collect();
-        unknown.sort_unstable();
-        unknown.dedup();
-        let older: Vec<ChangeNotice> = batch
-            .iter()
-            .filter(|notice| notice.message.is_none())
-            .cloned()
-            .collect();
-        let mut read_back: HashMap<u64, ChatChange> = HashMap::new();
-        if !unknown.is_empty() || !older.is_empty() {
-            let store = Arc::clone(&storage.store);
-            let read = tokio::task::spawn_blocking(move || {
-                store.read(|view| -> Result<_, chat_store::StoreError> {
-                    let users = if unknown.is_empty() {
-                        Vec::new()
-                    } else {
-                        view.users_by_uuids(&unknown)?
-                    };
-                    let mut found = Vec::with_capacity(older.len());
-                    for notice in older {
-                        if let Some(change) = read_change(view, notice)? {
-                            found.push(change);
-                        }
-                    }
-                    Ok((users, found))
-                })
-            })
-            .await;
-            if let Ok(Ok(((users, found), _))) = read {
-                if senders.len() + users.len() > SENDERS_KEPT {
-                    senders.clear();
-                }
-                senders.extend(users.into_iter().map(|user| (user.uuid, user)));
-                read_back.extend(found.into_iter().map(|change| (change.epoch, change)));
-            }
-        }
-        for notice in batch {
-            let change = match notice.message {
-                Some(message) => {
-                    senders
-                        .get(&message.sender_uuid)
-                        .cloned()
-                        .map(|sender| ChatChange {
-                            chat_id: notice.chat_id,
-                            epoch: notice.epoch,
-                            audience: notice.audience,
-                            message,
-                            sender,
-                        })
-                }
-                None => read_back.remove(&notice.epoch),
-            };
-            if let Some(change) = change {
-                feed.publish(change);
-            }
+        for change in changes_of(batch, &mut senders, &storage).await {
+            feed.publish(change);
         }
     }
+}
+
+/// The feed's changes for `batch`, in its order. A notice carries its message; its author
+/// comes from `senders`, read once per user. Only notices from an older writer, which name
+/// their message, are read whole.
+async fn changes_of(
+    batch: Vec<ChangeNotice>,
+    senders: &mut HashMap<Uuid, User>,
+    storage: &Storage,
+) -> Vec<ChatChange> {
+    let mut unknown: Vec<Uuid> = batch
+        .iter()
+        .filter_map(|notice| notice.message.as_ref())
+        .map(|message| message.sender_uuid)
+        .filter(|uuid| !senders.contains_key(uuid))
+        .collect();
+    unknown.sort_unstable();
+    unknown.dedup();
+    let older: Vec<ChangeNotice> = batch
+        .iter()
+        .filter(|notice| notice.message.is_none())
+        .cloned()
+        .collect();
+    let mut read_back: HashMap<u64, ChatChange> = HashMap::new();
+    if !unknown.is_empty() || !older.is_empty() {
+        let store = Arc::clone(&storage.store);
+        let read = tokio::task::spawn_blocking(move || {
+            store.read(|view| -> Result<_, chat_store::StoreError> {
+                let users = if unknown.is_empty() {
+                    Vec::new()
+                } else {
+                    view.users_by_uuids(&unknown)?
+                };
+                let mut found = Vec::with_capacity(older.len());
+                for notice in older {
+                    if let Some(change) = read_change(view, notice)? {
+                        found.push(change);
+                    }
+                }
+                Ok((users, found))
+            })
+        })
+        .await;
+        if let Ok(Ok(((users, found), _))) = read {
+            if senders.len() + users.len() > SENDERS_KEPT {
+                senders.clear();
+            }
+            senders.extend(users.into_iter().map(|user| (user.uuid, user)));
+            read_back.extend(found.into_iter().map(|change| (change.epoch, change)));
+        }
+    }
+    batch
+        .into_iter()
+        .filter_map(|notice| match notice.message {
+            Some(message) => senders
+                .get(&message.sender_uuid)
+                .cloned()
+                .map(|sender| ChatChange {
+                    chat_id: notice.chat_id,
+                    epoch: notice.epoch,
+                    audience: notice.audience,
+                    message,
+                    sender,
+                }),
+            None => read_back.remove(&notice.epoch),
+        })
+        .collect()
 }
 
 /// The message a notice names, with its sender, as the live-update feed carries it.
