@@ -312,15 +312,17 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 type LogRow = (i64, i64, i64, String);
 
 /// The entry's JSON keeps `forget_requests_through` with the ops: stored as one object.
+/// Written from borrowed ops (`&[Operation]`: appending an entry copies nothing), read into
+/// owned ones.
 #[derive(Serialize, Deserialize)]
-struct StoredOps {
-    ops: Vec<Operation>,
+struct StoredOps<Ops> {
+    ops: Ops,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     forget_requests_through: Option<Epoch>,
 }
 
 fn load_entry((epoch, term, first, body): LogRow) -> Result<Entry, StoreError> {
-    let stored: StoredOps = serde_json::from_str(&body)
+    let stored: StoredOps<Vec<Operation>> = serde_json::from_str(&body)
         .map_err(|e| StoreError::Corrupt(format!("log entry {epoch}: {e}")))?;
     let entry = Entry {
         term: epoch_from_sql(term)?,
@@ -338,7 +340,7 @@ fn load_entry((epoch, term, first, body): LogRow) -> Result<Entry, StoreError> {
 
 fn insert_entry(conn: &mut SqliteConnection, entry: &Entry) -> Result<(), StoreError> {
     let body = serde_json::to_string(&StoredOps {
-        ops: entry.ops.clone(),
+        ops: entry.ops.as_slice(),
         forget_requests_through: entry.forget_requests_through,
     })
     .map_err(|e| StoreError::Corrupt(format!("cannot encode an entry: {e}")))?;
