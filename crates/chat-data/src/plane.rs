@@ -1185,6 +1185,7 @@ impl DataPlane {
     }
 
     fn retry_snapshot(&mut self, now: Instant) {
+        let parent = self.place.parent;
         let Some(incoming) = self.snapshot_in.as_mut() else {
             return;
         };
@@ -1193,6 +1194,13 @@ impl DataPlane {
                 < self.config.resend_interval * 5
         {
             return;
+        }
+        // The tree changed under the transfer (or the old parent would not send: it was out
+        // of step itself): start again from the parent there is now.
+        if let Some(parent) = parent.filter(|p| *p != incoming.from) {
+            incoming.from = parent;
+            incoming.snapshot_id = 0;
+            incoming.next_offset = 0;
         }
         incoming.last_request = now;
         let (to, body) = (

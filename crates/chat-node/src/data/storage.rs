@@ -3,6 +3,7 @@
 //! tokio's blocking pool. Everything reports back to the driver as a [`StoreReport`].
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc as std_mpsc, Arc};
 use std::time::Duration;
 
@@ -83,6 +84,8 @@ pub(crate) struct Storage {
     pub(crate) reads: LocalService,
     /// The epoch the rows reflect, for reads that wait for a client's epoch.
     pub(crate) applied: watch::Receiver<Epoch>,
+    /// See [`Worker::out_of_step`]: while set, reads are passed up.
+    out_of_step: Arc<AtomicBool>,
     jobs: std_mpsc::Sender<StoreJob>,
 }
 
@@ -127,6 +130,7 @@ impl Storage {
             });
         }
         let (jobs, queue) = std_mpsc::channel();
+        let out_of_step = Arc::new(AtomicBool::new(false));
         let worker = Worker {
             store: Arc::clone(&store),
             group,
@@ -134,6 +138,7 @@ impl Storage {
             reports,
             applied: applied_tx,
             commit: 0,
+            out_of_step: Arc::clone(&out_of_step),
             readers: HashMap::new(),
             next_snapshot: 0,
             incoming: None,
@@ -145,6 +150,7 @@ impl Storage {
             store,
             reads,
             applied,
+            out_of_step,
             jobs,
         })
     }
@@ -170,7 +176,15 @@ impl Storage {
                 // The data plane runs a read once the log holds the epoch; the rows follow
                 // once it is committed, a moment later.
                 let _ = tokio::time::timeout(wait, applied.wait_for(|e| *e >= min_epoch)).await;
-                self.reads.handle(request, min_epoch).await
+                if self.out_of_step.load(Ordering::Acquire) {
+                    // The rows may hold writes no majority has: the read goes up.
+                    Err(ServiceError::ReplicaBehind {
+                        have: 0,
+                        want: min_epoch.max(1),
+                    })
+                } else {
+                    self.reads.handle(request, min_epoch).await
+                }
             }
             Err(error) => Err(error),
         };
@@ -201,6 +215,14 @@ struct Worker {
     applied: watch::Sender<Epoch>,
     /// The newest majority-durable epoch the plane announced: appends apply up to it.
     commit: Epoch,
+    /// The store's log no longer matches the plane's, or its rows hold a suffix no majority
+    /// committed (this node wrote it as a deposed writer, or its group commit ran a batch
+    /// of the old term after the plane had moved on). Until a snapshot replaces both, the
+    /// worker appends and applies nothing (a durable position reported from such a log
+    /// would count toward a majority it does not hold), serves no snapshot (it would spread
+    /// those rows) and the node answers no read. Set on a refused append or suffix drop,
+    /// cleared by an installed snapshot.
+    out_of_step: Arc<AtomicBool>,
     readers: HashMap<u64, (SnapshotReader, u64, Option<SnapshotChunk>)>,
     next_snapshot: u64,
     incoming: Option<SnapshotWriter>,
@@ -245,7 +267,7 @@ impl Worker {
     /// majority-durable; applying stops at the log's end either way), reported once. If the
     /// transaction fails they run one by one, so a bad entry costs only what follows it.
     fn append_run(&mut self, jobs: Vec<StoreJob>) {
-        if jobs.len() == 1 {
+        if jobs.len() == 1 || self.is_out_of_step() {
             if let Some(job) = jobs.into_iter().next() {
                 self.handle(job);
             }
@@ -312,19 +334,25 @@ impl Worker {
 
     fn handle(&mut self, job: StoreJob) {
         match job {
+            StoreJob::Append(_) if self.is_out_of_step() => {}
             StoreJob::Append(data_entries) => self.append(&data_entries),
+            StoreJob::DropSuffixAfter(_) if self.is_out_of_step() => {}
             StoreJob::DropSuffixAfter(epoch) => match self.store.truncate_after(epoch, 0) {
                 Ok(last) => self.report(StoreReport::Durable(entries::position(last))),
                 Err(StoreError::SnapshotNeeded { .. } | StoreError::NotABoundary(_)) => {
-                    tracing::warn!(target: "storage", subsystem = "storage", epoch,
-                        "a stale suffix was applied here; taking a snapshot from the parent");
-                    self.report(StoreReport::NeedSnapshot);
+                    self.fall_out_of_step(
+                        epoch,
+                        "a stale suffix was applied here; taking a snapshot from the parent",
+                    );
                 }
                 Err(error) => {
                     tracing::error!(target: "storage", subsystem = "storage", epoch, %error, "cannot drop a stale suffix");
-                    self.report(StoreReport::NeedSnapshot);
+                    self.fall_out_of_step(epoch, "taking a snapshot from the parent");
                 }
             },
+            StoreJob::CommitAdvanced(epoch) if self.is_out_of_step() => {
+                self.commit = self.commit.max(epoch);
+            }
             StoreJob::CommitAdvanced(epoch) => self.advance_commit(epoch),
             StoreJob::ReadSnapshotChunk {
                 peer,
@@ -368,14 +396,54 @@ impl Worker {
                 self.applied.send_replace(outcome.applied);
                 self.report(StoreReport::Durable(entries::position(outcome.durable)));
             }
+            Err(
+                error @ (StoreError::Diverged { .. }
+                | StoreError::Gap { .. }
+                | StoreError::StaleTerm { .. }
+                | StoreError::NotABoundary(_)),
+            ) => {
+                // The plane holds these entries as appended; the store's log says otherwise.
+                // Neither can be trusted against the other any more: start again from the
+                // parent's state.
+                tracing::warn!(target: "storage", subsystem = "storage", %error, "cannot append entries");
+                let last = data_entries.first().map_or(0, |e| e.position.epoch);
+                self.fall_out_of_step(
+                    last,
+                    "the log parted from the plane's; taking a snapshot from the parent",
+                );
+            }
             Err(error) => {
                 tracing::warn!(target: "storage", subsystem = "storage", %error, "cannot append entries");
             }
         }
     }
 
+    fn is_out_of_step(&self) -> bool {
+        self.out_of_step.load(Ordering::Acquire)
+    }
+
+    /// See [`Worker::out_of_step`].
+    fn fall_out_of_step(&mut self, epoch: Epoch, why: &'static str) {
+        tracing::warn!(target: "storage", subsystem = "storage", epoch, "{why}");
+        self.out_of_step.store(true, Ordering::Release);
+        self.readers.clear();
+        self.report(StoreReport::NeedSnapshot);
+    }
+
     fn read_snapshot_chunk(&mut self, peer: u64, snapshot_id: u64, offset: u64) {
-        let id = if snapshot_id == 0 || !self.readers.contains_key(&snapshot_id) {
+        if self.is_out_of_step() {
+            // The child asks again later; by then this node may have its own snapshot.
+            return;
+        }
+        // A snapshot taken but not sent yet (it was ahead of the commit) is offered first.
+        let unsent = self
+            .readers
+            .iter()
+            .find(|(_, (_, position, last))| *position == 0 && last.is_none())
+            .map(|(id, _)| *id);
+        let id = if let Some(unsent) = unsent.filter(|_| snapshot_id == 0 && offset == 0) {
+            unsent
+        } else if snapshot_id == 0 || !self.readers.contains_key(&snapshot_id) {
             if offset != 0 {
                 return;
             }
@@ -404,6 +472,11 @@ impl Worker {
             return;
         }
         if offset != *position {
+            return;
+        }
+        if reader.id().epoch > self.commit {
+            // The writer's rows run ahead of what a majority holds. A snapshot carries only
+            // committed writes: this one waits for the commit (the child asks again).
             return;
         }
         let base = entries::position(reader.id());
@@ -462,6 +535,7 @@ impl Worker {
         match self.store.restore_from(writer) {
             Ok(base) => {
                 tracing::info!(target: "storage", subsystem = "storage", term = base.term, epoch = base.epoch, "snapshot installed");
+                self.out_of_step.store(false, Ordering::Release);
                 self.commit = base.epoch;
                 self.applied.send_replace(self.store.applied_epoch());
                 self.report(StoreReport::SnapshotInstalled(entries::position(base)));
@@ -489,6 +563,7 @@ mod tests {
             reports,
             applied,
             commit: 0,
+            out_of_step: Arc::new(AtomicBool::new(false)),
             readers: HashMap::new(),
             next_snapshot: 0,
             incoming: None,
@@ -498,10 +573,24 @@ mod tests {
 
     /// An empty data-plane entry: the store's term barrier, which any log takes.
     fn barrier(epoch: Epoch) -> DataEntry {
+        barrier_in(1, epoch)
+    }
+
+    fn barrier_in(term: Term, epoch: Epoch) -> DataEntry {
         DataEntry {
-            position: Position::new(1, epoch),
+            position: Position::new(term, epoch),
             payload: Vec::new(),
         }
+    }
+
+    fn snapshot_chunks(reports: &mut mpsc::UnboundedReceiver<StoreReport>) -> Vec<SnapshotChunk> {
+        let mut chunks = Vec::new();
+        while let Ok(report) = reports.try_recv() {
+            if let StoreReport::SnapshotChunkRead { chunk, .. } = report {
+                chunks.push(chunk);
+            }
+        }
+        chunks
     }
 
     fn durable_reports(reports: &mut mpsc::UnboundedReceiver<StoreReport>) -> Vec<Position> {
@@ -540,5 +629,73 @@ mod tests {
         ]);
         assert_eq!(durable_reports(&mut reports), vec![Position::new(1, 4)]);
         assert_eq!(store.election_key().epoch, 4);
+    }
+
+    #[tokio::test]
+    async fn a_refused_append_stops_the_worker_until_a_snapshot_and_snapshots_wait_for_the_commit()
+    {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let parent_store =
+            Arc::new(Store::open(dir.path().join("parent.db")).expect("the store opens"));
+        let (mut parent, mut parent_reports) = worker(Arc::clone(&parent_store));
+        let child_store =
+            Arc::new(Store::open(dir.path().join("child.db")).expect("the store opens"));
+        let (mut child, mut child_reports) = worker(Arc::clone(&child_store));
+
+        // The parent's log: term 2 from epoch 1. Its rows run ahead of the commit.
+        parent.handle(StoreJob::Append(
+            (1..=3).map(|epoch| barrier_in(2, epoch)).collect(),
+        ));
+        parent.handle(StoreJob::CommitAdvanced(3));
+        parent.commit = 2;
+        parent.read_snapshot_chunk(9, 0, 0);
+        assert!(
+            snapshot_chunks(&mut parent_reports).is_empty(),
+            "a snapshot beyond the commit is not sent"
+        );
+        parent.handle(StoreJob::CommitAdvanced(3));
+        parent.read_snapshot_chunk(9, 0, 0);
+        let chunks = snapshot_chunks(&mut parent_reports);
+        assert_eq!(chunks.len(), 1, "sent once the commit reached it");
+        assert_eq!(chunks[0].base, Position::new(2, 3));
+
+        // The child wrote term 1 at epochs 1 and 2 (a deposed writer's history); term 2 at
+        // epoch 2 parts from it.
+        child.handle(StoreJob::Append(vec![barrier(1), barrier(2)]));
+        child.handle(StoreJob::Append(vec![barrier_in(2, 2)]));
+        assert!(child.is_out_of_step());
+        assert!(
+            std::iter::from_fn(|| child_reports.try_recv().ok())
+                .any(|r| matches!(r, StoreReport::NeedSnapshot)),
+            "it asks for a snapshot"
+        );
+        child.handle(StoreJob::Append(vec![barrier_in(2, 3)]));
+        assert!(
+            durable_reports(&mut child_reports).is_empty(),
+            "appends nothing"
+        );
+        assert_eq!(
+            child_store.election_key(),
+            chat_store::EntryId { term: 1, epoch: 2 }
+        );
+        child.read_snapshot_chunk(7, 0, 0);
+        assert!(
+            snapshot_chunks(&mut child_reports).is_empty(),
+            "serves no snapshot of its rows"
+        );
+
+        for chunk in chunks {
+            child.install_snapshot_chunk(chunk);
+        }
+        assert!(!child.is_out_of_step(), "the snapshot put it back in step");
+        assert_eq!(
+            child_store.election_key(),
+            chat_store::EntryId { term: 2, epoch: 3 }
+        );
+        child.handle(StoreJob::Append(vec![barrier_in(2, 4)]));
+        assert_eq!(
+            durable_reports(&mut child_reports),
+            vec![Position::new(2, 4)]
+        );
     }
 }
