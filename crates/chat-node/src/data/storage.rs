@@ -332,11 +332,31 @@ impl Worker {
         let _ = self.reports.send(report);
     }
 
-    fn handle(&mut self, job: StoreJob) {
+    /// What an out-of-step worker still does with `job` (see [`Worker::out_of_step`]):
+    /// it keeps the commit and takes writes and snapshot chunks; the log actions and
+    /// snapshot requests are dropped (the child asks again later).
+    fn while_out_of_step(&mut self, job: StoreJob) -> Option<StoreJob> {
+        if !self.is_out_of_step() {
+            return Some(job);
+        }
         match job {
-            StoreJob::Append(_) if self.is_out_of_step() => {}
+            StoreJob::CommitAdvanced(epoch) => {
+                self.commit = self.commit.max(epoch);
+                None
+            }
+            StoreJob::Append(_)
+            | StoreJob::DropSuffixAfter(_)
+            | StoreJob::ReadSnapshotChunk { .. } => None,
+            job @ (StoreJob::InstallSnapshotChunk(_) | StoreJob::Write { .. }) => Some(job),
+        }
+    }
+
+    fn handle(&mut self, job: StoreJob) {
+        let Some(job) = self.while_out_of_step(job) else {
+            return;
+        };
+        match job {
             StoreJob::Append(data_entries) => self.append(&data_entries),
-            StoreJob::DropSuffixAfter(_) if self.is_out_of_step() => {}
             StoreJob::DropSuffixAfter(epoch) => match self.store.truncate_after(epoch, 0) {
                 Ok(last) => self.report(StoreReport::Durable(entries::position(last))),
                 Err(StoreError::SnapshotNeeded { .. } | StoreError::NotABoundary(_)) => {
@@ -350,9 +370,6 @@ impl Worker {
                     self.fall_out_of_step(epoch, "taking a snapshot from the parent");
                 }
             },
-            StoreJob::CommitAdvanced(epoch) if self.is_out_of_step() => {
-                self.commit = self.commit.max(epoch);
-            }
             StoreJob::CommitAdvanced(epoch) => self.advance_commit(epoch),
             StoreJob::ReadSnapshotChunk {
                 peer,
@@ -406,9 +423,9 @@ impl Worker {
                 // Neither can be trusted against the other any more: start again from the
                 // parent's state.
                 tracing::warn!(target: "storage", subsystem = "storage", %error, "cannot append entries");
-                let last = data_entries.first().map_or(0, |e| e.position.epoch);
+                let first = data_entries.first().map_or(0, |e| e.position.epoch);
                 self.fall_out_of_step(
-                    last,
+                    first,
                     "the log parted from the plane's; taking a snapshot from the parent",
                 );
             }
@@ -431,10 +448,6 @@ impl Worker {
     }
 
     fn read_snapshot_chunk(&mut self, peer: u64, snapshot_id: u64, offset: u64) {
-        if self.is_out_of_step() {
-            // The child asks again later; by then this node may have its own snapshot.
-            return;
-        }
         // A snapshot taken but not sent yet (it was ahead of the commit) is offered first.
         let unsent = self
             .readers
@@ -583,24 +596,29 @@ mod tests {
         }
     }
 
+    /// Every report queued so far.
+    fn drain(reports: &mut mpsc::UnboundedReceiver<StoreReport>) -> Vec<StoreReport> {
+        std::iter::from_fn(|| reports.try_recv().ok()).collect()
+    }
+
     fn snapshot_chunks(reports: &mut mpsc::UnboundedReceiver<StoreReport>) -> Vec<SnapshotChunk> {
-        let mut chunks = Vec::new();
-        while let Ok(report) = reports.try_recv() {
-            if let StoreReport::SnapshotChunkRead { chunk, .. } = report {
-                chunks.push(chunk);
-            }
-        }
-        chunks
+        drain(reports)
+            .into_iter()
+            .filter_map(|report| match report {
+                StoreReport::SnapshotChunkRead { chunk, .. } => Some(chunk),
+                _ => None,
+            })
+            .collect()
     }
 
     fn durable_reports(reports: &mut mpsc::UnboundedReceiver<StoreReport>) -> Vec<Position> {
-        let mut positions = Vec::new();
-        while let Ok(report) = reports.try_recv() {
-            if let StoreReport::Durable(position) = report {
-                positions.push(position);
-            }
-        }
-        positions
+        drain(reports)
+            .into_iter()
+            .filter_map(|report| match report {
+                StoreReport::Durable(position) => Some(position),
+                _ => None,
+            })
+            .collect()
     }
 
     #[tokio::test]
@@ -648,13 +666,21 @@ mod tests {
         ));
         parent.handle(StoreJob::CommitAdvanced(3));
         parent.commit = 2;
-        parent.read_snapshot_chunk(9, 0, 0);
+        parent.handle(StoreJob::ReadSnapshotChunk {
+            peer: 9,
+            snapshot_id: 0,
+            offset: 0,
+        });
         assert!(
             snapshot_chunks(&mut parent_reports).is_empty(),
             "a snapshot beyond the commit is not sent"
         );
         parent.handle(StoreJob::CommitAdvanced(3));
-        parent.read_snapshot_chunk(9, 0, 0);
+        parent.handle(StoreJob::ReadSnapshotChunk {
+            peer: 9,
+            snapshot_id: 0,
+            offset: 0,
+        });
         let chunks = snapshot_chunks(&mut parent_reports);
         assert_eq!(chunks.len(), 1, "sent once the commit reached it");
         assert_eq!(chunks[0].base, Position::new(2, 3));
@@ -665,7 +691,8 @@ mod tests {
         child.handle(StoreJob::Append(vec![barrier_in(2, 2)]));
         assert!(child.is_out_of_step());
         assert!(
-            std::iter::from_fn(|| child_reports.try_recv().ok())
+            drain(&mut child_reports)
+                .iter()
                 .any(|r| matches!(r, StoreReport::NeedSnapshot)),
             "it asks for a snapshot"
         );
@@ -678,14 +705,18 @@ mod tests {
             child_store.election_key(),
             chat_store::EntryId { term: 1, epoch: 2 }
         );
-        child.read_snapshot_chunk(7, 0, 0);
+        child.handle(StoreJob::ReadSnapshotChunk {
+            peer: 7,
+            snapshot_id: 0,
+            offset: 0,
+        });
         assert!(
             snapshot_chunks(&mut child_reports).is_empty(),
             "serves no snapshot of its rows"
         );
 
         for chunk in chunks {
-            child.install_snapshot_chunk(chunk);
+            child.handle(StoreJob::InstallSnapshotChunk(chunk));
         }
         assert!(!child.is_out_of_step(), "the snapshot put it back in step");
         assert_eq!(
