@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use chat_data::{
     Action, ClientRequest, CommittedBatch, Counters, DataConfig, DataPlane, Epoch, LocalLog,
-    Outcome, Place, Position, ReadResult, RequestId, Term, TermRun, WriteResult,
+    Outcome, Place, Position, ReadResult, RequestId, RetryableError, Term, WriteResult,
 };
 use chat_service::{CommitterConfig, ServiceConfig, ServiceError};
 use chat_store::{ChangeNotice, Store, User};
@@ -20,7 +20,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use uuid::Uuid;
 
 use super::entries;
-use super::storage::{encode_result, Storage, StoreJob, StoreReport};
+use super::storage::{encode_result, local_log, Storage, StoreJob, StoreReport};
 use super::TreeView;
 use crate::durable::{DurableKey, DurableKeyHandle};
 
@@ -28,8 +28,6 @@ use crate::durable::{DurableKey, DurableKeyHandle};
 const SUBMIT_QUEUE: usize = 8192;
 /// How long a change notice waits for the local rows to reflect it before it is skipped.
 const NOTIFY_WAIT: Duration = Duration::from_secs(2);
-/// Entries read at start to rebuild the plane's cache, per page.
-const START_PAGE: u32 = 10_000;
 
 /// A client request and where its answer goes.
 struct Submit {
@@ -228,7 +226,7 @@ pub(crate) async fn start(
     config.replica_reads = settings.replica_reads;
     let read_wait = config.read_wait;
     let now = Instant::now();
-    let plane = DataPlane::new(now, config, log);
+    let plane = DataPlane::new(now, config.clone(), log);
     let (status_tx, status) = watch::channel(DataStatus::default());
     let (submits_tx, submits) = mpsc::channel(SUBMIT_QUEUE);
     let (notices_tx, notices) = mpsc::unbounded_channel();
@@ -236,6 +234,8 @@ pub(crate) async fn start(
     tracing::info!(target: "data", subsystem = "data", bind = %settings.bind, "data plane listening");
     let task = Task {
         plane,
+        config,
+        resyncing: false,
         transport: transport.clone(),
         storage,
         reports_tx,
@@ -258,42 +258,13 @@ pub(crate) async fn start(
     Ok((handle, join))
 }
 
-/// The store's log as the plane's [`LocalLog`]: its base, term runs, tail, and every entry
-/// still logged (the store keeps the log trimmed).
-fn local_log(store: &Store) -> anyhow::Result<LocalLog> {
-    let base = entries::position(store.log_base());
-    let last = store.election_key();
-    let mut recent = Vec::new();
-    let mut runs: Vec<TermRun> = Vec::new();
-    let mut after = base.epoch;
-    loop {
-        let page = store
-            .entries_after(after, START_PAGE)
-            .context("cannot read the log")?;
-        let Some(tail) = page.last() else { break };
-        after = tail.epoch;
-        for batch in &page {
-            for entry in entries::split_batch(batch) {
-                if runs.last().map(|r| r.term) != Some(entry.position.term) {
-                    runs.push(TermRun {
-                        term: entry.position.term,
-                        first_epoch: entry.position.epoch,
-                    });
-                }
-                recent.push(entry);
-            }
-        }
-    }
-    Ok(LocalLog {
-        base,
-        runs,
-        last: last.epoch.max(base.epoch),
-        recent,
-    })
-}
-
 struct Task {
     plane: DataPlane,
+    /// What the plane was started with, to start it again (see [`Task::resync`]).
+    config: DataConfig,
+    /// A root waiting for the store worker to come back in step (see [`Task::resync`]):
+    /// it takes no writes meanwhile.
+    resyncing: bool,
     transport: TransportHandle,
     storage: Storage,
     reports_tx: mpsc::UnboundedSender<StoreReport>,
@@ -386,7 +357,9 @@ impl Task {
         Place {
             term: view.term,
             is_root: view.writer,
-            writable: view.writer && view.writable_until.is_some_and(|until| until > now),
+            writable: view.writer
+                && !self.resyncing
+                && view.writable_until.is_some_and(|until| until > now),
             replica: view.replica,
             input: view.input,
             parent: view.parent,
@@ -406,10 +379,38 @@ impl Task {
             self.parent_endpoint = view.parent_endpoint.clone();
         }
         self.view = view;
+        self.resync_if_stuck();
         let place = self.place(now);
         if *self.plane.place() != place {
             self.plane.set_place(now, place);
         }
+    }
+
+    /// A node whose store fell out of step waits for a snapshot from its parent; a root has
+    /// none. The election chose it on its store's log (the key is fed from the store), so
+    /// that log holds everything a majority acknowledged: the worker comes back in step with
+    /// it and the plane starts again from it, as after a restart.
+    fn resync_if_stuck(&mut self) {
+        if self.view.writer && !self.resyncing && self.storage.is_out_of_step() {
+            tracing::warn!(target: "data", subsystem = "data", term = self.view.term, "root with a store out of step: starting the data plane again from the store's log");
+            self.resyncing = true;
+            self.storage.submit(StoreJob::Resync);
+        }
+    }
+
+    /// The worker is in step with `log`: a new plane (a new incarnation, so no answer meant
+    /// for the old one matches) starts from it. The old plane's requests end retryable.
+    fn resync(&mut self, now: Instant, log: LocalLog) {
+        for (_, waiter) in self.waiting.drain() {
+            let _ = waiter.send((0, Err(RetryableError::Unavailable)));
+        }
+        self.write_terms.clear();
+        self.early.clear();
+        self.config.incarnation = Uuid::new_v4().as_u64_pair().0;
+        self.plane = DataPlane::new(now, self.config.clone(), log);
+        self.resyncing = false;
+        let place = self.place(now);
+        self.plane.set_place(now, place);
     }
 
     /// Carries every output of the plane out, then publishes the status.
@@ -583,7 +584,11 @@ impl Task {
                 self.plane.snapshot_installed(now, base);
                 self.record_key(base);
             }
-            StoreReport::NeedSnapshot => self.plane.request_snapshot(now),
+            StoreReport::NeedSnapshot => {
+                self.plane.request_snapshot(now);
+                self.resync_if_stuck();
+            }
+            StoreReport::Resynced(log) => self.resync(now, log),
         }
     }
 

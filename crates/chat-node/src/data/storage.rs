@@ -7,7 +7,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc as std_mpsc, Arc};
 use std::time::Duration;
 
-use chat_data::{Entry as DataEntry, Epoch, Position, RequestId, SnapshotChunk, Term};
+use anyhow::Context;
+use chat_data::{
+    Entry as DataEntry, Epoch, LocalLog, Position, RequestId, SnapshotChunk, Term, TermRun,
+};
 use chat_service::{
     CommitterConfig, GroupCommitter, LocalService, Reply, Request, ServiceConfig, ServiceError,
 };
@@ -24,6 +27,8 @@ const SNAPSHOT_CHUNK_BYTES: usize = 1024 * 1024;
 /// Jobs the worker takes from its queue at once; a run of appends among them shares one
 /// transaction and one fsync.
 const MAX_JOBS_PER_TURN: usize = 1024;
+/// Entries read per page when the plane's cache is rebuilt from the log.
+const START_PAGE: u32 = 10_000;
 
 /// What the driver asks of the store worker, in the data plane's order.
 #[derive(Debug)]
@@ -43,6 +48,10 @@ pub(crate) enum StoreJob {
         request: Request,
         min_epoch: Epoch,
     },
+    /// Back in step with the store's own log, whatever the plane held: for a node that became
+    /// the root while out of step (a root has no parent to take a snapshot from). Reported
+    /// with [`StoreReport::Resynced`].
+    Resync,
 }
 
 /// What the store did, for the driver.
@@ -74,6 +83,9 @@ pub(crate) enum StoreReport {
     SnapshotInstalled(Position),
     /// A suffix could not be dropped (it was applied here): take a snapshot.
     NeedSnapshot,
+    /// The worker is in step again with the store's log, read at that moment: the plane
+    /// starts again from it, as after a restart.
+    Resynced(LocalLog),
 }
 
 /// The store and what serves from it; cheap to clone.
@@ -155,6 +167,11 @@ impl Storage {
         })
     }
 
+    /// See [`Worker::out_of_step`].
+    pub(crate) fn is_out_of_step(&self) -> bool {
+        self.out_of_step.load(Ordering::Acquire)
+    }
+
     /// Queues a job; the worker runs them one at a time, in order.
     pub(crate) fn submit(&self, job: StoreJob) {
         if self.jobs.send(job).is_err() {
@@ -200,6 +217,40 @@ impl Storage {
             payload: encode_result(&result),
         }
     }
+}
+
+/// The store's log as the plane's [`LocalLog`]: its base, term runs, tail, and every entry
+/// still logged (the store keeps the log trimmed).
+pub(crate) fn local_log(store: &Store) -> anyhow::Result<LocalLog> {
+    let base = entries::position(store.log_base());
+    let last = store.election_key();
+    let mut recent = Vec::new();
+    let mut runs: Vec<TermRun> = Vec::new();
+    let mut after = base.epoch;
+    loop {
+        let page = store
+            .entries_after(after, START_PAGE)
+            .context("cannot read the log")?;
+        let Some(tail) = page.last() else { break };
+        after = tail.epoch;
+        for batch in &page {
+            for entry in entries::split_batch(batch) {
+                if runs.last().map(|r| r.term) != Some(entry.position.term) {
+                    runs.push(TermRun {
+                        term: entry.position.term,
+                        first_epoch: entry.position.epoch,
+                    });
+                }
+                recent.push(entry);
+            }
+        }
+    }
+    Ok(LocalLog {
+        base,
+        runs,
+        last: last.epoch.max(base.epoch),
+        recent,
+    })
 }
 
 /// An answer as it travels the data plane.
@@ -347,7 +398,9 @@ impl Worker {
             StoreJob::Append(_)
             | StoreJob::DropSuffixAfter(_)
             | StoreJob::ReadSnapshotChunk { .. } => None,
-            job @ (StoreJob::InstallSnapshotChunk(_) | StoreJob::Write { .. }) => Some(job),
+            job @ (StoreJob::InstallSnapshotChunk(_)
+            | StoreJob::Write { .. }
+            | StoreJob::Resync) => Some(job),
         }
     }
 
@@ -377,6 +430,7 @@ impl Worker {
                 offset,
             } => self.read_snapshot_chunk(peer, snapshot_id, offset),
             StoreJob::InstallSnapshotChunk(chunk) => self.install_snapshot_chunk(chunk),
+            StoreJob::Resync => self.resync(),
             StoreJob::Write {
                 id,
                 term,
@@ -445,6 +499,26 @@ impl Worker {
         self.out_of_step.store(true, Ordering::Release);
         self.readers.clear();
         self.report(StoreReport::NeedSnapshot);
+    }
+
+    /// The store's log is consistent in itself; only its agreement with the plane (and with
+    /// a parent's history) was lost. The election judged that log the most complete of a
+    /// majority, so a root carries on from it, as it would after a restart.
+    fn resync(&mut self) {
+        match local_log(&self.store) {
+            Ok(log) => {
+                if self.out_of_step.swap(false, Ordering::AcqRel) {
+                    tracing::warn!(target: "storage", subsystem = "storage", last = log.last, "back in step with the store's own log");
+                }
+                self.incoming = None;
+                self.applied.send_replace(self.store.applied_epoch());
+                self.report(StoreReport::Resynced(log));
+            }
+            Err(error) => {
+                // Stays out of step; the driver asks again at its next tree change.
+                tracing::error!(target: "storage", subsystem = "storage", error = %format!("{error:#}"), "cannot read the log to start again from it");
+            }
+        }
     }
 
     fn read_snapshot_chunk(&mut self, peer: u64, snapshot_id: u64, offset: u64) {
@@ -728,5 +802,43 @@ mod tests {
             durable_reports(&mut child_reports),
             vec![Position::new(2, 4)]
         );
+    }
+
+    #[tokio::test]
+    async fn a_root_out_of_step_carries_on_from_its_stores_own_log() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let store = Arc::new(Store::open(dir.path().join("chat.db")).expect("the store opens"));
+        let (mut node, mut reports) = worker(Arc::clone(&store));
+        // A deposed writer's term 1 at epochs 1 to 3; a parent's term 2 at epoch 2 parts from
+        // it, and that parent is gone before any snapshot came.
+        node.handle(StoreJob::Append((1..=3).map(barrier).collect()));
+        node.handle(StoreJob::CommitAdvanced(3));
+        node.handle(StoreJob::Append(vec![barrier_in(2, 2)]));
+        assert!(node.is_out_of_step());
+        drain(&mut reports);
+
+        node.handle(StoreJob::Resync);
+        assert!(!node.is_out_of_step(), "in step with its own log again");
+        let logs: Vec<LocalLog> = drain(&mut reports)
+            .into_iter()
+            .filter_map(|report| match report {
+                StoreReport::Resynced(log) => Some(log),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(logs.len(), 1, "reports the log the plane starts from");
+        assert_eq!(logs[0].last, 3);
+        assert_eq!(
+            logs[0].runs,
+            vec![TermRun {
+                term: 1,
+                first_epoch: 1
+            }]
+        );
+        assert_eq!(logs[0].recent.len(), 3);
+
+        // As the root of term 3 it appends again: its barrier follows its own history.
+        node.handle(StoreJob::Append(vec![barrier_in(3, 4)]));
+        assert_eq!(durable_reports(&mut reports), vec![Position::new(3, 4)]);
     }
 }
