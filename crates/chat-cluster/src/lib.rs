@@ -16,9 +16,10 @@
 //!
 //! Ports: control `base + id`, data `base + 1000 + id`, HTTP `base + 2000 + id`, admin
 //! `base + 3000 + id`, bootstrap gRPC `base + 4000`, nameserver gRPC `base + 4001`, nameserver
-//! HTTP `base + 4002`, with base 36000 by default, well away from the packaged defaults
-//! (46000+, 50000+, 8080+, 47000+, 45998/45999/9999), so a local cluster runs beside an
-//! installed system.
+//! HTTP `base + 4002`, with base 16000 by default: away from the packaged defaults (46000+,
+//! 50000+, 8080+, 47000+, 45998/45999/9999), so a local cluster runs beside an installed
+//! system, and below Linux's ephemeral range (32768-60999), so a node restarted by hand never
+//! finds its port taken by some process's outgoing connection.
 //!
 //! The `chat-cluster` binary is a thin command line over this library.
 
@@ -40,7 +41,7 @@ pub use services::{ServiceKind, ServiceOptions, ServiceRecord};
 pub use topology::{Edge, Topology, TopologyError};
 
 /// Default base of the port plan (see the crate docs).
-pub const DEFAULT_BASE_PORT: u16 = 36_000;
+pub const DEFAULT_BASE_PORT: u16 = 16_000;
 /// Largest node id the port plan leaves room for (ids index 1000-port blocks).
 pub const MAX_NODES: u64 = 999;
 /// How long [`LocalCluster::down`] waits after SIGTERM before SIGKILL.

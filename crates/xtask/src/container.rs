@@ -79,7 +79,7 @@ fn scenario(container: &Container, deb: &str) -> Result<(), String> {
             .map(drop)
     })?;
     step(
-        "bootstrap and nameserver active, user and secret made",
+        "bootstrap and nameserver active, user, secret and port reservation made",
         || {
             let states = container.run("systemctl is-active chat-bootstrap chat-nameserver")?;
             expect(
@@ -98,6 +98,14 @@ fn scenario(container: &Container, deb: &str) -> Result<(), String> {
                     && secret.ends_with('\n')
                     && secret.trim_end().chars().all(|c| c.is_ascii_hexdigit()),
                 format!("cluster.key is not one line of 64 hex digits: {secret:?}"),
+            )?;
+            // The container has its own network namespace, whose /proc/sys/net is writable.
+            let reserved = container.run("cat /proc/sys/net/ipv4/ip_local_reserved_ports")?;
+            expect(
+                reserved.trim() == "45998-47999,50000-50999",
+                format!(
+                    "the default ports are not reserved from the ephemeral range: {reserved:?}"
+                ),
             )
         },
     )?;
