@@ -109,13 +109,40 @@ impl Write for SnapshotWriter {
     }
 }
 
-fn temp_beside(db: &Path, prefix: &str) -> Result<NamedTempFile, StoreError> {
+/// What a temporary snapshot file is for; its name says so, and which database it belongs to.
+#[derive(Debug, Clone, Copy)]
+enum Temp {
+    Outgoing,
+    Incoming,
+}
+
+impl Temp {
+    const ALL: [Temp; 2] = [Temp::Outgoing, Temp::Incoming];
+
+    /// `.chat.db.snapshot-out-` for `chat.db`: hidden, and named after its database, so that
+    /// another database's files in the same directory are never taken for its own.
+    fn prefix(self, db: &Path) -> String {
+        let name = db.file_name().unwrap_or_default().to_string_lossy();
+        let kind = match self {
+            Temp::Outgoing => "out",
+            Temp::Incoming => "in",
+        };
+        format!(".{name}.snapshot-{kind}-")
+    }
+}
+
+const TEMP_SUFFIX: &str = ".db";
+
+fn directory_of(db: &Path) -> &Path {
     let dir = db.parent().filter(|d| !d.as_os_str().is_empty());
-    let dir = dir.unwrap_or_else(|| Path::new("."));
+    dir.unwrap_or_else(|| Path::new("."))
+}
+
+fn temp_beside(db: &Path, kind: Temp) -> Result<NamedTempFile, StoreError> {
     Ok(tempfile::Builder::new()
-        .prefix(prefix)
-        .suffix(".db")
-        .tempfile_in(dir)?)
+        .prefix(&kind.prefix(db))
+        .suffix(TEMP_SUFFIX)
+        .tempfile_in(directory_of(db))?)
 }
 
 fn path_text(path: &Path) -> Result<&str, StoreError> {
@@ -157,7 +184,7 @@ impl Store {
     /// database (consistent, and the writer keeps writing meanwhile), with the log replaced
     /// by its base `(term, applied epoch)`.
     pub fn snapshot_reader(&self) -> Result<SnapshotReader, StoreError> {
-        let temp = temp_beside(self.path(), ".snapshot-out-")?;
+        let temp = temp_beside(self.path(), Temp::Outgoing)?;
         let path = temp.into_temp_path();
         // VACUUM INTO wants a missing or empty file; the temp file is empty.
         let mut conn = self.open_plain()?;
@@ -213,10 +240,34 @@ impl Store {
         })
     }
 
+    /// Deletes the temporary snapshot files of this database that a previous process left
+    /// (they are deleted when dropped, so only a killed process leaves them; each can be as
+    /// large as the database). Only for the database's one owner, at start: another store
+    /// open on the same file could be sending or receiving through them. Returns how many.
+    pub fn remove_stale_snapshot_files(&self) -> Result<usize, StoreError> {
+        let prefixes = Temp::ALL.map(|kind| kind.prefix(self.path()));
+        let mut removed = 0;
+        for entry in std::fs::read_dir(directory_of(self.path()))? {
+            let entry = entry?;
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.ends_with(TEMP_SUFFIX)
+                && prefixes
+                    .iter()
+                    .any(|prefix| name.starts_with(prefix.as_str()))
+                && entry.file_type()?.is_file()
+            {
+                std::fs::remove_file(entry.path())?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
     /// Starts receiving a snapshot into a temporary file beside the database.
     pub fn snapshot_writer(&self) -> Result<SnapshotWriter, StoreError> {
         Ok(SnapshotWriter {
-            file: temp_beside(self.path(), ".snapshot-in-")?,
+            file: temp_beside(self.path(), Temp::Incoming)?,
             written: 0,
         })
     }

@@ -725,6 +725,48 @@ fn a_snapshot_streams_in_chunks_and_restores_after_the_log_is_trimmed() {
 }
 
 #[test]
+fn snapshot_files_a_killed_process_left_are_removed_at_start_and_only_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().join("chat.db")).unwrap();
+    let neighbour = Store::open(dir.path().join("other.db")).unwrap();
+    register(&store, "alice", "123");
+    // Forgetting them leaves their files, as a SIGKILL does.
+    std::mem::forget(store.snapshot_reader().unwrap());
+    let mut receiving = store.snapshot_writer().unwrap();
+    receiving.write_chunk(b"half a snapshot").unwrap();
+    std::mem::forget(receiving);
+    let neighbours_file = neighbour.snapshot_reader().unwrap();
+    let names = || -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|name| name.contains("snapshot"))
+            .collect();
+        names.sort();
+        names
+    };
+    assert_eq!(names().len(), 3, "{:?}", names());
+
+    assert_eq!(store.remove_stale_snapshot_files().unwrap(), 2);
+    let left = names();
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert!(left[0].starts_with(".other.db.snapshot-out-"), "{left:?}");
+    assert_eq!(
+        store.snapshot().unwrap().users.len(),
+        1,
+        "the database stays"
+    );
+    // The neighbour's snapshot is still readable to the end.
+    let size = neighbours_file.size();
+    let mut neighbours_file = neighbours_file;
+    let mut read = 0;
+    while let Some(chunk) = neighbours_file.next_chunk(4096).unwrap() {
+        read += chunk.len() as u64;
+    }
+    assert_eq!(read, size);
+}
+
+#[test]
 fn a_damaged_snapshot_changes_nothing() {
     let writer = open();
     let replica = open();

@@ -115,6 +115,16 @@ impl Storage {
         committer: CommitterConfig,
         reports: mpsc::UnboundedSender<StoreReport>,
     ) -> anyhow::Result<Self> {
+        // This node owns its state directory: what a killed predecessor left is nobody's.
+        match store.remove_stale_snapshot_files() {
+            Ok(0) => {}
+            Ok(removed) => {
+                tracing::info!(target: "storage", subsystem = "storage", removed, "removed snapshot files a previous run left");
+            }
+            Err(error) => {
+                tracing::warn!(target: "storage", subsystem = "storage", %error, "cannot look for snapshot files a previous run left");
+            }
+        }
         let (applied_tx, applied) = watch::channel(store.applied_epoch());
         let (batches_tx, mut batches) = mpsc::channel::<chat_service::CommittedBatch>(64);
         let group = GroupCommitter::start(Arc::clone(&store), committer, Some(batches_tx))
