@@ -102,7 +102,7 @@ fn scenario(container: &Container, deb: &str) -> Result<(), String> {
             // The container has its own network namespace, whose /proc/sys/net is writable.
             let reserved = container.run("cat /proc/sys/net/ipv4/ip_local_reserved_ports")?;
             expect(
-                reserved.trim() == "45998-47999,50000-50999",
+                reserved.trim() == "45997-47999,50000-50999",
                 format!(
                     "the default ports are not reserved from the ephemeral range: {reserved:?}"
                 ),
