@@ -27,12 +27,23 @@ use support::{roles, set, start, statuses, wait_until};
 const NODES: u64 = 8;
 /// Cheap hashing: this test is about the cluster, not about bcrypt.
 const ENV: &[(&str, &str)] = &[("CHAT_NODE_STORAGE__BCRYPT_COST", "4")];
-/// How long the schedule injects faults.
+/// How long the schedule injects faults (`CHAOS_FAULT_SECONDS` overrides it for a soak).
 const FAULTS: Duration = Duration::from_secs(40);
 /// How long a client retries one message (same id) before giving it up.
 const GIVE_UP: Duration = Duration::from_secs(15);
-/// Fixed, so a failure can be run again; change it to explore other schedules.
+/// Fixed, so a failure can be run again; `CHAOS_SEED` explores other schedules.
 const SEED: u64 = 0x5eed_c4a0;
+
+/// `name` from the environment as a number, or `default`; a value that does not parse is a
+/// mistake worth stopping for.
+fn setting(name: &str, default: u64) -> u64 {
+    match std::env::var(name) {
+        Ok(text) => text
+            .parse()
+            .unwrap_or_else(|_| panic!("{name}={text:?} is not a number")),
+        Err(_) => default,
+    }
+}
 
 /// A four-cycle with a chord (1-3), then a path 4-5-6 forking into the leaves 7 and 8: nodes
 /// 4, 5 and 6 are cut vertices, so losing one splits the cluster.
@@ -187,11 +198,18 @@ async fn overlapping_kills_and_freezes_on_a_mesh_with_cut_vertices_lose_and_doub
     })
     .collect();
 
-    let mut rng = Rng(SEED);
+    let seed = setting("CHAOS_SEED", SEED);
+    let faulting = Duration::from_secs(setting("CHAOS_FAULT_SECONDS", FAULTS.as_secs()));
+    eprintln!(
+        "schedule: CHAOS_SEED={seed} CHAOS_FAULT_SECONDS={}",
+        faulting.as_secs()
+    );
+    // xorshift never leaves zero.
+    let mut rng = Rng(seed.max(1));
     let mut down: BTreeMap<u64, (Fault, Instant)> = BTreeMap::new();
     let minority = (NODES as usize - 1) / 2;
     let mut faults = 0;
-    let end = Instant::now() + FAULTS;
+    let end = Instant::now() + faulting;
     while Instant::now() < end {
         let now = Instant::now();
         let due: Vec<(u64, Fault)> = down
