@@ -588,7 +588,16 @@ impl Task {
                 self.plane.request_snapshot(now);
                 self.resync_if_stuck();
             }
-            StoreReport::Resynced(log) => self.resync(now, log),
+            StoreReport::Resynced(Some(log)) => self.resync(now, log),
+            StoreReport::Resynced(None) => {
+                // In step already, or the log could not be read (asked again at the next
+                // tree change or snapshot request).
+                self.resyncing = false;
+                let place = self.place(now);
+                if *self.plane.place() != place {
+                    self.plane.set_place(now, place);
+                }
+            }
         }
     }
 

@@ -83,9 +83,11 @@ pub(crate) enum StoreReport {
     SnapshotInstalled(Position),
     /// A suffix could not be dropped (it was applied here): take a snapshot.
     NeedSnapshot,
-    /// The worker is in step again with the store's log, read at that moment: the plane
-    /// starts again from it, as after a restart.
-    Resynced(LocalLog),
+    /// The answer to [`StoreJob::Resync`]: the store's log, read as the worker came back in
+    /// step with it (the plane starts again from it, as after a restart); None when the
+    /// worker was in step already (a snapshot came first) or could not read the log (it stays
+    /// out of step; the driver asks again later).
+    Resynced(Option<LocalLog>),
 }
 
 /// The store and what serves from it; cheap to clone.
@@ -515,18 +517,21 @@ impl Worker {
     /// a parent's history) was lost. The election judged that log the most complete of a
     /// majority, so a root carries on from it, as it would after a restart.
     fn resync(&mut self) {
+        if !self.is_out_of_step() {
+            self.report(StoreReport::Resynced(None));
+            return;
+        }
         match local_log(&self.store) {
             Ok(log) => {
-                if self.out_of_step.swap(false, Ordering::AcqRel) {
-                    tracing::warn!(target: "storage", subsystem = "storage", last = log.last, "back in step with the store's own log");
-                }
+                tracing::warn!(target: "storage", subsystem = "storage", last = log.last, "back in step with the store's own log");
+                self.out_of_step.store(false, Ordering::Release);
                 self.incoming = None;
                 self.applied.send_replace(self.store.applied_epoch());
-                self.report(StoreReport::Resynced(log));
+                self.report(StoreReport::Resynced(Some(log)));
             }
             Err(error) => {
-                // Stays out of step; the driver asks again at its next tree change.
                 tracing::error!(target: "storage", subsystem = "storage", error = %format!("{error:#}"), "cannot read the log to start again from it");
+                self.report(StoreReport::Resynced(None));
             }
         }
     }
@@ -829,13 +834,16 @@ mod tests {
 
         node.handle(StoreJob::Resync);
         assert!(!node.is_out_of_step(), "in step with its own log again");
-        let logs: Vec<LocalLog> = drain(&mut reports)
-            .into_iter()
-            .filter_map(|report| match report {
-                StoreReport::Resynced(log) => Some(log),
-                _ => None,
-            })
-            .collect();
+        let resynced = |reports: &mut mpsc::UnboundedReceiver<StoreReport>| {
+            drain(reports)
+                .into_iter()
+                .filter_map(|report| match report {
+                    StoreReport::Resynced(log) => Some(log),
+                    _ => None,
+                })
+                .collect::<Vec<_>>()
+        };
+        let logs: Vec<LocalLog> = resynced(&mut reports).into_iter().flatten().collect();
         assert_eq!(logs.len(), 1, "reports the log the plane starts from");
         assert_eq!(logs[0].last, 3);
         assert_eq!(
@@ -850,5 +858,8 @@ mod tests {
         // As the root of term 3 it appends again: its barrier follows its own history.
         node.handle(StoreJob::Append(vec![barrier_in(3, 4)]));
         assert_eq!(durable_reports(&mut reports), vec![Position::new(3, 4)]);
+        // Asked again (a second tree change came first), it has nothing to start from.
+        node.handle(StoreJob::Resync);
+        assert_eq!(resynced(&mut reports), vec![None]);
     }
 }
