@@ -3,9 +3,9 @@
 //! and its change notices.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use chat_store::{ChangeNotice, Entry, Epoch, Store, Term};
 use tokio::sync::{mpsc, oneshot};
@@ -41,6 +41,33 @@ pub struct CommittedBatch {
     pub entry: Entry,
     /// The notices.
     pub notices: Vec<ChangeNotice>,
+}
+
+/// Until when this node may commit as the writer: the control plane's writer lease, shared
+/// with the group committer, which looks at it right before each batch's transaction. A
+/// writer frozen with writes queued (SIGSTOP, a long pause) resumes with its lease long run
+/// out; without this look its committer would run the queued batch before the node heard of
+/// the new term, leaving rows of the old term that no majority holds and that only a
+/// snapshot can take back. Cheap to clone; every clone is the same lease.
+#[derive(Debug, Clone, Default)]
+pub struct WriterLease(Arc<Mutex<Option<Instant>>>);
+
+impl WriterLease {
+    /// Held until `until`; None: not the writer (no lease).
+    pub fn set(&self, until: Option<Instant>) {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = until;
+    }
+
+    /// Whether the lease still holds at `now`.
+    pub fn holds(&self, now: Instant) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .is_some_and(|until| now < until)
+    }
 }
 
 struct Job {
@@ -83,11 +110,32 @@ impl GroupCommitter {
         config: CommitterConfig,
         batches: Option<mpsc::Sender<CommittedBatch>>,
     ) -> Result<Self, ServiceError> {
+        Self::start_with(store, config, batches, None)
+    }
+
+    /// [`GroupCommitter::start`] for a cluster's writer: a batch is committed only while
+    /// `lease` holds; otherwise its requests are refused ([`ServiceError::NotWriter`]) and
+    /// nothing is written.
+    pub fn start_leased(
+        store: Arc<Store>,
+        config: CommitterConfig,
+        batches: Option<mpsc::Sender<CommittedBatch>>,
+        lease: WriterLease,
+    ) -> Result<Self, ServiceError> {
+        Self::start_with(store, config, batches, Some(lease))
+    }
+
+    fn start_with(
+        store: Arc<Store>,
+        config: CommitterConfig,
+        batches: Option<mpsc::Sender<CommittedBatch>>,
+        lease: Option<WriterLease>,
+    ) -> Result<Self, ServiceError> {
         let (queue, jobs) = mpsc::channel(config.queue.max(1));
         let max_batch = config.max_batch.max(1);
         let thread = std::thread::Builder::new()
             .name("group-commit".to_owned())
-            .spawn(move || run(&store, jobs, max_batch, batches.as_ref()))
+            .spawn(move || run(&store, jobs, max_batch, batches.as_ref(), lease.as_ref()))
             .map_err(|e| {
                 tracing::error!(subsystem = "writer", error = %e, "cannot start the writer thread");
                 ServiceError::Storage("The writer could not start.".to_owned())
@@ -144,6 +192,7 @@ fn run(
     mut jobs: mpsc::Receiver<Job>,
     max_batch: usize,
     batches: Option<&mpsc::Sender<CommittedBatch>>,
+    lease: Option<&WriterLease>,
 ) {
     let mut waiting: VecDeque<Job> = VecDeque::new();
     loop {
@@ -165,6 +214,14 @@ fn run(
             if let Some(job) = waiting.pop_front() {
                 batch.push(job);
             }
+        }
+        if lease.is_some_and(|lease| !lease.holds(Instant::now())) {
+            for job in batch {
+                let _ = job.answer.send(Err(ServiceError::NotWriter(
+                    "The writer's lease ran out before the write was committed.".to_owned(),
+                )));
+            }
+            continue;
         }
         commit(store, term, batch, batches);
     }

@@ -59,7 +59,7 @@ mod protocol;
 mod traits;
 pub mod validate;
 
-pub use committer::{CommittedBatch, CommitterConfig, GroupCommitter};
+pub use committer::{CommittedBatch, CommitterConfig, GroupCommitter, WriterLease};
 pub use error::ServiceError;
 pub use hasher::PasswordHasher;
 pub use local::{LocalService, ServiceConfig};

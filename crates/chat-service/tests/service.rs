@@ -2,6 +2,7 @@
 //! (denials included), retries, bad input and the replica rules.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use chat_service::{
     decode, encode, AuthService, ChatRef, Dispatcher, GroupService, LocalService, MessageService,
@@ -935,4 +936,45 @@ async fn the_group_committer_answers_each_request_of_a_mixed_batch() {
         matches!(stale, Err(ServiceError::NotWriter(_))),
         "{stale:?}"
     );
+}
+
+#[tokio::test]
+async fn a_writer_whose_lease_ran_out_commits_nothing_until_it_holds_one_again() {
+    let n = node(true);
+    let alice = n.register("alice", "123").await;
+    let bob = n.register("bob", "123").await;
+    let store = Arc::clone(n.service.store());
+    let lease = chat_service::WriterLease::default();
+    let committer = chat_service::GroupCommitter::start_leased(
+        Arc::clone(&store),
+        chat_service::CommitterConfig::default(),
+        None,
+        lease.clone(),
+    )
+    .unwrap();
+    let send = |content: &str| Request::SendPrivate {
+        message_id: Uuid::new_v4(),
+        acting_user: alice.uuid,
+        to: bob.uuid,
+        content: content.into(),
+    };
+    let before = store.snapshot().unwrap();
+
+    // No lease yet, then one that ran out (a writer resuming from a freeze): refused.
+    let unleased = committer.submit(3, send("no lease"), 0).await;
+    assert!(
+        matches!(unleased, Err(ServiceError::NotWriter(_))),
+        "{unleased:?}"
+    );
+    lease.set(Some(Instant::now()));
+    let expired = committer.submit(3, send("too late"), 0).await;
+    assert!(
+        matches!(expired, Err(ServiceError::NotWriter(_))),
+        "{expired:?}"
+    );
+    assert_eq!(store.snapshot().unwrap(), before, "nothing was written");
+
+    lease.set(Some(Instant::now() + Duration::from_secs(60)));
+    let held = committer.submit(3, send("in time"), 0).await.unwrap();
+    assert_eq!(held.epoch, before.epoch + 1);
 }

@@ -380,7 +380,19 @@ impl Task {
         }
         self.view = view;
         self.resync_if_stuck();
+        self.update_place(now);
+    }
+
+    /// The plane's place and the group commit's lease, from the view and the resync state.
+    /// The lease the committer checks is the one the plane writes under: a root holds it while
+    /// writable, anyone else never.
+    fn update_place(&mut self, now: Instant) {
         let place = self.place(now);
+        let lease = self
+            .view
+            .writable_until
+            .filter(|_| self.view.writer && !self.resyncing);
+        self.storage.lease.set(lease);
         if *self.plane.place() != place {
             self.plane.set_place(now, place);
         }
@@ -394,6 +406,7 @@ impl Task {
         if self.view.writer && !self.resyncing && self.storage.is_out_of_step() {
             tracing::warn!(target: "data", subsystem = "data", term = self.view.term, "root with a store out of step: starting the data plane again from the store's log");
             self.resyncing = true;
+            self.storage.lease.set(None);
             self.storage.submit(StoreJob::Resync);
         }
     }
@@ -409,8 +422,7 @@ impl Task {
         self.config.incarnation = Uuid::new_v4().as_u64_pair().0;
         self.plane = DataPlane::new(now, self.config.clone(), log);
         self.resyncing = false;
-        let place = self.place(now);
-        self.plane.set_place(now, place);
+        self.update_place(now);
     }
 
     /// Carries every output of the plane out, then publishes the status.
@@ -593,10 +605,7 @@ impl Task {
                 // In step already, or the log could not be read (asked again at the next
                 // tree change or snapshot request).
                 self.resyncing = false;
-                let place = self.place(now);
-                if *self.plane.place() != place {
-                    self.plane.set_place(now, place);
-                }
+                self.update_place(now);
             }
         }
     }

@@ -13,6 +13,7 @@ use chat_data::{
 };
 use chat_service::{
     CommitterConfig, GroupCommitter, LocalService, Reply, Request, ServiceConfig, ServiceError,
+    WriterLease,
 };
 use chat_store::{
     ChangeNotice, Entry as StoreEntry, SnapshotReader, SnapshotWriter, Store, StoreError,
@@ -100,6 +101,8 @@ pub(crate) struct Storage {
     pub(crate) applied: watch::Receiver<Epoch>,
     /// See [`Worker::out_of_step`]: while set, reads are passed up.
     out_of_step: Arc<AtomicBool>,
+    /// The writer lease the group commit checks before each batch; the driver keeps it.
+    pub(crate) lease: WriterLease,
     jobs: std_mpsc::Sender<StoreJob>,
 }
 
@@ -129,8 +132,14 @@ impl Storage {
         }
         let (applied_tx, applied) = watch::channel(store.applied_epoch());
         let (batches_tx, mut batches) = mpsc::channel::<chat_service::CommittedBatch>(64);
-        let group = GroupCommitter::start(Arc::clone(&store), committer, Some(batches_tx))
-            .map_err(|e| anyhow::anyhow!("cannot start the group commit: {e}"))?;
+        let lease = WriterLease::default();
+        let group = GroupCommitter::start_leased(
+            Arc::clone(&store),
+            committer,
+            Some(batches_tx),
+            lease.clone(),
+        )
+        .map_err(|e| anyhow::anyhow!("cannot start the group commit: {e}"))?;
         let reads = LocalService::new(
             Arc::clone(&store),
             ServiceConfig {
@@ -175,6 +184,7 @@ impl Storage {
             reads,
             applied,
             out_of_step,
+            lease,
             jobs,
         })
     }
