@@ -55,18 +55,19 @@ pub struct WriterLease(Arc<Mutex<Option<Instant>>>);
 impl WriterLease {
     /// Held until `until`; None: not the writer (no lease).
     pub fn set(&self, until: Option<Instant>) {
-        *self
-            .0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = until;
+        *self.until() = until;
     }
 
     /// Whether the lease still holds at `now`.
     pub fn holds(&self, now: Instant) -> bool {
+        self.until().is_some_and(|until| now < until)
+    }
+
+    /// A plain value: a panic elsewhere while holding the lock leaves nothing half-written.
+    fn until(&self) -> std::sync::MutexGuard<'_, Option<Instant>> {
         self.0
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .is_some_and(|until| now < until)
     }
 }
 

@@ -357,9 +357,7 @@ impl Task {
         Place {
             term: view.term,
             is_root: view.writer,
-            writable: view.writer
-                && !self.resyncing
-                && view.writable_until.is_some_and(|until| until > now),
+            writable: self.writer_lease().is_some_and(|until| until > now),
             replica: view.replica,
             input: view.input,
             parent: view.parent,
@@ -383,16 +381,19 @@ impl Task {
         self.update_place(now);
     }
 
+    /// Until when this node may write: a root's lease from the control plane, unless it is
+    /// starting its plane again; anyone else never. The plane writes under it and the group
+    /// commit checks it.
+    fn writer_lease(&self) -> Option<Instant> {
+        self.view
+            .writable_until
+            .filter(|_| self.view.writer && !self.resyncing)
+    }
+
     /// The plane's place and the group commit's lease, from the view and the resync state.
-    /// The lease the committer checks is the one the plane writes under: a root holds it while
-    /// writable, anyone else never.
     fn update_place(&mut self, now: Instant) {
         let place = self.place(now);
-        let lease = self
-            .view
-            .writable_until
-            .filter(|_| self.view.writer && !self.resyncing);
-        self.storage.lease.set(lease);
+        self.storage.lease.set(self.writer_lease());
         if *self.plane.place() != place {
             self.plane.set_place(now, place);
         }
@@ -401,12 +402,12 @@ impl Task {
     /// A node whose store fell out of step waits for a snapshot from its parent; a root has
     /// none. The election chose it on its store's log (the key is fed from the store), so
     /// that log holds everything a majority acknowledged: the worker comes back in step with
-    /// it and the plane starts again from it, as after a restart.
+    /// it and the plane starts again from it, as after a restart. The caller updates the
+    /// place: a resyncing root takes no writes.
     fn resync_if_stuck(&mut self) {
         if self.view.writer && !self.resyncing && self.storage.is_out_of_step() {
             tracing::warn!(target: "data", subsystem = "data", term = self.view.term, "root with a store out of step: starting the data plane again from the store's log");
             self.resyncing = true;
-            self.storage.lease.set(None);
             self.storage.submit(StoreJob::Resync);
         }
     }
@@ -599,6 +600,7 @@ impl Task {
             StoreReport::NeedSnapshot => {
                 self.plane.request_snapshot(now);
                 self.resync_if_stuck();
+                self.update_place(now);
             }
             StoreReport::Resynced(Some(log)) => self.resync(now, log),
             StoreReport::Resynced(None) => {

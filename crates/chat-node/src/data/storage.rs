@@ -710,6 +710,25 @@ mod tests {
             .collect()
     }
 
+    /// A child's first request for a new snapshot.
+    fn snapshot_request(peer: u64) -> StoreJob {
+        StoreJob::ReadSnapshotChunk {
+            peer,
+            snapshot_id: 0,
+            offset: 0,
+        }
+    }
+
+    fn resynced(reports: &mut mpsc::UnboundedReceiver<StoreReport>) -> Vec<Option<LocalLog>> {
+        drain(reports)
+            .into_iter()
+            .filter_map(|report| match report {
+                StoreReport::Resynced(log) => Some(log),
+                _ => None,
+            })
+            .collect()
+    }
+
     fn durable_reports(reports: &mut mpsc::UnboundedReceiver<StoreReport>) -> Vec<Position> {
         drain(reports)
             .into_iter()
@@ -765,21 +784,13 @@ mod tests {
         ));
         parent.handle(StoreJob::CommitAdvanced(3));
         parent.commit = 2;
-        parent.handle(StoreJob::ReadSnapshotChunk {
-            peer: 9,
-            snapshot_id: 0,
-            offset: 0,
-        });
+        parent.handle(snapshot_request(9));
         assert!(
             snapshot_chunks(&mut parent_reports).is_empty(),
             "a snapshot beyond the commit is not sent"
         );
         parent.handle(StoreJob::CommitAdvanced(3));
-        parent.handle(StoreJob::ReadSnapshotChunk {
-            peer: 9,
-            snapshot_id: 0,
-            offset: 0,
-        });
+        parent.handle(snapshot_request(9));
         let chunks = snapshot_chunks(&mut parent_reports);
         assert_eq!(chunks.len(), 1, "sent once the commit reached it");
         assert_eq!(chunks[0].base, Position::new(2, 3));
@@ -804,11 +815,7 @@ mod tests {
             child_store.election_key(),
             chat_store::EntryId { term: 1, epoch: 2 }
         );
-        child.handle(StoreJob::ReadSnapshotChunk {
-            peer: 7,
-            snapshot_id: 0,
-            offset: 0,
-        });
+        child.handle(snapshot_request(7));
         assert!(
             snapshot_chunks(&mut child_reports).is_empty(),
             "serves no snapshot of its rows"
@@ -844,15 +851,6 @@ mod tests {
 
         node.handle(StoreJob::Resync);
         assert!(!node.is_out_of_step(), "in step with its own log again");
-        let resynced = |reports: &mut mpsc::UnboundedReceiver<StoreReport>| {
-            drain(reports)
-                .into_iter()
-                .filter_map(|report| match report {
-                    StoreReport::Resynced(log) => Some(log),
-                    _ => None,
-                })
-                .collect::<Vec<_>>()
-        };
         let logs: Vec<LocalLog> = resynced(&mut reports).into_iter().flatten().collect();
         assert_eq!(logs.len(), 1, "reports the log the plane starts from");
         assert_eq!(logs[0].last, 3);
